@@ -1,0 +1,34 @@
+# make demo  - pegu's main job, offline (real Real-ESRGAN weights, a real photo)
+# make test  - sets up .venv from nothing (idempotent), then runs every test
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.pegu-installed
+
+.PHONY: setup demo test bench clean
+setup: $(STAMP)
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# basicsr is an sdist that imports torch while it builds: torch first, then basicsr
+# without build isolation (no second torch in a throw-away build env).
+$(STAMP): $(BIN)/python requirements.txt requirements-dev.txt pyproject.toml
+	$(BIN)/pip install -q --disable-pip-version-check torch torchvision
+	$(BIN)/pip install -q --disable-pip-version-check wheel cython numpy
+	$(BIN)/pip install -q --disable-pip-version-check --no-build-isolation basicsr==1.4.2
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements-dev.txt
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $@
+
+demo: $(STAMP)
+	$(BIN)/pegu demo
+
+test: $(STAMP)
+	PEGU_OFFLINE=1 $(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/upscale.py
+
+clean:
+	rm -rf $(VENV) out

