@@ -55,9 +55,9 @@ def run_demo(*, input_size: int = 512, target=(2048, 2048), upscaler: str = "Rea
     result = stage(f"upscale {up.name}", lambda: up.run(photo, target=target, progress=True))
     bicubic = stage("upscale bicubic", lambda: photo.resize(target, Image.BICUBIC))
     lanczos = stage("upscale lanczos", lambda: photo.resize(target, Image.LANCZOS))
-    files = {name: write_png(img, out / f"astronaut_{name}_{tw}x{th}.png") for name, img in
-             (("input", photo), (up.name, result.image), ("bicubic", bicubic),
-              ("lanczos", lanczos))}
+    files = {"input": write_png(photo, out / f"astronaut_input_{input_size}x{input_size}.png")}
+    files.update({name: write_png(img, out / f"astronaut_{name}_{tw}x{th}.png") for name, img
+                  in ((up.name, result.image), ("bicubic", bicubic), ("lanczos", lanczos))})
     files["figure"] = comparison_figure(
         {"bicubic": bicubic, "Lanczos": lanczos, up.name: result.image},
         out / f"astronaut_comparison_{tw}x{th}.png",
@@ -92,7 +92,7 @@ def comparison_figure(images: dict, path: Path, title: str = "", zoom=(0.3, 0.15
         for ax in axes[:, col]:
             ax.set_axis_off()
     fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(h_pad=2)
     fig.canvas.draw()
     image = _figure_image(fig)
     plt.close(fig)

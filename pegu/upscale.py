@@ -40,7 +40,7 @@ _LUMA = (0.299, 0.587, 0.114)
 class UpscaleResult:
     """An upscaled image and what producing it took.
 
-    tile: tile size in input pixels actually used (0 = whole image at once).
+    tile: largest tile edge in input pixels actually used (0 = whole image at once).
     tiles: network forward passes run (tiles × passes × (1 + alpha)).
     passes: times the network was applied (0 when only resizing down).
     seconds: wall time.
@@ -103,46 +103,47 @@ class Upscaler:
         passes = 0 if factor <= 1 else math.ceil(math.log(factor) / math.log(self.scale) - 1e-9)
         # colour (3 channels) and alpha (replicated to 3) go through the network alike
         groups = [planes[:3]] + ([planes[3:4].expand(3, -1, -1)] if planes.shape[0] == 4 else [])
-        tile, tiles = self.tile, 0
+        limit, used, tiles = self.tile, 0, 0
         for _ in range(passes):
             outs = []
             for g in groups:
-                out, tile, n = self._tiled_with_fallback(g, tile, progress)
+                limit, out, edge, n = self._tiled_with_fallback(g, limit, progress)
                 outs.append(out)
-                tiles += n
+                used, tiles = max(used, edge), tiles + n
             groups = outs
         out = torch.cat([groups[0]] + [_luma(g) for g in groups[1:]])
         out = _resize(out, inner)
         if inner != (tw, th):
             out = _pad_center(out, (tw, th))
         result = _encode(out.clamp_(0, 1), meta)
-        return UpscaleResult(result, tile=tile if passes else 0, tiles=tiles, passes=passes,
+        return UpscaleResult(result, tile=used, tiles=tiles, passes=passes,
                              seconds=time.perf_counter() - t0)
 
     # ---- tiled inference ----
 
-    def _tiled_with_fallback(self, x, tile: int, progress: bool):
-        """Run the tiles; on CUDA out-of-memory halve the tile down to MIN_TILE, then raise."""
+    def _tiled_with_fallback(self, x, limit: int, progress: bool):
+        """Run the tiles; on CUDA out-of-memory halve the tile limit down to MIN_TILE, then
+        raise. Returns (tile limit now, output, largest tile edge used, tiles run)."""
         import torch
 
         while True:
             try:
-                out, n = self._tiled(x, tile, progress)
-                return out, tile, n
+                return (limit, *self._tiled(x, limit, progress))
             except torch.OutOfMemoryError as e:
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
-                size = tile or max(x.shape[-2:])
-                if size // 2 < MIN_TILE:
+                size = min(limit or math.inf, max(x.shape[-2:]))
+                if size <= MIN_TILE:
                     raise torch.OutOfMemoryError(
                         f"{self.name} ran out of memory even with {size}px tiles; free GPU "
                         "memory (close other models) or use device='cpu'") from e
-                tile = size // 2
+                limit = max(MIN_TILE, size // 2)
 
     def _tiled(self, x, tile: int, progress: bool):
-        """Upscale one (3, H, W) plane group; returns ((3, sH, sW) float32 CPU, tiles run).
+        """Upscale one (3, H, W) plane group -> ((3, sH, sW) float32 CPU, largest tile edge
+        used (0: untiled), tiles run).
 
-        Tiles of ``tile`` px, evenly spread, overlap by at least ``tile_overlap`` px and
+        Tiles of at most ``tile`` px, evenly spread, overlap by ``tile_overlap`` px and
         see ``tile_overlap`` px of context beyond their edges. Each seam lies in the middle
         of an overlap, feathered over ``tile_overlap / 2`` px, so it does not show.
         """
@@ -151,7 +152,7 @@ class Upscaler:
         s = self.scale
         _, h, w = x.shape
         if not tile or (h <= tile and w <= tile):
-            return self._forward(x).cpu(), 1
+            return self._forward(x).cpu(), 0, 1
         overlap = min(self.tile_overlap, tile // 2)
         ys, xs = _axis_tiles(h, tile, overlap), _axis_tiles(w, tile, overlap)
         band = max(1, overlap // 2)
@@ -175,7 +176,8 @@ class Upscaler:
                 weight[:, y0 * s:y1 * s, x0 * s:x1 * s] += wt
                 bar.update()
         bar.close()
-        return acc.div_(weight), len(ys) * len(xs)
+        used = max(b - a for a, b in ys + xs)
+        return acc.div_(weight), used, len(ys) * len(xs)
 
     def _forward(self, x):
         """Network on one (3, h, w) CPU tile -> (3, s·h, s·w) float32 in [0, 1] on the device."""
@@ -197,11 +199,13 @@ class Upscaler:
 
 
 def _axis_tiles(n: int, tile: int, overlap: int) -> list[tuple[int, int]]:
-    """Tile spans along one axis: ``tile`` long, evenly spread, overlapping by ≥ ``overlap``."""
+    """Spans along one axis: as few as tiles of at most ``tile`` px allow, each as short as
+    that count allows, evenly spread so that neighbours overlap by ``overlap`` px."""
     if n <= tile:
         return [(0, n)]
     count = math.ceil((n - overlap) / (tile - overlap))
-    return [(a, a + tile) for a in (round(i * (n - tile) / (count - 1)) for i in range(count))]
+    size = min(tile, math.ceil((n + (count - 1) * overlap) / count))
+    return [(a, a + size) for a in (round(i * (n - size) / (count - 1)) for i in range(count))]
 
 
 def _ramp(spans, i: int, s: int, band: int):
