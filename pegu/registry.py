@@ -97,3 +97,89 @@ def upscaler_spec(name: str) -> UpscalerSpec:
     raise ValueError(
         f"unknown upscaler {name!r}.{hint} Known: {', '.join(UPSCALERS)}; "
         "or give the path of a .pth/.safetensors file.")
+
+
+# ---- generators ----
+
+@dataclass(frozen=True)
+class GeneratorSpec:
+    """One text-to-image model.
+
+    family: "sd15" or "sdxl". repo/revision: its Hugging Face Hub source (None for the tiny
+    smoke-test models, which pegu builds in code). native: the square size it was trained
+    at. vae: the VAE to swap in (a Hub id), if any. scheduler/steps/guidance/negative: the
+    recommended settings; ``source`` says where they come from.
+    """
+
+    name: str
+    family: str
+    repo: str | None
+    native: int
+    scheduler: str
+    steps: int
+    guidance: float
+    description: str
+    source: str
+    revision: str = "main"
+    vae: str | None = None
+    variant: str | None = None
+    negative: str = ""
+    hires_strength: float = 0.35
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def tiny(self) -> bool:
+        return self.repo is None
+
+
+_RV_NEGATIVE = ("(deformed iris, deformed pupils, semi-realistic, cgi, 3d, render, sketch, "
+                "cartoon, drawing, anime), text, cropped, out of frame, worst quality, low "
+                "quality, jpeg artifacts, ugly, duplicate, morbid, mutilated, extra fingers, "
+                "mutated hands, poorly drawn hands, poorly drawn face, mutation, deformed, "
+                "blurry, bad anatomy, bad proportions, extra limbs, cloned face, disfigured")
+
+GENERATORS: dict[str, GeneratorSpec] = {s.name: s for s in (
+    GeneratorSpec(
+        "sdxl-base", "sdxl", "stabilityai/stable-diffusion-xl-base-1.0", 1024,
+        "DPM++ 2M Karras", 30, 7.0, "SDXL base 1.0, 1024², fp16 with the fp16-fix VAE",
+        "model card (1024², guidance 5-9); fp16-fix VAE because SDXL's VAE overflows in fp16",
+        vae="madebyollin/sdxl-vae-fp16-fix", variant="fp16", aliases=("sdxl",)),
+    GeneratorSpec(
+        "realistic-vision-v6", "sd15", "SG161222/Realistic_Vision_V6.0_B1_noVAE", 512,
+        "DPM++ SDE Karras", 25, 5.0, "Realistic Vision V6.0 B1 (noVAE), SD 1.5, photoreal people",
+        "model card: VAE sd-vae-ft-mse, CFG 3.5-7, hires fix at denoising 0.25-0.45, its "
+        "negative-prompt template", vae="stabilityai/sd-vae-ft-mse", negative=_RV_NEGATIVE,
+        aliases=("rv6", "Realistic_Vision_V6.0_B1_noVAE")),
+    GeneratorSpec(
+        "epicrealism", "sd15", "emilianJR/epiCRealism", 512, "DPM++ 2M Karras", 25, 6.0,
+        "epiCRealism, SD 1.5, photoreal", "the card gives no settings: SD 1.5 photoreal defaults",
+        aliases=("epiCRealism",)),
+    GeneratorSpec(
+        "cyberrealistic-v3", "sd15", "emilianJR/CyberRealistic_V3", 512, "DPM++ 2M Karras", 25,
+        6.0, "CyberRealistic V3, SD 1.5, photoreal",
+        "the card gives no settings: SD 1.5 photoreal defaults",
+        aliases=("cyberrealistic", "CyberRealistic_V3")),
+    GeneratorSpec(
+        "tiny-sd15", "sd15", None, 512, "DPM++ 2M Karras", 4, 5.0,
+        "SMOKE TEST ONLY: random weights, SD 1.5 architecture in miniature (noise images)",
+        "built in code for offline tests and demos"),
+    GeneratorSpec(
+        "tiny-sdxl", "sdxl", None, 1024, "DPM++ 2M Karras", 4, 5.0,
+        "SMOKE TEST ONLY: random weights, SDXL architecture in miniature (noise images)",
+        "built in code for offline tests and demos"),
+)}
+
+DEFAULT_GENERATOR = "realistic-vision-v6"
+
+
+def generator_spec(name: str) -> GeneratorSpec:
+    """The registry entry for ``name`` (short name, alias or Hub id); suggests close names."""
+    for spec in GENERATORS.values():
+        if name.lower() in (spec.name.lower(), (spec.repo or "").lower(),
+                            *(a.lower() for a in spec.aliases)):
+            return spec
+    known = [n for s in GENERATORS.values() for n in (s.name, *s.aliases)]
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    raise ValueError(f"unknown model {name!r}.{hint} Known: {', '.join(GENERATORS)}; or a Hub "
+                     "id, a diffusers folder, or a .safetensors/.ckpt file.")
