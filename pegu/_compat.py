@@ -1,8 +1,10 @@
 """The only place that works around third-party breakage."""
 from __future__ import annotations
 
+import contextlib
 import sys
 import types
+import warnings
 
 
 def _shim_functional_tensor() -> None:
@@ -43,3 +45,13 @@ def realesrganer_class():
     from realesrgan import RealESRGANer
 
     return RealESRGANer
+
+
+
+@contextlib.contextmanager
+def diffusers_loading():
+    """Load with ``torch_dtype=``, which every diffusers release since 0.30 takes; recent
+    ones also take ``dtype=`` and warn that the old name is deprecated: hide that warning."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)
+        yield

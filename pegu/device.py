@@ -121,3 +121,59 @@ def peak_rss() -> int:
 
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss if sys.platform == "darwin" else rss * 1024
+
+
+def gpu_problem(capability: tuple[int, int], arch_list: list[str], torch_version: str,
+                torchvision_version: str | None = None) -> str | None:
+    """Why this torch build cannot run on a GPU of ``capability``, with the fix; else None.
+
+    A build runs on compute capability X.Y if it ships sm_X.Z kernels with Z ≤ Y, or PTX
+    (compute_N) for an older architecture that the driver can compile (Kaggle's default
+    image, from March 2026, has neither for a P100, sm_60).
+    """
+    major, minor = capability
+    for arch in arch_list:
+        kind, _, num = arch.partition("_")
+        if not num.isdigit():
+            continue
+        a_major, a_minor = int(num[:-1]), int(num[-1])
+        if kind == "sm" and a_major == major and a_minor <= minor:
+            return None
+        if kind == "compute" and (a_major, a_minor) <= (major, minor):
+            return None
+    base = torch_version.split("+")[0]
+    vision = f" torchvision=={torchvision_version.split('+')[0]}" if torchvision_version else \
+        " torchvision"
+    return (f"this torch {torch_version} has no kernels for your GPU (compute capability "
+            f"{major}.{minor}, sm_{major}{minor}; the build has {', '.join(arch_list) or 'none'})."
+            f" Install the CUDA 12.6 build, which still carries them: pip install "
+            f"torch=={base}{vision} --index-url https://download.pytorch.org/whl/cu126 "
+            "(then restart the kernel), or switch the accelerator to a T4 or L4.")
+
+
+def check_gpu(device, dtype=None) -> None:
+    """Fail before any work if torch cannot run on this CUDA device, or ``dtype`` is bf16
+    on a GPU without native bf16 (Pascal and older, compute capability < 8.0 is emulated;
+    < 7.0 refused)."""
+    import torch
+
+    if getattr(device, "type", None) != "cuda":
+        return
+    capability = torch.cuda.get_device_capability(device)
+    try:
+        import torchvision
+
+        vision = torchvision.__version__
+    except ImportError:
+        vision = None
+    problem = gpu_problem(capability, torch.cuda.get_arch_list(), torch.__version__, vision)
+    if problem:
+        raise RuntimeError(problem)
+    if dtype == torch.bfloat16 and capability < (7, 0):
+        raise ValueError(f"this GPU (sm_{capability[0]}{capability[1]}) has no bf16; use "
+                         "dtype='fp16'")
+
+
+def compile_supported(capability: tuple[int, int] | None) -> bool:
+    """torch.compile's GPU backend (Triton) needs compute capability 7.0 or newer."""
+    return capability is not None and capability >= (7, 0)

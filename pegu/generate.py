@@ -1,0 +1,372 @@
+"""The generator stage: a diffusers text-to-image pipeline with a memory policy.
+
+``load_generator(name)`` -> ``Generator``; ``Generator.generate(GenerateSettings)`` ->
+``GenerateResult`` (the images plus every choice actually made).
+"""
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from .registry import GeneratorSpec, generator_spec
+from .settings import GenerateSettings, check_scheduler
+from .weights import cache_dir, offline_mode
+
+MEMORY_LEVELS = ("none", "vae-tiling", "model-offload", "sequential-offload")
+GIB = 2**30
+# fp16 weights (UNet + text encoders + VAE) and a rough activation cost per megapixel per
+# image (SDPA attention, classifier-free guidance doubles the batch); used by "auto".
+_WEIGHTS_GIB = {"sd15": 2.0, "sdxl": 6.9}
+_LARGEST_GIB = {"sd15": 1.7, "sdxl": 5.1}
+_ACT_GIB_PER_MP = {"sd15": 1.0, "sdxl": 1.5}
+
+
+def choose_memory(family: str, width: int, height: int, batch: int, device_type: str,
+                  total_bytes: int | None) -> str:
+    """The lightest memory level that fits: "none" (all on the GPU), "vae-tiling" (also
+    decode large images in tiles), "model-offload" (one component on the GPU at a time),
+    "sequential-offload" (layer by layer, slowest); "cpu" on the CPU."""
+    if device_type != "cuda":
+        return "cpu"
+    budget = 0.9 * (total_bytes or 0) / GIB
+    mp = width * height / 2**20 * batch
+    act = _ACT_GIB_PER_MP[family] * mp
+    if _WEIGHTS_GIB[family] + act <= budget:
+        return "vae-tiling" if width * height > 1024 * 1024 else "none"
+    if _LARGEST_GIB[family] + act <= budget:
+        return "model-offload"
+    return "sequential-offload"
+
+
+def make_scheduler(name: str, config):
+    """A diffusers scheduler for an A1111 / model-card sampler name (diffusers' own table)."""
+    import diffusers as d
+
+    name = check_scheduler(name)
+    cls, kwargs = {
+        "DPM++ 2M Karras": (d.DPMSolverMultistepScheduler, dict(use_karras_sigmas=True)),
+        "DPM++ SDE Karras": (d.DPMSolverSinglestepScheduler, dict(use_karras_sigmas=True)),
+        "DPM++ 2M SDE": (d.DPMSolverMultistepScheduler, dict(algorithm_type="sde-dpmsolver++")),
+        "Euler a": (d.EulerAncestralDiscreteScheduler, {}),
+        "Euler": (d.EulerDiscreteScheduler, {}),
+        "DDIM": (d.DDIMScheduler, {}),
+        "UniPC": (d.UniPCMultistepScheduler, {}),
+    }[name]
+    return cls.from_config(config, **kwargs)
+
+
+@dataclass(frozen=True)
+class GenerateResult:
+    """Images and what producing them used.
+
+    settings: the settings with every default resolved (what to store and re-run).
+    seeds: each image's seed. dtype, memory, device: what ran. vae_fp32_fallback: the fp16
+    VAE produced NaNs and the latents were decoded again in fp32. seconds: wall time.
+    warnings: what the user should know (e.g. the part of a long prompt CLIP dropped).
+    """
+
+    images: list
+    settings: GenerateSettings
+    model: str
+    seeds: list[int]
+    dtype: str
+    memory: str
+    device: str
+    vae_fp32_fallback: bool
+    seconds: float
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def image(self):
+        return self.images[0]
+
+
+class Generator:
+    """A loaded text-to-image pipeline; build one with :func:`load_generator`."""
+
+    def __init__(self, pipe, *, name: str, family: str, native: int, spec: GeneratorSpec | None,
+                 device, dtype, memory: str, scheduler: str, source: str):
+        self.pipe = pipe
+        self.name = name
+        self.family = family
+        self.native = native
+        self.spec = spec
+        self.device = device
+        self.dtype = dtype
+        self.memory_request = memory
+        self.memory = "unset"
+        self.scheduler = scheduler
+        self.source = source
+
+    def __repr__(self) -> str:
+        return (f"Generator({self.name!r}, {self.family}, native {self.native}², "
+                f"device={self.device}, dtype={str(self.dtype).removeprefix('torch.')}, "
+                f"memory={self.memory}, scheduler={self.scheduler!r})")
+
+    def resolve(self, settings: GenerateSettings) -> GenerateSettings:
+        """``settings`` with each ``None`` replaced by this model's recommendation."""
+        spec = self.spec
+        return replace(
+            settings,
+            negative_prompt=settings.negative_prompt if settings.negative_prompt is not None
+            else (spec.negative if spec else ""),
+            width=settings.width or self.native, height=settings.height or self.native,
+            steps=settings.steps or (spec.steps if spec else 25),
+            guidance=settings.guidance if settings.guidance is not None
+            else (spec.guidance if spec else 7.0),
+            scheduler=settings.scheduler or self.scheduler)
+
+    def generate(self, settings: GenerateSettings, progress: bool = True) -> GenerateResult:
+        """Generate ``settings.batch_size`` images; image i uses a CPU ``torch.Generator``
+        seeded with ``settings.seed + i``, so the same settings give the same images."""
+        import torch
+
+        t0 = time.perf_counter()
+        s = self.resolve(settings)
+        notes = [n for n in (self._prompt_note("prompt", s.prompt),
+                             self._prompt_note("negative prompt", s.negative_prompt)) if n]
+        for n in notes:
+            warnings.warn(n, stacklevel=2)
+        self._apply_memory(s.width, s.height, s.batch_size)
+        self.pipe.scheduler = make_scheduler(s.scheduler, self.pipe.scheduler.config)
+        self.pipe.set_progress_bar_config(disable=not progress)
+        final = {}
+
+        def keep_latents(pipe, step, timestep, kwargs):
+            final["latents"] = kwargs["latents"]
+            return kwargs
+
+        out = self.pipe(
+            prompt=s.prompt, negative_prompt=s.negative_prompt or None, width=s.width,
+            height=s.height, num_inference_steps=s.steps, guidance_scale=s.guidance,
+            num_images_per_prompt=s.batch_size,
+            generator=[torch.Generator("cpu").manual_seed(x) for x in s.seeds],
+            output_type="np", callback_on_step_end=keep_latents)
+        images, fallback = out.images, False
+        if np.isnan(images).any():
+            images, fallback = self._decode_fp32(final["latents"]), True
+            notes.append("the fp16 VAE overflowed (NaN); decoded again in fp32")
+        return GenerateResult(
+            images=self.pipe.numpy_to_pil(images), settings=s, model=self.name, seeds=s.seeds,
+            dtype=str(self.dtype).removeprefix("torch."), memory=self.memory,
+            device=str(self.device), vae_fp32_fallback=fallback,
+            seconds=time.perf_counter() - t0, warnings=tuple(notes))
+
+    def _prompt_note(self, what: str, text: str) -> str | None:
+        """A warning naming the words CLIP will not read (it reads 77 tokens)."""
+        tok = self.pipe.tokenizer
+        if not text:
+            return None
+        ids = tok(text, truncation=False, add_special_tokens=True).input_ids
+        limit = tok.model_max_length
+        if len(ids) <= limit:
+            return None
+        dropped = tok.decode(ids[limit - 1:-1], skip_special_tokens=True)
+        return (f"the {what} is {len(ids)} tokens but CLIP reads {limit}; this part is "
+                f"dropped: {dropped!r}. Shorten it or move what matters to the front.")
+
+    def _decode_fp32(self, latents):
+        """Decode ``latents`` with the VAE in fp32; raise if that also gives NaNs."""
+        import torch
+
+        vae = self.pipe.vae
+        dtype = vae.dtype
+        try:
+            vae.to(torch.float32)
+            z = latents.to(vae.device, torch.float32) / vae.config.scaling_factor
+            with torch.no_grad():
+                image = vae.decode(z, return_dict=False)[0]
+            image = self.pipe.image_processor.postprocess(image, output_type="np")
+        finally:
+            vae.to(dtype)
+        if np.isnan(image).any():
+            raise FloatingPointError(
+                f"{self.name} produced NaN latents (not only the VAE); try dtype='fp32', "
+                "another scheduler, or fewer steps")
+        return image
+
+    def _apply_memory(self, width: int, height: int, batch: int) -> None:
+        """Set the memory level for this size (only ever raised, never lowered)."""
+        import torch
+
+        if self.memory_request == "auto":
+            total = (torch.cuda.get_device_properties(self.device).total_memory
+                     if self.device.type == "cuda" else None)
+            level = choose_memory(self.family, width, height, batch, self.device.type, total)
+        else:
+            level = self.memory_request
+        order = ("unset", "cpu", *MEMORY_LEVELS)
+        if order.index(level) <= order.index(self.memory):
+            return
+        pipe = self.pipe
+        if level in ("cpu", "none", "vae-tiling") and self.memory in ("unset", "cpu", "none"):
+            pipe.to(self.device)
+        elif level == "model-offload":
+            pipe.to("cpu")
+            pipe.enable_model_cpu_offload(device=self.device)
+        elif level == "sequential-offload":
+            pipe.to("cpu")
+            pipe.enable_sequential_cpu_offload(device=self.device)
+        if level in ("vae-tiling", "model-offload", "sequential-offload"):
+            pipe.vae.enable_tiling()
+            pipe.vae.enable_slicing()
+        self.memory = level
+
+
+# ---- loading ----
+
+def load_generator(name_or_path: str | Path = "tiny-sd15", *, device="auto", dtype="auto",
+                   memory: str = "auto", scheduler: str | None = None, vae: str | None = None,
+                   config: str | Path | None = None, revision: str | None = None,
+                   offline: bool | None = None) -> Generator:
+    """Load a text-to-image model.
+
+    name_or_path: a registry name (``pegu models``; e.g. "realistic-vision-v6", "sdxl-base",
+        "tiny-sd15"), a Hugging Face Hub id, a diffusers folder, or a single
+        ``.safetensors``/``.ckpt`` checkpoint (give ``config=`` a diffusers folder of the same
+        family to load it offline). On Kaggle, registry models attached under
+        ``/kaggle/input`` are found by name.
+    device: "auto" (CUDA if available), "cpu", "cuda", ... dtype: "auto" (fp16 on CUDA, fp32
+        on the CPU), "fp32", "fp16", "bf16".
+    memory: "auto" (chosen per image size from the GPU's memory; see ``choose_memory``) or one
+        of MEMORY_LEVELS. scheduler: default sampler name (settings can override it).
+    vae: a Hub id or folder of a VAE to use instead of the model's (default: the registry's
+        recommendation, e.g. sd-vae-ft-mse for Realistic Vision, the fp16-fix VAE for SDXL).
+    revision: Hub revision (branch, tag or commit). offline: never use the network
+        (default: ``$PEGU_OFFLINE``/``$HF_HUB_OFFLINE``).
+    """
+    from . import _compat
+    from .device import check_gpu, resolve_device, resolve_dtype
+
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    check_gpu(dev, dt)
+    if memory != "auto" and memory not in MEMORY_LEVELS + ("cpu",):
+        raise ValueError(f"memory must be 'auto' or one of {', '.join(MEMORY_LEVELS)}, "
+                         f"got {memory!r}")
+    if dev.type == "cpu" and memory not in ("auto", "cpu"):
+        raise ValueError(f"memory={memory!r} is for GPUs; on the CPU use 'auto'")
+    if scheduler is not None:
+        scheduler = check_scheduler(scheduler)
+    offline = offline_mode() if offline is None else offline
+    with _compat.diffusers_loading():
+        spec, pipe, source = _load_pipeline(str(name_or_path), dt, revision, config, offline)
+    family = "sdxl" if type(pipe).__name__.startswith("StableDiffusionXL") else "sd15"
+    vae = vae if vae is not None else (spec.vae if spec else None)
+    if vae:
+        from diffusers import AutoencoderKL
+
+        local = Path(vae).expanduser()
+        with _compat.diffusers_loading():
+            pipe.vae = AutoencoderKL.from_pretrained(
+                str(local) if local.is_dir() else vae, torch_dtype=dt,
+                local_files_only=offline or local.is_dir())
+    native = spec.native if spec else int(pipe.unet.config.sample_size) * pipe.vae_scale_factor
+    name = spec.name if spec else Path(str(name_or_path)).name
+    default = scheduler or (spec.scheduler if spec else "DPM++ 2M Karras")
+    return Generator(pipe, name=name, family=family, native=native, spec=spec, device=dev,
+                     dtype=dt, memory=memory, scheduler=default, source=source)
+
+
+def _load_pipeline(name: str, dtype, revision, config, offline: bool):
+    """(registry spec or None, pipeline on the CPU, where it came from)."""
+    from diffusers import DiffusionPipeline
+
+    path = Path(name).expanduser()
+    common = dict(torch_dtype=dtype, safety_checker=None, requires_safety_checker=False)
+    if path.is_file() or path.suffix in (".safetensors", ".ckpt"):
+        return None, _single_file(path, config, dtype, offline), str(path)
+    if path.is_dir():
+        if not (path / "model_index.json").is_file():
+            raise FileNotFoundError(f"{path} is not a diffusers folder (no model_index.json)")
+        return None, _from_pretrained(DiffusionPipeline, str(path), common, local=True), \
+            str(path)
+    try:
+        spec = generator_spec(name)
+    except ValueError:
+        if name.count("/") != 1:
+            raise
+        spec = None  # an unregistered Hub id
+    if spec is not None and spec.tiny:
+        from .tiny import tiny_folder
+
+        folder = tiny_folder(spec.name, spec.family, cache_dir() / "generators")
+        return spec, _from_pretrained(DiffusionPipeline, str(folder), common, local=True), \
+            f"{folder} (built in code, random weights)"
+    repo = spec.repo if spec else name
+    kaggle = kaggle_model_dir(repo)
+    if kaggle is not None:
+        return spec, _from_pretrained(DiffusionPipeline, str(kaggle), common, local=True), \
+            str(kaggle)
+    kwargs = dict(common, revision=revision or (spec.revision if spec else None))
+    if spec and spec.variant:
+        kwargs["variant"] = spec.variant
+    try:
+        pipe = _from_pretrained(DiffusionPipeline, repo, kwargs, local=offline)
+    except OSError as e:
+        how = ("it is not in the Hugging Face cache and offline mode is on"
+               if offline else f"it could not be downloaded ({e.__class__.__name__})")
+        raise FileNotFoundError(
+            f"cannot load {repo}: {how}. Download it once with internet on "
+            f"(huggingface-cli download {repo}), attach it on Kaggle, or pass a local "
+            "folder.") from e
+    return spec, pipe, f"hf://{repo}@{kwargs['revision'] or 'main'}"
+
+
+def _from_pretrained(cls, where: str, kwargs: dict, local: bool):
+    pipe = cls.from_pretrained(where, local_files_only=local, **kwargs)
+    if not type(pipe).__name__.startswith(("StableDiffusionPipeline", "StableDiffusionXL")):
+        raise ValueError(f"{where} is a {type(pipe).__name__}; pegu runs Stable Diffusion 1.5 "
+                         "and SDXL text-to-image pipelines")
+    return pipe
+
+
+def _single_file(path: Path, config, dtype, offline: bool):
+    """A single-file checkpoint; ``config`` (a diffusers folder) makes it work offline."""
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    family = "sdxl" if any(k.startswith("conditioner.") for k in _checkpoint_keys(path)) \
+        else "sd15"
+    cls = StableDiffusionXLPipeline if family == "sdxl" else StableDiffusionPipeline
+    if config is None and offline:
+        raise ValueError(f"{path.name} is a single-file checkpoint; offline, give config= a "
+                         f"diffusers folder of the same family ({family}), e.g. a saved "
+                         "pipeline, so pegu knows its layout")
+    kwargs = dict(torch_dtype=dtype, local_files_only=offline)
+    if config is not None:
+        kwargs["config"] = str(Path(config).expanduser())
+    if family == "sd15":
+        kwargs.update(safety_checker=None, requires_safety_checker=False)
+    return cls.from_single_file(str(path), **kwargs)
+
+
+def _checkpoint_keys(path: Path) -> list[str]:
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            return list(f.keys())
+    from .weights import load_state_dict
+
+    return list(load_state_dict(path))
+
+
+def kaggle_model_dir(repo: str, root: str | None = None) -> Path | None:
+    """A diffusers folder for ``repo`` attached under ``/kaggle/input`` (or ``root``): one
+    whose path names the repo (e.g. .../realistic_vision_v6.0_b1_novae/...)."""
+    base = Path(root or os.environ.get("PEGU_KAGGLE_INPUT", "/kaggle/input"))
+    if not base.is_dir():
+        return None
+    want = repo.split("/")[-1].lower().replace("-", "_")
+    for index in sorted(base.glob("**/model_index.json")):
+        if want in str(index.parent).lower().replace("-", "_"):
+            return index.parent
+    return None
+

@@ -1,0 +1,229 @@
+"""The generator stage with tiny SD 1.5 / SDXL pipelines built in code, on the CPU."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pegu.device import compile_supported, gpu_problem
+from pegu.generate import choose_memory, kaggle_model_dir, load_generator, make_scheduler
+from pegu.registry import GENERATORS, generator_spec
+from pegu.settings import SCHEDULERS, GenerateSettings
+
+PROMPT = "a photo of a woman with curly red hair"
+
+
+@pytest.fixture(scope="module")
+def sd15(tmp_path_factory):
+    import os
+
+    os.environ["PEGU_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    return load_generator("tiny-sd15")
+
+
+def pixels(image) -> np.ndarray:
+    return np.asarray(image).astype(np.int64)
+
+
+def test_equals_diffusers_itself(sd15):
+    from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
+
+    r = sd15.generate(GenerateSettings(PROMPT, seed=7, steps=3, negative_prompt="blurry"))
+    assert r.image.size == (512, 512) and r.settings.scheduler == "DPM++ 2M Karras"
+    folder = sd15.source.split(" (")[0]
+    pipe = StableDiffusionPipeline.from_pretrained(folder, safety_checker=None,
+                                                   requires_safety_checker=False)
+    pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config,
+                                                             use_karras_sigmas=True)
+    ref = pipe(PROMPT, negative_prompt="blurry", num_inference_steps=3, guidance_scale=5.0,
+               generator=torch.Generator().manual_seed(7)).images[0]
+    assert np.array_equal(pixels(ref), pixels(r.image))
+
+
+def test_deterministic_across_loads_and_batches(sd15):
+    s = GenerateSettings(PROMPT, seed=11, steps=2, width=256, height=192)
+    first = sd15.generate(s, progress=False).image
+    again = load_generator("tiny-sd15").generate(s, progress=False).image
+    assert first.size == (256, 192) and np.array_equal(pixels(first), pixels(again))
+    batch = sd15.generate(GenerateSettings(PROMPT, seed=11, steps=2, width=256, height=192,
+                                           batch_size=3), progress=False)
+    assert batch.seeds == [11, 12, 13]
+    for i, image in enumerate(batch.images):
+        single = sd15.generate(GenerateSettings(PROMPT, seed=11 + i, steps=2, width=256,
+                                                height=192), progress=False).image
+        # a batch runs the same maths in one pass; CPU kernels may round the last bit
+        assert np.abs(pixels(image) - pixels(single)).max() <= 1
+    assert not np.array_equal(pixels(batch.images[0]), pixels(batch.images[1]))
+
+
+def test_records_what_it_used(sd15):
+    r = sd15.generate(GenerateSettings(PROMPT, steps=1, scheduler="euler a"), progress=False)
+    assert r.settings.scheduler == "Euler a" and r.settings.guidance == 5.0
+    assert (r.dtype, r.memory, r.device) == ("float32", "cpu", "cpu")
+    assert r.settings.negative_prompt == "" and not r.vae_fp32_fallback and r.seconds > 0
+
+
+@pytest.mark.parametrize("name", SCHEDULERS)
+def test_every_scheduler_runs(sd15, name):
+    r = sd15.generate(GenerateSettings(PROMPT, steps=2, scheduler=name, width=128,
+                                       height=128), progress=False)
+    assert r.image.size == (128, 128) and not np.isnan(pixels(r.image)).any()
+
+
+def test_schedulers_follow_diffusers_table(sd15):
+    config = sd15.pipe.scheduler.config
+    s = make_scheduler("DPM++ SDE Karras", config)
+    assert type(s).__name__ == "DPMSolverSinglestepScheduler" and s.config.use_karras_sigmas
+    s = make_scheduler("DPM++ 2M SDE", config)
+    assert s.config.algorithm_type == "sde-dpmsolver++"
+
+
+def test_long_prompt_warns_with_the_dropped_words(sd15):
+    long = ", ".join(["portrait of a smiling old man with grey hair"] * 10) + ", zebra"
+    with pytest.warns(UserWarning, match="CLIP reads 77; this part is dropped:.*zebra"):
+        r = sd15.generate(GenerateSettings(long, steps=1, width=64, height=64), progress=False)
+    assert "zebra" in r.warnings[0]
+
+
+def test_fp16_vae_overflow_is_decoded_again_in_fp32(sd15, monkeypatch):
+    """Make the VAE overflow once (as SDXL's does in fp16): NaNs are caught, the latents
+    decoded again in fp32 and that recorded; a VAE that always fails raises."""
+    vae = sd15.pipe.vae
+    real = type(vae).decode
+    calls = {"n": 0}
+
+    def overflow_once(self, z, *a, **kw):
+        calls["n"] += 1
+        out = real(self, z, *a, **kw)
+        if calls["n"] == 1:
+            out[0][:] = float("nan")
+        return out
+
+    monkeypatch.setattr(type(vae), "decode", overflow_once)
+    s = GenerateSettings(PROMPT, steps=2, width=128, height=128)
+    r = sd15.generate(s, progress=False)
+    assert r.vae_fp32_fallback and "NaN" in r.warnings[-1]
+    monkeypatch.undo()
+    clean = sd15.generate(s, progress=False)
+    assert np.abs(pixels(r.image) - pixels(clean.image)).max() <= 1
+
+    def always_nan(self, z, *a, **kw):
+        out = real(self, z, *a, **kw)
+        out[0][:] = float("nan")
+        return out
+
+    monkeypatch.setattr(type(vae), "decode", always_nan)
+    with pytest.raises(FloatingPointError, match="NaN"):
+        sd15.generate(s, progress=False)
+
+
+def test_tiny_sdxl_runs_at_native_size():
+    g = load_generator("tiny-sdxl")
+    assert g.family == "sdxl" and g.native == 1024
+    r = g.generate(GenerateSettings(PROMPT, steps=2), progress=False)
+    assert r.image.size == (1024, 1024)
+    r2 = g.generate(GenerateSettings(PROMPT, steps=2), progress=False)
+    assert np.array_equal(pixels(r.image), pixels(r2.image))
+
+
+def test_loads_a_diffusers_folder_and_a_kaggle_input(sd15, tmp_path, monkeypatch):
+    folder = tmp_path / "my-model"
+    sd15.pipe.save_pretrained(folder)
+    g = load_generator(folder)
+    assert g.name == "my-model" and g.native == 512 and g.source == str(folder)
+    s = GenerateSettings(PROMPT, steps=2, width=128, height=128, guidance=5.0)
+    assert np.array_equal(pixels(g.generate(s, progress=False).image),
+                          pixels(sd15.generate(s, progress=False).image))
+    kaggle = tmp_path / "input" / "realistic-vision" / "Realistic_Vision_V6.0_B1_noVAE"
+    sd15.pipe.save_pretrained(kaggle)
+    monkeypatch.setenv("PEGU_KAGGLE_INPUT", str(tmp_path / "input"))
+    assert kaggle_model_dir("SG161222/Realistic_Vision_V6.0_B1_noVAE") == kaggle
+    assert kaggle_model_dir("emilianJR/epiCRealism") is None
+
+
+# ---- registry ----
+
+def test_registry_has_the_four_models_and_the_tiny_ones():
+    assert generator_spec("sdxl-base").repo == "stabilityai/stable-diffusion-xl-base-1.0"
+    assert generator_spec("sdxl-base").vae == "madebyollin/sdxl-vae-fp16-fix"
+    rv = generator_spec("SG161222/Realistic_Vision_V6.0_B1_noVAE")
+    assert rv.name == "realistic-vision-v6" and rv.vae == "stabilityai/sd-vae-ft-mse"
+    assert generator_spec("epicrealism").repo == "emilianJR/epiCRealism"
+    assert generator_spec("cyberrealistic-v3").repo == "emilianJR/CyberRealistic_V3"
+    for spec in GENERATORS.values():
+        assert spec.native == (1024 if spec.family == "sdxl" else 512)
+        assert spec.scheduler in SCHEDULERS
+        assert "SMOKE TEST" in spec.description if spec.tiny else spec.repo
+
+
+def test_unknown_model_and_missing_files(tmp_path):
+    with pytest.raises(ValueError, match="Did you mean 'epicrealism'"):
+        load_generator("epicrealsim")
+    with pytest.raises(FileNotFoundError, match="checkpoint not found"):
+        load_generator(tmp_path / "missing.safetensors")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no model_index.json"):
+        load_generator(tmp_path / "empty")
+    with pytest.raises(FileNotFoundError, match="offline mode is on.*huggingface-cli download"):
+        load_generator("emilianJR/epiCRealism")
+
+
+def test_bad_settings_say_what_to_do():
+    with pytest.raises(ValueError, match="multiple of 8, got 500; use 496 or 504"):
+        GenerateSettings(PROMPT, height=500)
+    with pytest.raises(ValueError, match="steps must be a whole number ≥ 1"):
+        GenerateSettings(PROMPT, steps=0)
+    with pytest.raises(ValueError, match="guidance must be ≥ 0"):
+        GenerateSettings(PROMPT, guidance=-1)
+    with pytest.raises(ValueError, match="Did you mean 'Euler a'"):
+        GenerateSettings(PROMPT, scheduler="Euler A2")
+    with pytest.raises(ValueError, match="seed"):
+        GenerateSettings(PROMPT, seed=-1)
+    with pytest.raises(ValueError, match="unknown GenerateSettings fields"):
+        GenerateSettings.from_dict({"prompt": "x", "cfg": 7})
+    s = GenerateSettings(PROMPT, width=768, height=512, steps=20, guidance=6, seed=3)
+    assert GenerateSettings.from_dict(s.to_dict()) == s
+
+
+def test_bad_load_options():
+    with pytest.raises(ValueError, match="memory must be"):
+        load_generator("tiny-sd15", memory="lots")
+    with pytest.raises(ValueError, match="for GPUs"):
+        load_generator("tiny-sd15", memory="model-offload")
+    with pytest.raises(ValueError, match="fp16 on the CPU"):
+        load_generator("tiny-sd15", dtype="fp16")
+
+
+# ---- memory policy and GPU checks (simulated devices) ----
+
+GB = 10**9
+
+
+@pytest.mark.parametrize("family,size,vram,expected", [
+    ("sd15", 512, 16 * GB, "none"),            # P100 16 GB
+    ("sdxl", 1024, 16 * GB, "none"),
+    ("sdxl", 2048, 16 * GB, "vae-tiling"),     # direct 2048² on a P100
+    ("sd15", 2048, 15 * GB, "vae-tiling"),     # T4
+    ("sdxl", 1024, 15 * GB, "none"),
+    ("sd15", 512, 8 * GB, "none"),             # 8 GB card
+    ("sdxl", 1024, 8 * GB, "model-offload"),
+    ("sdxl", 2048, 8 * GB, "sequential-offload"),
+    ("sdxl", 1024, None, "cpu"),
+])
+def test_memory_policy_for_simulated_devices(family, size, vram, expected):
+    device = "cpu" if vram is None else "cuda"
+    assert choose_memory(family, size, size, 1, device, vram) == expected
+
+
+def test_gpu_capability_check():
+    cu128 = ["sm_70", "sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"]
+    cu126 = ["sm_50", "sm_60", "sm_70", "sm_75", "sm_80", "sm_86", "sm_90"]
+    problem = gpu_problem((6, 0), cu128, "2.9.1+cu128", "0.24.1+cu128")
+    assert "sm_60" in problem and "pip install torch==2.9.1 torchvision==0.24.1 " \
+        "--index-url https://download.pytorch.org/whl/cu126" in problem
+    assert "T4 or L4" in problem
+    assert gpu_problem((6, 0), cu126, "2.9.1+cu126") is None          # P100 + cu126
+    assert gpu_problem((7, 5), cu128, "2.9.1+cu128") is None          # T4
+    assert gpu_problem((8, 9), cu128, "2.9.1+cu128") is None          # L4 (sm_86 runs 8.9)
+    assert gpu_problem((6, 1), ["sm_60", "compute_60"], "2.9.1") is None
+    assert compile_supported((7, 5)) and not compile_supported((6, 0))
