@@ -227,3 +227,21 @@ def test_gpu_capability_check():
     assert gpu_problem((8, 9), cu128, "2.9.1+cu128") is None          # L4 (sm_86 runs 8.9)
     assert gpu_problem((6, 1), ["sm_60", "compute_60"], "2.9.1") is None
     assert compile_supported((7, 5)) and not compile_supported((6, 0))
+
+
+def test_loads_a_single_file_checkpoint_offline_with_a_local_config(sd15, tmp_path):
+    from original_checkpoint import save_original_sd15
+
+    ckpt = tmp_path / "tiny_sd15.safetensors"
+    save_original_sd15(sd15.pipe, ckpt)
+    with pytest.raises(ValueError, match="give config= a diffusers folder"):
+        load_generator(ckpt)
+    g = load_generator(ckpt, config=sd15.source.split(" (")[0])
+    assert g.family == "sd15" and g.name == "tiny_sd15.safetensors"
+    for name in ("unet", "vae", "text_encoder"):
+        ours, theirs = getattr(sd15.pipe, name).state_dict(), getattr(g.pipe, name).state_dict()
+        assert ours.keys() == theirs.keys()
+        assert all(torch.equal(ours[k], theirs[k]) for k in ours)
+    s = GenerateSettings(PROMPT, steps=2, width=128, height=128, guidance=5.0)
+    assert np.array_equal(pixels(g.generate(s, progress=False).image),
+                          pixels(sd15.generate(s, progress=False).image))
