@@ -102,6 +102,7 @@ class Generator:
         self.memory = "unset"
         self.scheduler = scheduler
         self.source = source
+        self._scheduler_config = pipe.scheduler.config  # the model's own, never a previous call's
 
     def __repr__(self) -> str:
         return (f"Generator({self.name!r}, {self.family}, native {self.native}², "
@@ -133,7 +134,7 @@ class Generator:
         for n in notes:
             warnings.warn(n, stacklevel=2)
         self._apply_memory(s.width, s.height, s.batch_size)
-        self.pipe.scheduler = make_scheduler(s.scheduler, self.pipe.scheduler.config)
+        self.pipe.scheduler = make_scheduler(s.scheduler, self._scheduler_config)
         self.pipe.set_progress_bar_config(disable=not progress)
         final = {}
 

@@ -70,6 +70,14 @@ def test_every_scheduler_runs(sd15, name):
     assert r.image.size == (128, 128) and not np.isnan(pixels(r.image)).any()
 
 
+def test_scheduler_choice_does_not_leak_into_the_next_call(sd15):
+    s = GenerateSettings(PROMPT, steps=3, width=128, height=128, seed=2)
+    before = sd15.generate(s, progress=False).image
+    sd15.generate(GenerateSettings(PROMPT, steps=1, width=64, height=64,
+                                   scheduler="DPM++ 2M SDE"), progress=False)
+    assert np.array_equal(pixels(sd15.generate(s, progress=False).image), pixels(before))
+
+
 def test_schedulers_follow_diffusers_table(sd15):
     config = sd15.pipe.scheduler.config
     s = make_scheduler("DPM++ SDE Karras", config)
