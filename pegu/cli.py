@@ -127,10 +127,16 @@ def _dims(image) -> str:
 
 
 def _models(args) -> int:
-    from .registry import UPSCALERS
+    from .registry import GENERATORS, UPSCALERS
     from .weights import cache_dir, ncnn_files
 
-    print(f"Upscalers (cache: {cache_dir() / 'upscalers'})")
+    print("Text-to-image models")
+    print(f"  {'name':22} {'family':6} {'native':>6}  {'available':12}  source")
+    for g in GENERATORS.values():
+        where = _generator_availability(g)
+        print(f"  {g.name:22} {g.family:6} {g.native:>6}  {where:12}  "
+              f"{g.repo or 'built in code'}  ({g.description})")
+    print(f"\nUpscalers (cache: {cache_dir() / 'upscalers'})")
     print(f"  {'name':28} {'scale':>5}  {'arch':5}  {'available':18}  description")
     for s in UPSCALERS.values():
         if (cache_dir() / "upscalers" / s.filename).is_file():
@@ -141,6 +147,25 @@ def _models(args) -> int:
             where = "download"
         print(f"  {s.name:28} {'x' + str(s.scale):>5}  {s.arch:5}  {where:18}  {s.description}")
     return 0
+
+
+def _generator_availability(spec) -> str:
+    """"cached" when the weights are on this machine, else where they would come from."""
+    from .generate import kaggle_model_dir
+    from .weights import cache_dir
+
+    if spec.tiny:
+        built = (cache_dir() / "generators" / spec.name / "model_index.json").is_file()
+        return "cached" if built else "built on use"
+    if kaggle_model_dir(spec.repo) is not None:
+        return "kaggle input"
+    from huggingface_hub import scan_cache_dir
+
+    try:
+        cached = {r.repo_id for r in scan_cache_dir().repos}
+    except Exception:  # no cache folder yet
+        cached = set()
+    return "cached" if spec.repo in cached else "download"
 
 
 def _demo(args) -> int:

@@ -213,6 +213,7 @@ class Generator:
         elif level == "sequential-offload":
             pipe.to("cpu")
             pipe.enable_sequential_cpu_offload(device=self.device)
+            pipe.enable_attention_slicing()
         if level in ("vae-tiling", "model-offload", "sequential-offload"):
             pipe.vae.enable_tiling()
             pipe.vae.enable_slicing()
@@ -263,10 +264,13 @@ def load_generator(name_or_path: str | Path = "tiny-sd15", *, device="auto", dty
         from diffusers import AutoencoderKL
 
         local = Path(vae).expanduser()
-        with _compat.diffusers_loading():
-            pipe.vae = AutoencoderKL.from_pretrained(
-                str(local) if local.is_dir() else vae, torch_dtype=dt,
-                local_files_only=offline or local.is_dir())
+        where = str(local) if local.is_dir() else (kaggle_model_dir(vae) or vae)
+        try:
+            with _compat.diffusers_loading():
+                pipe.vae = AutoencoderKL.from_pretrained(
+                    str(where), torch_dtype=dt, local_files_only=offline or Path(where).is_dir())
+        except OSError as e:
+            raise _not_found(vae, offline, e) from e
     native = spec.native if spec else int(pipe.unet.config.sample_size) * pipe.vae_scale_factor
     name = spec.name if spec else Path(str(name_or_path)).name
     default = scheduler or (spec.scheduler if spec else "DPM++ 2M Karras")
@@ -310,13 +314,23 @@ def _load_pipeline(name: str, dtype, revision, config, offline: bool):
     try:
         pipe = _from_pretrained(DiffusionPipeline, repo, kwargs, local=offline)
     except OSError as e:
-        how = ("it is not in the Hugging Face cache and offline mode is on"
-               if offline else f"it could not be downloaded ({e.__class__.__name__})")
-        raise FileNotFoundError(
-            f"cannot load {repo}: {how}. Download it once with internet on "
-            f"(huggingface-cli download {repo}), attach it on Kaggle, or pass a local "
-            "folder.") from e
+        raise _not_found(repo, offline, e) from e
     return spec, pipe, f"hf://{repo}@{kwargs['revision'] or 'main'}"
+
+
+def _not_found(repo: str, offline: bool, error: Exception) -> FileNotFoundError:
+    """One error naming the model, where pegu looked, and how to provide it."""
+    from huggingface_hub import constants
+
+    kaggle = os.environ.get("PEGU_KAGGLE_INPUT", "/kaggle/input")
+    how = ("offline mode is on" if offline else
+           f"downloading failed ({error.__class__.__name__}: {str(error).splitlines()[0][:120]})")
+    return FileNotFoundError(
+        f"cannot load {repo}: it is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) "
+        f"nor under {kaggle}, and {how}. Provide it one of these ways: run once with internet "
+        f"on (or `huggingface-cli download {repo}`); attach it as a Kaggle model or dataset "
+        "(found by name under /kaggle/input); or pass the path of a local diffusers folder "
+        "or .safetensors file.")
 
 
 def _from_pretrained(cls, where: str, kwargs: dict, local: bool):

@@ -82,6 +82,9 @@ def test_models_lists_the_registry(capsys):
                  "realesr-animevideov3"):
         assert name in text
     assert "offline copy" in text and "download" in text
+    for name in ("sdxl-base", "realistic-vision-v6", "epicrealism", "cyberrealistic-v3",
+                 "tiny-sd15", "tiny-sdxl", "stabilityai/stable-diffusion-xl-base-1.0"):
+        assert name in text
 
 
 def test_demo_end_to_end(tmp_path, capsys):
