@@ -1,7 +1,7 @@
 """pegu: Performance-Efficient Generative Upscaling.
 
 Public entry points (imported lazily, so ``import pegu`` stays fast):
-``load_upscaler`` / ``Upscaler``.
+``load_upscaler`` / ``Upscaler`` and ``load_generator`` / ``Generator``.
 """
 from __future__ import annotations
 
@@ -12,6 +12,11 @@ _LAZY = {
     "Upscaler": "pegu.upscale",
     "UpscaleResult": "pegu.upscale",
     "UPSCALERS": "pegu.registry",
+    "load_generator": "pegu.generate",
+    "Generator": "pegu.generate",
+    "GenerateResult": "pegu.generate",
+    "GenerateSettings": "pegu.settings",
+    "GENERATORS": "pegu.registry",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -402,10 +402,11 @@ def load_upscaler(name_or_path: str | Path = DEFAULT_UPSCALER, *, device="auto",
     """
     import torch
 
-    from .device import resolve_device, resolve_dtype
+    from .device import check_gpu, resolve_device, resolve_dtype
 
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
+    check_gpu(dev, dt)
     if tile == "auto":
         tile = 512 if dev.type == "cuda" else 256
     if not isinstance(tile, int) or tile < 0 or (0 < tile < MIN_TILE):
