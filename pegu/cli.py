@@ -51,24 +51,59 @@ def _parser() -> argparse.ArgumentParser:
     m.set_defaults(offline=False)
 
     d = sub.add_parser("demo", help="pegu's main job on this machine, offline",
-                       description="Upscale a real photograph (scikit-image's astronaut) to "
-                       "the target with Real-ESRGAN x4plus beside bicubic and Lanczos; save "
-                       "the images and a comparison figure; print times and peak memory.")
-    d.add_argument("--input-size", type=int, default=512, help="photo crop edge in px")
+                       description="Generate with a text-to-image model (default tiny-sd15, a "
+                       "smoke-test model) and upscale with real Real-ESRGAN weights to the "
+                       "target; then a real photograph upscaled 4x beside bicubic and Lanczos. "
+                       "Saves PNGs and a figure; prints times and peak memory.")
+    d.add_argument("--model", default="tiny-sd15", help="text-to-image model (pegu models)")
     d.add_argument("--target", type=_size, default=(2048, 2048), metavar="WxH")
     d.add_argument("--upscaler", default="RealESRGAN_x4plus")
+    d.add_argument("--photo-size", type=int, default=256, help="photo crop edge in px (≤ 512)")
     d.add_argument("--device", default="auto")
     d.add_argument("--out", type=Path, default=Path("out/demo"))
     d.add_argument("--online", action="store_true",
-                   help="allow downloading official weights (default: offline copies only)")
+                   help="allow downloads (default: offline copies and cached models only)")
+
+    g = sub.add_parser("generate", help="text -> image at the target size (saved with its recipe)",
+                       description="Generate at the model's native size, upscale to --target "
+                       "(or --direct: generate at the target), save a PNG whose metadata "
+                       "AUTOMATIC1111, Civitai and `pegu generate --from` read.")
+    g.add_argument("prompt", nargs="?", help="the prompt (or --prompt-file, or --from)")
+    g.add_argument("--prompt-file", type=Path, help="read the prompt from this text file")
+    g.add_argument("--from", dest="from_image", type=Path, metavar="IMAGE",
+                   help="re-run the settings saved in IMAGE (flags given here override them)")
+    g.add_argument("--model", help="text-to-image model (default realistic-vision-v6)")
+    g.add_argument("--negative", help="negative prompt (default: the model's recommendation)")
+    g.add_argument("--seed", type=int)
+    g.add_argument("--steps", type=int)
+    g.add_argument("--guidance", type=float)
+    g.add_argument("--scheduler", help="e.g. 'DPM++ 2M Karras', 'Euler a', 'UniPC'")
+    g.add_argument("--size", type=_size, metavar="WxH", help="base size (default: native)")
+    g.add_argument("--target", type=_size, metavar="WxH", help="final size (default 2048x2048)")
+    g.add_argument("--fit", choices=("cover", "contain"))
+    g.add_argument("--upscaler", help="upscaler name or weights (default RealESRGAN_x4plus)")
+    g.add_argument("--tile", type=int, help="upscaler tile edge in px (0 = untiled)")
+    g.add_argument("--refine", type=float, metavar="STRENGTH",
+                   help="hires fix: img2img at this strength (e.g. 0.3) at an intermediate size")
+    g.add_argument("--refine-steps", type=int)
+    g.add_argument("--direct", action="store_true",
+                   help="generate at the target size directly (the baseline)")
+    g.add_argument("--device", default="auto")
+    g.add_argument("--out", type=Path, help="PNG file or folder (default: out/)")
+    g.add_argument("--overwrite", action="store_true")
+    g.add_argument("--offline", action="store_true", help="never download")
+
+    i = sub.add_parser("info", help="print the recipe saved in an image")
+    i.add_argument("image", type=Path)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return {"upscale": _upscale, "models": _models, "demo": _demo}[args.command](args)
-    except (ValueError, FileNotFoundError, PermissionError, RuntimeError) as e:
+        return {"upscale": _upscale, "models": _models, "demo": _demo, "generate": _generate,
+                "info": _info}[args.command](args)
+    except (ValueError, FileNotFoundError, FileExistsError, PermissionError, RuntimeError) as e:
         print(f"pegu {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -171,8 +206,73 @@ def _generator_availability(spec) -> str:
 def _demo(args) -> int:
     from .demo import run_demo
 
-    run_demo(input_size=args.input_size, target=args.target, upscaler=args.upscaler,
-             device=args.device, out=args.out, offline=not args.online)
+    run_demo(model=args.model, target=args.target, upscaler=args.upscaler,
+             photo_size=args.photo_size, device=args.device, out=args.out,
+             offline=not args.online)
+    return 0
+
+
+def _generate(args) -> int:
+    import dataclasses
+    import os
+
+    from .images import ensure_writable_dir
+    from .metadata import read_settings
+    from .settings import GenerateSettings, RunSettings
+
+    # everything that can be wrong is checked before any model loads
+    if args.offline:
+        os.environ["PEGU_OFFLINE"] = "1"
+    prompt = args.prompt
+    if args.prompt_file is not None:
+        if not args.prompt_file.is_file():
+            raise FileNotFoundError(f"prompt file not found: {args.prompt_file}")
+        prompt = args.prompt_file.read_text(encoding="utf-8").strip()
+    if args.from_image is not None:
+        base = read_settings(args.from_image)
+    elif prompt is None:
+        raise ValueError("give a prompt, --prompt-file FILE or --from IMAGE")
+    else:
+        base = RunSettings(GenerateSettings(prompt))
+    g = {k: v for k, v in dict(
+        prompt=prompt, negative_prompt=args.negative, seed=args.seed, steps=args.steps,
+        guidance=args.guidance, scheduler=args.scheduler,
+        width=args.size[0] if args.size else None,
+        height=args.size[1] if args.size else None).items() if v is not None}
+    u = {k: v for k, v in dict(model=args.upscaler, tile=args.tile).items() if v is not None}
+    r = {k: v for k, v in dict(model=args.model, target=args.target, fit=args.fit,
+                               refine=args.refine, refine_steps=args.refine_steps).items()
+         if v is not None}
+    if args.direct:
+        r["mode"] = "direct"
+    settings = dataclasses.replace(
+        base, generate=dataclasses.replace(base.generate, **g),
+        upscale=dataclasses.replace(base.upscale, **u), **r)
+    out = args.out or Path("out")
+    if out.suffix.lower() != ".png":
+        out = out / (f"pegu_{Path(settings.model).name}_{settings.generate.seed}_"
+                     f"{settings.target[0]}x{settings.target[1]}.png")
+    if out.exists() and not args.overwrite:
+        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+    ensure_writable_dir(out.parent)
+    from .pipeline import run
+
+    result = run(settings, device=args.device)
+    for w in result.choices.get("warnings", []):
+        print(f"warning: {w}", file=sys.stderr)
+    if result.status != "ok":
+        print(result.summary(), file=sys.stderr)
+        print(f"pegu generate: {result.error}", file=sys.stderr)
+        return 1
+    result.save(out, overwrite=args.overwrite)
+    print(f"{result.summary()} -> {out}")
+    return 0
+
+
+def _info(args) -> int:
+    from .pipeline import describe_record
+
+    print(describe_record(args.image))
     return 0
 
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 
 def demo_photo(size: int = 512):
-    """scikit-image's astronaut (NASA, public domain), center-cropped to ``size``² (≤ 512)."""
+    """scikit-image's astronaut (NASA, public domain), cropped to ``size``² (≤ 512) around
+    her face."""
     if not 1 <= size <= 512:
         raise ValueError(f"the demo photo is 512x512; choose an input size in 1..512, got {size}")
     try:
@@ -18,55 +19,81 @@ def demo_photo(size: int = 512):
     from PIL import Image
 
     photo = data.astronaut()
-    y0 = x0 = (512 - size) // 2
+    x0, y0 = (min(max(0, c - size // 2), 512 - size) for c in (232, 190))  # around the face
     return Image.fromarray(photo[y0:y0 + size, x0:x0 + size])
 
 
-def run_demo(*, input_size: int = 512, target=(2048, 2048), upscaler: str = "RealESRGAN_x4plus",
-             device="auto", out: Path = Path("out/demo"), offline: bool = True):
-    """Run the demo, write its files into ``out`` and print its table; returns the table
-    (a pandas DataFrame: stage, seconds, peak memory in MiB, memory kind)."""
+def run_demo(*, model: str = "tiny-sd15", target=(2048, 2048),
+             upscaler: str = "RealESRGAN_x4plus", photo_size: int = 256, device="auto",
+             out: Path = Path("out/demo"), offline: bool = True, progress: bool = True):
+    """pegu's main job, shown on this machine; writes into ``out`` and prints a table.
+
+    1. The pipeline: ``model`` generates at its native size, ``upscaler`` takes it to
+       ``target``; saved as PNG with its recipe. 2. A real photograph (``photo_size``²)
+       upscaled 4x by ``upscaler`` beside bicubic and Lanczos, in a comparison figure.
+    Returns the table (pandas DataFrame: stage, seconds, peak MiB, memory kind).
+    """
+    import os
+
     import pandas as pd
     from PIL import Image
 
-    from .device import Measure, describe, resolve_device
+    from .device import Measure, describe
+    from .generate import load_generator
     from .images import ensure_writable_dir, write_png
+    from .pipeline import run
+    from .registry import GENERATORS
+    from .settings import GenerateSettings, RunSettings, UpscaleSettings
     from .upscale import load_upscaler
 
-    out = Path(out)
-    ensure_writable_dir(out)
-    photo = demo_photo(input_size)
-    dev = resolve_device(device)
+    out = ensure_writable_dir(Path(out))
+    photo = demo_photo(photo_size)
+    if offline:
+        os.environ["PEGU_OFFLINE"] = "1"
     tw, th = target
-    rows = []
+    gen = load_generator(model, device=device)
+    up = load_upscaler(upscaler, device=gen.device)
+    tiny = GENERATORS.get(gen.name) is not None and GENERATORS[gen.name].tiny
+    print(f"pegu demo on {describe(gen.device)}\n"
+          f"  text-to-image: {gen.name}{' (SMOKE TEST MODEL: random weights, draws noise)' if tiny else ''}"
+          f", from {gen.source}\n  upscaler: {up.name} ({str(up.dtype).removeprefix('torch.')},"
+          f" tile {up.tile}), weights from {up.source}", file=sys.stderr)
+    settings = RunSettings(GenerateSettings(DEMO_PROMPT, seed=0), model=gen.name,
+                           upscale=UpscaleSettings(up.name), target=(tw, th))
+    result = run(settings, gen, up, progress=progress)
+    rows = [{"stage": f"pipeline: {s.stage}", "seconds": round(s.seconds, 2),
+             "peak_mib": round(s.peak_bytes / 2**20), "memory": s.memory}
+            for s in result.stages]
+    files = {"pipeline": result.save(out / f"pipeline_{gen.name}_{tw}x{th}.png", overwrite=True)}
 
     def stage(name, fn):
-        with Measure(dev) as m:
+        with Measure(gen.device) as m:
             value = fn()
         rows.append({"stage": name, "seconds": round(m.seconds, 2),
                      "peak_mib": round(m.peak_bytes / 2**20), "memory": m.memory_kind})
         return value
 
-    up = stage("load upscaler", lambda: load_upscaler(upscaler, device=dev, offline=offline))
-    print(f"pegu demo on {describe(dev)}\n  photo: scikit-image astronaut, {input_size}x"
-          f"{input_size} -> {tw}x{th}\n  upscaler: {up.name} "
-          f"({str(up.dtype).removeprefix('torch.')}, tile {up.tile}), weights from {up.source}",
-          file=sys.stderr)
-    result = stage(f"upscale {up.name}", lambda: up.run(photo, target=target, progress=True))
-    bicubic = stage("upscale bicubic", lambda: photo.resize(target, Image.BICUBIC))
-    lanczos = stage("upscale lanczos", lambda: photo.resize(target, Image.LANCZOS))
-    files = {"input": write_png(photo, out / f"astronaut_input_{input_size}x{input_size}.png")}
-    files.update({name: write_png(img, out / f"astronaut_{name}_{tw}x{th}.png") for name, img
-                  in ((up.name, result.image), ("bicubic", bicubic), ("lanczos", lanczos))})
+    n4 = (4 * photo_size, 4 * photo_size)
+    esrgan = stage(f"photo: {up.name}", lambda: up.upscale(photo, target=n4, progress=progress))
+    bicubic = stage("photo: bicubic", lambda: photo.resize(n4, Image.BICUBIC))
+    lanczos = stage("photo: lanczos", lambda: photo.resize(n4, Image.LANCZOS))
+    size = f"{n4[0]}x{n4[1]}"
+    files["photo"] = write_png(photo, out / f"astronaut_input_{photo_size}x{photo_size}.png")
+    for name, img in ((up.name, esrgan), ("bicubic", bicubic), ("lanczos", lanczos)):
+        files[f"photo {name}"] = write_png(img, out / f"astronaut_{name}_{size}.png")
     files["figure"] = comparison_figure(
-        {"bicubic": bicubic, "Lanczos": lanczos, up.name: result.image},
-        out / f"astronaut_comparison_{tw}x{th}.png",
-        title=f"{input_size}² photo → {tw}×{th}")
+        {"bicubic": bicubic, "Lanczos": lanczos, up.name: esrgan},
+        out / f"astronaut_comparison_{size}.png", title=f"{photo_size}² photo → {size}")
     table = pd.DataFrame(rows)
+    print(result.summary())
     print(table.to_string(index=False))
     for name, path in files.items():
-        print(f"  {name:20} {path}")
+        print(f"  {name:28} {path}")
     return table
+
+
+DEMO_PROMPT = ("RAW photo, portrait of a smiling woman with curly red hair, soft natural "
+               "light, city park background, film grain")
 
 
 def comparison_figure(images: dict, path: Path, title: str = "", zoom=(0.3, 0.15, 0.25)):

