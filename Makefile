@@ -1,4 +1,4 @@
-# make demo  - pegu's main job, offline (real Real-ESRGAN weights, a real photo)
+# make demo  - pegu's main job, offline (tiny-sd15 -> real Real-ESRGAN x4plus -> 2048x2048)
 # make test  - sets up .venv from nothing (idempotent), then runs every test
 PYTHON ?= python3
 VENV := .venv

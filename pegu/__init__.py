@@ -1,7 +1,8 @@
 """pegu: Performance-Efficient Generative Upscaling.
 
 Public entry points (imported lazily, so ``import pegu`` stays fast):
-``load_upscaler`` / ``Upscaler`` and ``load_generator`` / ``Generator``.
+``run`` / ``RunSettings`` (the whole pipeline), ``read_settings``,
+``load_generator`` / ``Generator``, ``load_upscaler`` / ``Upscaler``.
 """
 from __future__ import annotations
 
@@ -17,6 +18,11 @@ _LAZY = {
     "GenerateResult": "pegu.generate",
     "GenerateSettings": "pegu.settings",
     "GENERATORS": "pegu.registry",
+    "run": "pegu.pipeline",
+    "RunResult": "pegu.pipeline",
+    "RunSettings": "pegu.settings",
+    "UpscaleSettings": "pegu.settings",
+    "read_settings": "pegu.metadata",
 }
 
 __all__ = ["__version__", *_LAZY]

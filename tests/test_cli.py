@@ -88,9 +88,11 @@ def test_models_lists_the_registry(capsys):
 
 
 def test_demo_end_to_end(tmp_path, capsys):
-    assert run("demo", "--input-size", "48", "--target", "192x192", "--out", tmp_path) == 0
+    assert run("demo", "--target", "512x512", "--photo-size", "48", "--out", tmp_path) == 0
     out = capsys.readouterr().out
-    assert "upscale RealESRGAN_x4plus" in out and "peak_mib" in out
+    assert "pipeline: generate" in out and "photo: RealESRGAN_x4plus" in out
+    assert "peak_mib" in out
+    assert Image.open(tmp_path / "pipeline_tiny-sd15_512x512.png").size == (512, 512)
     for name in ("RealESRGAN_x4plus", "bicubic", "lanczos"):
         assert Image.open(tmp_path / f"astronaut_{name}_192x192.png").size == (192, 192)
     fig = Image.open(tmp_path / "astronaut_comparison_192x192.png")
