@@ -34,14 +34,14 @@ def run_demo(*, model: str = "tiny-sd15", target=(2048, 2048),
     Returns the table (pandas DataFrame: stage, seconds, peak MiB, memory kind).
     """
     import os
+    from dataclasses import replace
 
-    import pandas as pd
     from PIL import Image
 
-    from .device import Measure, describe
+    from .device import describe
     from .generate import load_generator
     from .images import ensure_writable_dir, write_png
-    from .pipeline import run
+    from .pipeline import measure_stage, run, stages_table
     from .registry import GENERATORS
     from .settings import GenerateSettings, RunSettings, UpscaleSettings
     from .upscale import load_upscaler
@@ -61,17 +61,11 @@ def run_demo(*, model: str = "tiny-sd15", target=(2048, 2048),
     settings = RunSettings(GenerateSettings(DEMO_PROMPT, seed=0), model=gen.name,
                            upscale=UpscaleSettings(up.name), target=(tw, th))
     result = run(settings, gen, up, progress=progress)
-    rows = [{"stage": f"pipeline: {s.stage}", "seconds": round(s.seconds, 2),
-             "peak_mib": round(s.peak_bytes / 2**20), "memory": s.memory}
-            for s in result.stages]
+    stages = [replace(s, stage=f"pipeline: {s.stage}") for s in result.stages]
     files = {"pipeline": result.save(out / f"pipeline_{gen.name}_{tw}x{th}.png", overwrite=True)}
 
     def stage(name, fn):
-        with Measure(gen.device) as m:
-            value = fn()
-        rows.append({"stage": name, "seconds": round(m.seconds, 2),
-                     "peak_mib": round(m.peak_bytes / 2**20), "memory": m.memory_kind})
-        return value
+        return measure_stage(stages, name, gen.device, fn)
 
     n4 = (4 * photo_size, 4 * photo_size)
     esrgan = stage(f"photo: {up.name}", lambda: up.upscale(photo, target=n4, progress=progress))
@@ -84,7 +78,7 @@ def run_demo(*, model: str = "tiny-sd15", target=(2048, 2048),
     files["figure"] = comparison_figure(
         {"bicubic": bicubic, "Lanczos": lanczos, up.name: esrgan},
         out / f"astronaut_comparison_{size}.png", title=f"{photo_size}² photo → {size}")
-    table = pd.DataFrame(rows)
+    table = stages_table(stages)
     print(result.summary())
     print(table.to_string(index=False))
     for name, path in files.items():

@@ -81,6 +81,26 @@ class RunResult:
         return write_png(self.image, path, pnginfo=info)
 
 
+def measure_stage(stages: list[StageCost], name: str, device, fn):
+    """Call ``fn()``, append its StageCost (wall time, peak memory) to ``stages``; return
+    what ``fn`` returned."""
+    from .device import Measure
+
+    with Measure(device) as m:
+        value = fn()
+    stages.append(StageCost(name, round(m.seconds, 3), m.peak_bytes, m.memory_kind))
+    return value
+
+
+def stages_table(stages: list[StageCost]):
+    """The stages as a pandas DataFrame: stage, seconds, peak_mib, memory."""
+    import pandas as pd
+
+    return pd.DataFrame([{"stage": s.stage, "seconds": round(s.seconds, 2),
+                          "peak_mib": round(s.peak_bytes / 2**20), "memory": s.memory}
+                         for s in stages])
+
+
 def run(settings: RunSettings, generator=None, upscaler=None, *, device="auto",
         progress: bool = True) -> RunResult:
     """Run the pipeline. Pass loaded ``generator`` / ``upscaler`` to reuse them across runs
@@ -92,7 +112,7 @@ def run(settings: RunSettings, generator=None, upscaler=None, *, device="auto",
     """
     import torch
 
-    from .device import Measure, describe
+    from .device import describe
     from .generate import load_generator
     from .upscale import load_upscaler
 
@@ -111,10 +131,7 @@ def run(settings: RunSettings, generator=None, upscaler=None, *, device="auto",
         "generator_source": generator.source, "vae_fp32_fallback": False})
 
     def stage(name, fn):
-        with Measure(dev) as m:
-            value = fn()
-        result.stages.append(StageCost(name, round(m.seconds, 3), m.peak_bytes, m.memory_kind))
-        return value
+        return measure_stage(result.stages, name, dev, fn)
 
     # 1. generate
     try:

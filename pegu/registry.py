@@ -88,14 +88,18 @@ UPSCALERS: dict[str, UpscalerSpec] = {s.name: s for s in (
 DEFAULT_UPSCALER = "RealESRGAN_x4plus"
 
 
+def did_you_mean(name: str, known, cutoff: float = 0.5) -> str:
+    """' Did you mean 'a', 'b'?' for the known names close to ``name`` (or '')."""
+    close = difflib.get_close_matches(name, list(known), n=3, cutoff=cutoff)
+    return f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+
+
 def upscaler_spec(name: str) -> UpscalerSpec:
     """The registry entry for ``name`` (or an alias); a ValueError suggests close names."""
     for spec in UPSCALERS.values():
         if name == spec.name or name in spec.aliases or name.lower() == spec.name.lower():
             return spec
-    known = [n for s in UPSCALERS.values() for n in (s.name, *s.aliases)]
-    close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
-    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    hint = did_you_mean(name, (n for s in UPSCALERS.values() for n in (s.name, *s.aliases)))
     raise ValueError(
         f"unknown upscaler {name!r}.{hint} Known: {', '.join(UPSCALERS)}; "
         "or give the path of a .pth/.safetensors file.")
@@ -180,8 +184,6 @@ def generator_spec(name: str) -> GeneratorSpec:
         if name.lower() in (spec.name.lower(), (spec.repo or "").lower(),
                             *(a.lower() for a in spec.aliases)):
             return spec
-    known = [n for s in GENERATORS.values() for n in (s.name, *s.aliases)]
-    close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
-    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    hint = did_you_mean(name, (n for s in GENERATORS.values() for n in (s.name, *s.aliases)))
     raise ValueError(f"unknown model {name!r}.{hint} Known: {', '.join(GENERATORS)}; or a Hub "
                      "id, a diffusers folder, or a .safetensors/.ckpt file.")

@@ -5,7 +5,6 @@
 """
 from __future__ import annotations
 
-import difflib
 from dataclasses import asdict, dataclass, fields
 
 # A1111 / model-card names -> how pegu builds them (pegu.generate.make_scheduler)
@@ -19,8 +18,9 @@ def check_scheduler(name: str) -> str:
     for s in SCHEDULERS:
         if name.lower() == s.lower():
             return s
-    close = difflib.get_close_matches(name, SCHEDULERS, n=3, cutoff=0.4)
-    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    from .registry import did_you_mean
+
+    hint = did_you_mean(name, SCHEDULERS, cutoff=0.4)
     raise ValueError(f"unknown scheduler {name!r}.{hint} Known: {', '.join(SCHEDULERS)}")
 
 
