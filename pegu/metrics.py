@@ -1,0 +1,253 @@
+"""Metrics: prompt control (CLIP), photorealism (CLIP zero-shot and image statistics),
+upscaler fidelity (PSNR, SSIM) and efficiency.
+
+Each function says what it measures, its range and which direction is better.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+DEFAULT_CLIP = "openai/clip-vit-large-patch14"
+# Zero-shot realism: the first prompt is "real"; the others are what a fake looks like.
+REALISM_PROMPTS = ("a photograph", "a painting", "a 3D render", "an illustration", "a cartoon")
+
+
+@dataclass
+class Clip:
+    """A CLIP model and its processors; build one with :func:`load_clip`."""
+
+    model: object
+    tokenizer: object
+    image_processor: object
+    name: str
+    device: object
+
+    def embed(self, images=(), texts=()):
+        """(image embeddings (N, D), text embeddings (M, D)), L2-normalised."""
+        import torch
+
+        out = []
+        with torch.no_grad():
+            if images:
+                px = self.image_processor(images=[_rgb(i) for i in images],
+                                          return_tensors="pt").pixel_values
+                out.append(_features(self.model.get_image_features(
+                    pixel_values=px.to(self.device, self.model.dtype))))
+            else:
+                out.append(None)
+            if texts:
+                t = self.tokenizer(list(texts), padding=True, truncation=True,
+                                   max_length=77, return_tensors="pt").to(self.device)
+                out.append(_features(self.model.get_text_features(**t)))
+            else:
+                out.append(None)
+        return tuple(None if e is None else torch.nn.functional.normalize(e.float(), dim=-1)
+                     for e in out)
+
+    def similarity(self, images, texts) -> np.ndarray:
+        """Cosine similarity of every image with every text, (N, M), in [-1, 1]."""
+        im, tx = self.embed(images, texts)
+        return (im @ tx.T).cpu().numpy()
+
+
+def _features(out):
+    """transformers 4 returns the projected features; 5 wraps them (``pooler_output``)."""
+    return out if hasattr(out, "shape") else out.pooler_output
+
+
+def _rgb(image):
+    from PIL import Image
+
+    if isinstance(image, np.ndarray):
+        image = Image.fromarray(image)
+    return image.convert("RGB")
+
+
+def load_clip(name: str = DEFAULT_CLIP, device="auto", offline: bool | None = None) -> Clip:
+    """A CLIP model by Hub id or folder (default ``openai/clip-vit-large-patch14``, the one
+    CLIP-score papers use), or "tiny-clip": random weights built in code, for tests only."""
+    import torch
+    from transformers import CLIPImageProcessor, CLIPModel, CLIPTokenizer
+
+    from .device import resolve_device
+    from .weights import offline_mode
+
+    dev = resolve_device(device)
+    if name == "tiny-clip":
+        model, tok, proc = _tiny_clip()
+    else:
+        local = offline_mode() if offline is None else offline
+        try:
+            model = CLIPModel.from_pretrained(name, local_files_only=local)
+            tok = CLIPTokenizer.from_pretrained(name, local_files_only=local)
+            proc = CLIPImageProcessor.from_pretrained(name, local_files_only=local)
+        except OSError as e:
+            raise FileNotFoundError(
+                f"cannot load CLIP {name!r} ({'offline' if local else 'download failed'}); "
+                f"run once with internet on, or pass a local folder") from e
+    model = model.eval().to(dev, torch.float16 if dev.type == "cuda" else torch.float32)
+    return Clip(model, tok, proc, name, dev)
+
+
+def _tiny_clip():
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    from .tiny import tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    n = len(tok)
+    torch.manual_seed(0)
+    cfg = CLIPConfig(
+        text_config=dict(vocab_size=n, hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=2, num_attention_heads=4,
+                         max_position_embeddings=77, bos_token_id=n - 2, eos_token_id=n - 1,
+                         pad_token_id=n - 1),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=4, image_size=32, patch_size=8),
+        projection_dim=32)
+    proc = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    return CLIPModel(cfg), tok, proc
+
+
+# ---- prompt control ----
+
+def clip_score(clip: Clip, images, prompts) -> list[float]:
+    """How well each image matches its own prompt: 100 × max(cosine similarity, 0) between
+    CLIP's image and text embeddings (the usual "CLIPScore"). Range 0–100, higher is
+    better; ~30+ is a good match for ViT-L/14 on photos."""
+    sims = clip.similarity(list(images), list(prompts))
+    return [float(100 * max(sims[i, i], 0.0)) for i in range(len(sims))]
+
+
+def attribute_control(clip: Clip, images, prompts) -> float:
+    """Share of prompt edits the images follow: image i was generated from ``prompts[i]``
+    (variants of one base prompt that differ in one attribute, same seed); it counts when
+    CLIP ranks its own prompt first among all the variants. Range 0–1, higher is better;
+    chance is 1/len(prompts)."""
+    sims = clip.similarity(list(images), list(prompts))
+    return float(np.mean(np.argmax(sims, axis=1) == np.arange(len(sims))))
+
+
+def attribute_variants(base: str, attribute: str, values) -> list[str]:
+    """Prompts that differ in one attribute: ``base`` with ``{attribute}`` filled in, e.g.
+    ("portrait of a woman with {hair} hair", "hair", ["red", "black"])."""
+    return [base.replace("{" + attribute + "}", v) for v in values]
+
+
+# ---- photorealism ----
+
+def clip_realism(clip: Clip, images, prompts=REALISM_PROMPTS) -> list[float]:
+    """Probability that CLIP calls each image ``prompts[0]`` ("a photograph") rather than
+    the others (a painting, a 3D render, an illustration, a cartoon): softmax over CLIP's
+    scaled similarities. Range 0–1, higher is more photographic; 1/len(prompts) is chance."""
+    import torch
+
+    sims = torch.from_numpy(clip.similarity(list(images), list(prompts)))
+    scale = float(clip.model.logit_scale.detach().exp())
+    return torch.softmax(scale * sims, dim=1)[:, 0].tolist()
+
+
+def _gray(image) -> np.ndarray:
+    a = np.asarray(_rgb(image), dtype=np.float64)
+    return a @ np.array([0.299, 0.587, 0.114])
+
+
+def sharpness(image) -> float:
+    """Variance of the Laplacian of the gray image (8-bit units²; Pech-Pacheco et al. 2000).
+    Range ≥ 0, higher is sharper; blur lowers it. Compare images of the same size only."""
+    g = _gray(image)
+    lap = g[:-2, 1:-1] + g[2:, 1:-1] + g[1:-1, :-2] + g[1:-1, 2:] - 4 * g[1:-1, 1:-1]
+    return float(lap.var())
+
+
+def noise_level(image) -> float:
+    """Standard deviation of Gaussian noise in the gray image, 8-bit units (Immerkær 1996,
+    "Fast noise variance estimation"). Range ≥ 0, lower is cleaner. Fine texture reads as a
+    little noise; added noise of σ combines with it as variances do (≈ √(base² + σ²))."""
+    g = _gray(image)
+    h, w = g.shape
+    if h < 3 or w < 3:
+        raise ValueError("noise_level needs an image of at least 3x3 pixels")
+    k = (g[:-2, :-2] - 2 * g[:-2, 1:-1] + g[:-2, 2:] - 2 * g[1:-1, :-2] + 4 * g[1:-1, 1:-1]
+         - 2 * g[1:-1, 2:] + g[2:, :-2] - 2 * g[2:, 1:-1] + g[2:, 2:])
+    return float(np.sqrt(np.pi / 2) * np.abs(k).sum() / (6 * (w - 2) * (h - 2)))
+
+
+# ---- fidelity ----
+
+def psnr(reference, image, data_range: float = 255.0) -> float:
+    """Peak signal-to-noise ratio in dB of ``image`` against ``reference`` (same size).
+    Higher is better; identical images give inf."""
+    a, b = (np.asarray(x, dtype=np.float64) for x in (reference, image))
+    if a.shape != b.shape:
+        raise ValueError(f"psnr needs equal shapes, got {a.shape} and {b.shape}")
+    mse = np.mean((a - b) ** 2)
+    return float("inf") if mse == 0 else float(10 * np.log10(data_range ** 2 / mse))
+
+
+def ssim(reference, image, data_range: float = 255.0) -> float:
+    """Structural similarity (Wang et al. 2004: 11×11 Gaussian window, σ = 1.5, K1 = 0.01,
+    K2 = 0.03), averaged over pixels and channels. Range −1–1, higher is better; 1 = equal."""
+    from scipy.ndimage import gaussian_filter
+
+    a, b = (np.asarray(x, dtype=np.float64) for x in (reference, image))
+    if a.shape != b.shape:
+        raise ValueError(f"ssim needs equal shapes, got {a.shape} and {b.shape}")
+    if a.ndim == 2:
+        a, b = a[..., None], b[..., None]
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    scores = []
+    for ch in range(a.shape[2]):
+        x, y = a[..., ch], b[..., ch]
+
+        def blur(z):
+            return gaussian_filter(z, sigma=1.5, truncate=3.5)
+
+        mx, my = blur(x), blur(y)
+        vx, vy, cxy = blur(x * x) - mx * mx, blur(y * y) - my * my, blur(x * y) - mx * my
+        s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
+        pad = 5  # drop the border the window does not cover fully, as scikit-image does
+        scores.append(s[pad:-pad, pad:-pad].mean())
+    return float(np.mean(scores))
+
+
+def upscaler_fidelity(photo, upscalers, factor: int = 4):
+    """Downscale a real photo by ``factor`` (antialiased bicubic), upscale it back with each
+    upscaler and with bicubic and Lanczos, and compare with the original.
+
+    Returns a DataFrame: method, psnr_db (higher is better), ssim (higher is better),
+    seconds. ``upscalers``: loaded Upscalers.
+    """
+    import time
+
+    import pandas as pd
+    from PIL import Image
+
+    photo = _rgb(photo)
+    w, h = (photo.width // factor) * factor, (photo.height // factor) * factor
+    photo = photo.crop((0, 0, w, h))
+    small = photo.resize((w // factor, h // factor), Image.BICUBIC, reducing_gap=None)
+    methods = {"bicubic": lambda: small.resize((w, h), Image.BICUBIC),
+               "lanczos": lambda: small.resize((w, h), Image.LANCZOS)}
+    for up in upscalers:
+        methods[up.name] = lambda up=up: up.upscale(small, target=(w, h))
+    rows = []
+    for name, fn in methods.items():
+        t0 = time.perf_counter()
+        out = fn()
+        rows.append({"method": name, "psnr_db": round(psnr(photo, out), 3),
+                     "ssim": round(ssim(photo, out), 4),
+                     "seconds": round(time.perf_counter() - t0, 3)})
+    return pd.DataFrame(rows)
+
+
+# ---- efficiency ----
+
+def images_per_gpu_hour(seconds_per_image: float) -> float:
+    """Throughput: 3600 / seconds per image. Higher is better."""
+    if seconds_per_image <= 0:
+        raise ValueError("seconds per image must be positive")
+    return 3600.0 / seconds_per_image
