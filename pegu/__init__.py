@@ -28,9 +28,15 @@ _LAZY = {
 __all__ = ["__version__", *_LAZY]
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
+_SUBMODULES = {"metrics", "sweep", "settings", "registry", "device", "upscale", "generate",
+               "pipeline", "metadata", "images"}
 
+
+def __getattr__(name: str):
+    import importlib
+
+    if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
+    if name in _SUBMODULES:  # pegu.sweep.record(...) works after a bare `import pegu`
+        return importlib.import_module(f"pegu.{name}")
     raise AttributeError(f"module 'pegu' has no attribute {name!r}")

@@ -93,6 +93,23 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--overwrite", action="store_true")
     g.add_argument("--offline", action="store_true", help="never download")
 
+    w = sub.add_parser("sweep", help="run a grid of settings into one results table",
+                       description="Run every combination in a grid (YAML) in this process, "
+                       "or with --notebook through papermill; one row per run in "
+                       "OUT/results.csv and OUT/results.parquet. Re-running resumes.")
+    w.add_argument("--grid", type=Path, required=True, help="grid YAML (see README)")
+    w.add_argument("--out", type=Path, required=True, help="results folder")
+    w.add_argument("--notebook", type=Path, help="execute this notebook per parameter set")
+    w.add_argument("--processes", type=int, default=1, help="split across N processes")
+    w.add_argument("--shard", help="I/N: run only this process's share (set by --processes "
+                   "or accelerate launch)")
+    w.add_argument("--device", default="auto")
+    w.add_argument("--clip", default=None,
+                   help="CLIP model for clip_score/clip_realism (default "
+                   "openai/clip-vit-large-patch14)")
+    w.add_argument("--no-clip", action="store_true", help="weight-free metrics only")
+    w.add_argument("--offline", action="store_true", help="never download")
+
     i = sub.add_parser("info", help="print the recipe saved in an image")
     i.add_argument("image", type=Path)
     return p
@@ -102,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return {"upscale": _upscale, "models": _models, "demo": _demo, "generate": _generate,
-                "info": _info}[args.command](args)
+                "info": _info, "sweep": _sweep}[args.command](args)
     except (ValueError, FileNotFoundError, FileExistsError, PermissionError, RuntimeError) as e:
         print(f"pegu {args.command}: error: {e}", file=sys.stderr)
         return 2
@@ -267,6 +284,40 @@ def _generate(args) -> int:
     result.save(out, overwrite=args.overwrite)
     print(f"{result.summary()} -> {out}")
     return 0
+
+
+def _sweep(args) -> int:
+    import os
+
+    from . import sweep as sw
+    from .metrics import DEFAULT_CLIP
+
+    if args.offline:
+        os.environ["PEGU_OFFLINE"] = "1"
+    if args.notebook is not None:
+        table = sw.notebook_sweep(args.notebook, args.grid, args.out, progress=True)
+    else:
+        clip = None if args.no_clip else (args.clip or DEFAULT_CLIP)
+        if args.processes > 1:
+            table = sw.sweep_processes(args.grid, args.out, args.processes,
+                                       device="cpu" if args.device == "auto" else args.device,
+                                       clip=clip)
+        else:
+            shard = None
+            if args.shard:
+                try:
+                    shard = tuple(int(x) for x in args.shard.split("/"))
+                    assert len(shard) == 2 and 0 <= shard[0] < shard[1]
+                except (ValueError, AssertionError):
+                    raise ValueError(f"--shard must be I/N with 0 <= I < N, got {args.shard!r}")
+            table = sw.sweep(args.grid, args.out, device=args.device, clip=clip, shard=shard,
+                             progress=True)
+    if args.shard:
+        return 0
+    counts = table["status"].value_counts().to_dict() if len(table) else {}
+    print(f"{len(table)} runs ({', '.join(f'{v} {k}' for k, v in counts.items())}) -> "
+          f"{args.out / 'results.csv'}, {args.out / 'results.parquet'}")
+    return 0 if counts.get("ok", 0) == len(table) else 1
 
 
 def _info(args) -> int:

@@ -317,32 +317,36 @@ def _load_pipeline(name: str, dtype, revision, config, offline: bool):
     from diffusers import DiffusionPipeline
 
     path = Path(name).expanduser()
-    common = dict(torch_dtype=dtype, safety_checker=None, requires_safety_checker=False)
+    common = dict(torch_dtype=dtype)
+    no_checker = dict(common, safety_checker=None, requires_safety_checker=False)  # SD 1.5
     if path.is_file() or path.suffix in (".safetensors", ".ckpt"):
         return None, _single_file(path, config, dtype, offline), str(path)
     if path.is_dir():
         if not (path / "model_index.json").is_file():
             raise FileNotFoundError(f"{path} is not a diffusers folder (no model_index.json)")
-        return None, _from_pretrained(DiffusionPipeline, str(path), common, local=True), \
-            str(path)
+        xl = "StableDiffusionXL" in (path / "model_index.json").read_text()
+        return None, _from_pretrained(DiffusionPipeline, str(path),
+                                      common if xl else no_checker, local=True), str(path)
     try:
         spec = generator_spec(name)
     except ValueError:
         if name.count("/") != 1:
             raise
         spec = None  # an unregistered Hub id
+    if spec is not None and spec.family == "sdxl":
+        no_checker = common
     if spec is not None and spec.tiny:
         from .tiny import tiny_folder
 
         folder = tiny_folder(spec.name, spec.family, cache_dir() / "generators")
-        return spec, _from_pretrained(DiffusionPipeline, str(folder), common, local=True), \
+        return spec, _from_pretrained(DiffusionPipeline, str(folder), no_checker, local=True), \
             f"{folder} (built in code, random weights)"
     repo = spec.repo if spec else name
     kaggle = kaggle_model_dir(repo)
     if kaggle is not None:
-        return spec, _from_pretrained(DiffusionPipeline, str(kaggle), common, local=True), \
+        return spec, _from_pretrained(DiffusionPipeline, str(kaggle), no_checker, local=True), \
             str(kaggle)
-    kwargs = dict(common, revision=revision or (spec.revision if spec else None))
+    kwargs = dict(no_checker, revision=revision or (spec.revision if spec else None))
     if spec and spec.variant:
         kwargs["variant"] = spec.variant
     try:

@@ -76,6 +76,7 @@ class RunResult:
         if path.exists() and not overwrite:
             raise FileExistsError(f"{path} exists; pass overwrite=True (--overwrite) to "
                                   "replace it")
+        path.parent.mkdir(parents=True, exist_ok=True)
         extra = {"refine_size": self.choices.get("refine_size", "")}
         info = pnginfo(self.settings, self.record(), a1111_parameters(self.settings, extra))
         return write_png(self.image, path, pnginfo=info)

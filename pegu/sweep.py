@@ -1,0 +1,299 @@
+"""Sweeps: grids of settings -> runs (in process, or a notebook via papermill) -> one table.
+
+Each run writes its row as ``rows/<run id>.json`` (atomically) and its image as
+``images/<run id>.png``; the table (``results.csv`` and ``results.parquet``) is rebuilt from
+the rows. A run whose row exists is skipped, so an interrupted sweep resumes where it
+stopped, and a failed run is a row with its error, never a crash.
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+# grid axis -> the settings field it sets (dotted: generate.seed is RunSettings.generate.seed)
+AXES = {"models": "model", "prompts": "generate.prompt", "seeds": "generate.seed",
+        "schedulers": "generate.scheduler", "steps": "generate.steps",
+        "guidance": "generate.guidance", "upscalers": "upscale.model", "modes": "mode",
+        "targets": "target", "refine": "refine"}
+
+
+def load_grid(grid) -> list[dict]:
+    """The runs of a grid (a dict, or the path of a YAML file holding one), as settings dicts.
+
+    ``base`` holds fixed RunSettings fields (nested ``generate``/``upscale`` dicts); each axis
+    (``models``, ``prompts``, ``seeds``, ``schedulers``, ``steps``, ``guidance``, ``upscalers``,
+    ``modes``, ``targets``, ``refine``) lists values; the runs are every combination.
+    Settings are validated when each run starts, so one bad combination fails alone.
+    """
+    if not isinstance(grid, dict):
+        import yaml
+
+        path = Path(grid)
+        if not path.is_file():
+            raise FileNotFoundError(f"grid file not found: {path}")
+        grid = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(grid, dict):
+            raise ValueError(f"{path} must hold a mapping (base: ..., models: [...], ...)")
+    unknown = sorted(set(grid) - set(AXES) - {"base"})
+    if unknown:
+        raise ValueError(f"unknown grid keys {unknown}; use 'base' and {sorted(AXES)}")
+    axes = {k: v if isinstance(v, list) else [v] for k, v in grid.items() if k in AXES}
+    runs = []
+    for combo in itertools.product(*axes.values()):
+        d = json.loads(json.dumps(grid.get("base") or {}))
+        d.setdefault("generate", {})
+        for axis, value in zip(axes, combo):
+            *parents, leaf = AXES[axis].split(".")
+            node = d
+            for p in parents:
+                node = node.setdefault(p, {})
+            node[leaf] = value
+        d["generate"].setdefault("prompt", "")
+        runs.append(d)
+    return runs
+
+
+def run_id(settings: dict) -> str:
+    """A stable id for a run: a hash of its settings."""
+    return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def flatten(d: dict, prefix: str = "") -> dict:
+    """{"generate": {"seed": 1}} -> {"generate.seed": 1}; lists become "AxB" strings."""
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        elif isinstance(v, (list, tuple)):
+            out[key] = "x".join(str(x) for x in v)
+        else:
+            out[key] = v
+    return out
+
+
+def result_row(result, image_path: Path | None, clip=None) -> dict:
+    """One table row for a RunResult: flattened settings, status, stage costs, metrics."""
+    from . import metrics as M
+
+    row = {**flatten(result.settings.to_dict()), "status": result.status, "error": result.error,
+           "seconds": round(result.seconds, 3),
+           "peak_mib": round(result.peak_bytes / 2**20, 1),
+           "memory": result.choices.get("memory"), "device": result.choices.get("device"),
+           "image": str(image_path) if image_path else None}
+    for s in result.stages:
+        row[f"{s.stage}.seconds"] = round(s.seconds, 3)
+        row[f"{s.stage}.peak_mib"] = round(s.peak_bytes / 2**20, 1)
+    if result.image is not None:
+        row["sharpness"] = round(M.sharpness(result.image), 3)
+        row["noise"] = round(M.noise_level(result.image), 3)
+        row["images_per_hour"] = round(M.images_per_gpu_hour(result.seconds), 2)
+        if clip is not None:
+            row["clip_score"] = round(M.clip_score(clip, [result.image],
+                                                   [result.settings.generate.prompt])[0], 3)
+            row["clip_realism"] = round(M.clip_realism(clip, [result.image])[0], 4)
+    return row
+
+
+def write_row(path: Path, row: dict) -> None:
+    """Write a row as JSON, atomically (a row is never half-written)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(row, default=str, ensure_ascii=False))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def collect(out: Path):
+    """All rows under ``out/rows`` as a DataFrame (in grid order), also written to
+    ``results.csv`` and ``results.parquet`` atomically."""
+    import pandas as pd
+
+    out = Path(out)
+    rows = [json.loads(p.read_text()) for p in sorted((out / "rows").glob("*.json"))]
+    table = pd.DataFrame(rows)
+    if "index" in table:
+        table = table.sort_values("index").reset_index(drop=True)
+    for name, write in (("results.csv", lambda p: table.to_csv(p, index=False)),
+                        ("results.parquet", lambda p: table.to_parquet(p, index=False))):
+        tmp = out / f".{name}.{os.getpid()}.tmp"
+        try:
+            write(tmp)
+            os.replace(tmp, out / name)
+        finally:
+            tmp.unlink(missing_ok=True)
+    return table
+
+
+def shard_from_env() -> tuple[int, int]:
+    """(this process, number of processes) under ``accelerate launch`` / torchrun, else (0, 1)."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def sweep(grid, out, *, device="auto", clip: str | None = None, shard: tuple[int, int] | None = None,
+          progress: bool = False):
+    """Run every run of ``grid`` (see :func:`load_grid`) into ``out``; returns the table.
+
+    Models are loaded once per run of consecutive runs that use them. clip: a CLIP model
+    name for the clip_score / clip_realism columns (None: weight-free metrics only).
+    shard: (i, n) runs only every n-th run starting at i (default: from ``accelerate
+    launch``'s RANK / WORLD_SIZE), so several processes share one sweep.
+    """
+    import torch
+
+    from .device import resolve_device
+    from .generate import load_generator
+    from .images import ensure_writable_dir
+    from .metrics import load_clip
+    from .pipeline import run
+    from .settings import RunSettings
+    from .upscale import load_upscaler
+
+    out = ensure_writable_dir(Path(out))
+    runs = load_grid(grid)
+    index, count = shard or shard_from_env()
+    if device == "auto" and count > 1 and torch.cuda.device_count() > 1:
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', index)) % torch.cuda.device_count()}"
+    dev = resolve_device(device)
+    scorer = load_clip(clip, device=dev) if clip else None
+    mine = [(i, d) for i, d in enumerate(runs) if i % count == index]
+    # consecutive runs of one model reuse it: order by model, then upscaler
+    mine.sort(key=lambda t: (str(t[1].get("model")), str(t[1].get("upscale")), t[0]))
+    loaded = {"generator": None, "upscaler": None}
+    for i, d in mine:
+        rid = run_id(d)
+        row_path = out / "rows" / f"{rid}.json"
+        if row_path.exists():
+            continue
+        t0 = time.perf_counter()
+        try:
+            settings = RunSettings.from_dict(d)
+            g = loaded["generator"]
+            if g is None or settings.model not in (g.name, g.source):
+                loaded["generator"] = None  # free the previous model first
+                g = loaded["generator"] = load_generator(settings.model, device=dev)
+            u = loaded["upscaler"]
+            want = settings.upscale
+            if settings.mode == "upscale" and (u is None or want.model != u.name
+                                               or (want.tile or u.tile) != u.tile):
+                u = loaded["upscaler"] = load_upscaler(
+                    want.model, device=dev, tile="auto" if want.tile is None else want.tile,
+                    tile_overlap=want.tile_overlap, denoise=want.denoise)
+            result = run(settings, g, u if settings.mode == "upscale" else None,
+                         progress=progress)
+            image = None
+            if result.image is not None:
+                image = result.save(out / "images" / f"{rid}.png", overwrite=True)
+            row = result_row(result, image, scorer)
+        except Exception as e:  # a failed run is a row, and the sweep goes on
+            if isinstance(e, torch.OutOfMemoryError) and dev.type == "cuda":
+                torch.cuda.empty_cache()
+            row = {**flatten(d), "status": "oom" if isinstance(e, torch.OutOfMemoryError)
+                   else "error", "error": f"{type(e).__name__}: {e}",
+                   "seconds": round(time.perf_counter() - t0, 3)}
+            if progress:
+                traceback.print_exc(file=sys.stderr)
+        row.update(index=i, run_id=rid)
+        write_row(row_path, row)
+        if progress:
+            print(f"[{index}/{count}] run {i} {rid}: {row['status']} "
+                  f"{row.get('error') or ''}", file=sys.stderr)
+    return collect(out)
+
+
+def sweep_processes(grid, out, processes: int, *, device="cpu", clip: str | None = None):
+    """Split a sweep over ``processes`` worker processes (``pegu sweep --shard i/n``) and
+    merge their rows into one table. (On several GPUs ``accelerate launch --num_processes
+    N -m pegu.cli sweep ...`` does the same, one GPU per process.)"""
+    import subprocess
+
+    load_grid(grid)  # fail here, not in every worker
+    cmd = [sys.executable, "-m", "pegu.cli", "sweep", "--grid", str(grid), "--out", str(out),
+           "--device", device] + (["--clip", clip] if clip else ["--no-clip"])
+    workers = [subprocess.Popen(cmd + ["--shard", f"{i}/{processes}"])
+               for i in range(processes)]
+    codes = [w.wait() for w in workers]
+    if any(codes):
+        raise RuntimeError(f"sweep workers exited with {codes}; finished rows are kept, "
+                           "run the same command again to resume")
+    return collect(out)
+
+
+# ---- papermill ----
+
+def notebook_sweep(notebook, grid, out, *, kernel: str | None = None, progress: bool = False):
+    """Execute ``notebook`` once per parameter set with papermill, keeping each executed
+    notebook in ``out/notebooks/``, and collect the rows the runs recorded.
+
+    ``grid``: a dict or YAML file ``{"parameters": {name: [values...]}}`` (every combination)
+    or ``{"runs": [{name: value}, ...]}``. Each run gets one more parameter, ``record_to``:
+    the path where the notebook's ``pegu.sweep.record(result, record_to)`` writes its row.
+    A run that fails keeps its executed notebook and becomes a row with the error.
+    """
+    import papermill as pm
+    import yaml
+
+    from .images import ensure_writable_dir
+
+    notebook = Path(notebook)
+    if not notebook.is_file():
+        raise FileNotFoundError(f"notebook not found: {notebook}")
+    if not isinstance(grid, dict):
+        grid = yaml.safe_load(Path(grid).read_text()) or {}
+    if "runs" in grid:
+        runs = list(grid["runs"])
+    else:
+        params = grid.get("parameters") or {}
+        names = list(params)
+        runs = [dict(zip(names, combo)) for combo in itertools.product(
+            *[v if isinstance(v, list) else [v] for v in params.values()])]
+    out = ensure_writable_dir(Path(out))
+    declared = pm.inspect_notebook(str(notebook))
+    for i, params in enumerate(runs):
+        unknown = sorted(set(params) - set(declared))
+        if unknown:
+            raise ValueError(f"{notebook.name} has no parameters {unknown}; it declares "
+                             f"{sorted(declared)}")
+        rid = run_id({"notebook": notebook.name, **params})
+        row_path = out / "rows" / f"{rid}.json"
+        if row_path.exists():
+            continue
+        executed = out / "notebooks" / f"{notebook.stem}_{rid}.ipynb"
+        executed.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            pm.execute_notebook(str(notebook), str(executed),
+                                parameters={**params, "record_to": str(row_path)},
+                                kernel_name=kernel, progress_bar=progress)
+            if not row_path.exists():
+                raise RuntimeError(f"{notebook.name} ran but recorded nothing; its last cell "
+                                   "must call pegu.sweep.record(result, record_to)")
+            row = json.loads(row_path.read_text())
+        except Exception as e:
+            row = {**flatten(params), "status": "error",
+                   "error": f"{type(e).__name__}: {str(e).strip().splitlines()[-1][:300]}"}
+        row.update(index=i, run_id=rid, notebook=str(executed))
+        write_row(row_path, row)
+    return collect(out)
+
+
+def record(result, record_to, clip=None) -> dict:
+    """In a notebook run by :func:`notebook_sweep`: write ``result``'s row to ``record_to``
+    (the parameter papermill passed), with its image beside it. No-op when ``record_to`` is
+    empty (the notebook run by hand)."""
+    if not record_to:
+        return {}
+    path = Path(record_to)
+    image = None
+    if result.image is not None:
+        image = result.save(path.parent.parent / "images" / f"{path.stem}.png", overwrite=True)
+    row = result_row(result, image, clip)
+    write_row(path, row)
+    return row

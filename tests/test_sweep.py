@@ -1,0 +1,96 @@
+"""Sweeps: in process, resumed, over papermill, and split across two processes."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import pegu.pipeline
+from pegu.sweep import load_grid, notebook_sweep, sweep, sweep_processes
+
+GRID = {
+    "base": {"generate": {"width": 128, "height": 128}, "target": [512, 512],
+             "upscale": {"model": "realesr-animevideov3"}},
+    "models": ["tiny-sd15", "tiny-sdxl"],
+    "prompts": ["portrait of a woman with red hair"],
+    "seeds": [0, 1],
+    "steps": [2, 0],  # steps 0 is invalid: those runs must fail alone
+}
+# what must match between two sweeps of the same grid (not the timings)
+STABLE = ["index", "run_id", "model", "generate.seed", "generate.steps", "status", "error",
+          "sharpness", "noise", "clip_score", "clip_realism"]
+
+
+def stable(table: pd.DataFrame) -> pd.DataFrame:
+    return table[[c for c in STABLE if c in table]].sort_values("index").reset_index(drop=True)
+
+
+def test_grid_expands_every_combination(tmp_path):
+    runs = load_grid(GRID)
+    assert len(runs) == 8 and runs[0]["generate"]["width"] == 128
+    assert {(r["model"], r["generate"]["seed"], r["generate"]["steps"]) for r in runs} == {
+        (m, s, n) for m in GRID["models"] for s in (0, 1) for n in (2, 0)}
+    (tmp_path / "g.yaml").write_text("models: [tiny-sd15]\nseeds: [1, 2, 3]\n")
+    assert [r["generate"]["seed"] for r in load_grid(tmp_path / "g.yaml")] == [1, 2, 3]
+    with pytest.raises(ValueError, match="unknown grid keys \\['seed'\\]"):
+        load_grid({"seed": [1]})
+    with pytest.raises(FileNotFoundError):
+        load_grid(tmp_path / "missing.yaml")
+
+
+def test_sweep_with_a_failing_configuration_then_resume(tmp_path, monkeypatch):
+    full = sweep(GRID, tmp_path / "full", clip="tiny-clip")
+    assert len(full) == 8 and (full.status == "ok").sum() == 4
+    bad = full[full.status == "error"]
+    assert len(bad) == 4 and bad.error.str.contains("steps must be a whole number").all()
+    ok = full[full.status == "ok"]
+    assert all(Path(p).is_file() for p in ok.image)
+    assert ok["generate.seconds"].gt(0).all() and ok["upscale.peak_mib"].gt(0).all()
+    assert ok.clip_score.notna().all() and ok.sharpness.gt(0).all()
+    on_disk = pd.read_csv(tmp_path / "full" / "results.csv")
+    assert len(on_disk) == 8 and len(pd.read_parquet(tmp_path / "full" / "results.parquet")) == 8
+
+    # interrupt the third run, then resume: the same table, finished rows not run again
+    real_run, calls = pegu.pipeline.run, {"n": 0}
+
+    def interrupted(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real_run(*a, **k)
+
+    monkeypatch.setattr(pegu.pipeline, "run", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        sweep(GRID, tmp_path / "resumed", clip="tiny-clip")
+    monkeypatch.undo()
+    kept = {p: p.stat().st_mtime_ns for p in (tmp_path / "resumed" / "rows").glob("*.json")}
+    assert 0 < len(kept) < 8 and not list((tmp_path / "resumed" / "rows").glob(".*"))
+    resumed = sweep(GRID, tmp_path / "resumed", clip="tiny-clip")
+    assert all(p.stat().st_mtime_ns == t for p, t in kept.items())
+    pd.testing.assert_frame_equal(stable(resumed), stable(full))
+
+
+def test_papermill_sweep_runs_the_notebook_per_parameter_set(tmp_path):
+    notebook = Path(__file__).parent / "data" / "sweep_run.ipynb"
+    table = notebook_sweep(notebook, {"parameters": {"seed": [0, 1], "target": 256}},
+                           tmp_path / "nb")
+    assert len(table) == 2 and (table.status == "ok").all()
+    assert sorted(table["generate.seed"]) == [0, 1]
+    executed = sorted((tmp_path / "nb" / "notebooks").glob("*.ipynb"))
+    assert len(executed) == 2 and all(Path(p).is_file() for p in table.notebook)
+    assert all(Path(p).is_file() for p in table.image)
+    with pytest.raises(ValueError, match="has no parameters \\['cfg'\\]"):
+        notebook_sweep(notebook, {"parameters": {"cfg": [7]}}, tmp_path / "bad")
+
+
+def test_two_processes_give_the_same_rows_as_one(tmp_path):
+    import yaml
+
+    grid = dict(GRID, models=["tiny-sd15"], steps=[2])
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(grid))
+    one = sweep(path, tmp_path / "one")
+    two = sweep_processes(path, tmp_path / "two", 2)
+    assert len(two) == 2 and (two.status == "ok").all()
+    pd.testing.assert_frame_equal(stable(two), stable(one))
