@@ -314,6 +314,10 @@ def _sweep(args) -> int:
                              progress=True)
     if args.shard:
         return 0
+    from .plots import sweep_plots
+
+    for name, path in sweep_plots(table, args.out).items():
+        print(f"  {name:16} {path}")
     counts = table["status"].value_counts().to_dict() if len(table) else {}
     print(f"{len(table)} runs ({', '.join(f'{v} {k}' for k, v in counts.items())}) -> "
           f"{args.out / 'results.csv'}, {args.out / 'results.parquet'}")

@@ -93,12 +93,9 @@ DEMO_PROMPT = ("RAW photo, portrait of a smiling woman with curly red hair, soft
 def comparison_figure(images: dict, path: Path, title: str = "", zoom=(0.3, 0.15, 0.25)):
     """Save a figure: each image in full (top row) and a zoomed crop (bottom row).
     zoom: (x, y, size) of the crop as fractions of the image."""
-    import matplotlib
+    from .plots import _plt, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .images import write_png
+    plt = _plt()
 
     n = len(images)
     fig, axes = plt.subplots(2, n, figsize=(4 * n, 8.4), squeeze=False)
@@ -114,14 +111,6 @@ def comparison_figure(images: dict, path: Path, title: str = "", zoom=(0.3, 0.15
             ax.set_axis_off()
     fig.suptitle(title)
     fig.tight_layout(h_pad=2)
-    fig.canvas.draw()
-    image = _figure_image(fig)
+    saved = save_figure(fig, path)
     plt.close(fig)
-    return write_png(image, path)
-
-
-def _figure_image(fig):
-    from PIL import Image
-
-    rgba = fig.canvas.buffer_rgba()
-    return Image.frombuffer("RGBA", fig.canvas.get_width_height(), rgba).convert("RGB")
+    return saved

@@ -40,10 +40,15 @@ def load_grid(grid) -> list[dict]:
         grid = yaml.safe_load(path.read_text()) or {}
         if not isinstance(grid, dict):
             raise ValueError(f"{path} must hold a mapping (base: ..., models: [...], ...)")
-    unknown = sorted(set(grid) - set(AXES) - {"base"})
+    unknown = sorted(set(grid) - set(AXES) - {"base", "attributes"})
     if unknown:
-        raise ValueError(f"unknown grid keys {unknown}; use 'base' and {sorted(AXES)}")
+        raise ValueError(f"unknown grid keys {unknown}; use 'base', 'attributes' and "
+                         f"{sorted(AXES)}")
     axes = {k: v if isinstance(v, list) else [v] for k, v in grid.items() if k in AXES}
+    if grid.get("attributes"):
+        if "prompts" in axes:
+            raise ValueError("give either prompts or attributes (which make the prompts)")
+        axes["prompts"] = attribute_prompts(grid["attributes"])
     runs = []
     for combo in itertools.product(*axes.values()):
         d = json.loads(json.dumps(grid.get("base") or {}))
@@ -57,6 +62,41 @@ def load_grid(grid) -> list[dict]:
         d["generate"].setdefault("prompt", "")
         runs.append(d)
     return runs
+
+
+def attribute_prompts(spec: dict) -> list[str]:
+    """Prompt variants for attribute control: {"template": "a woman with {hair} hair",
+    "hair": ["red", "black"]} -> one prompt per value (one attribute per template)."""
+    template = spec.get("template")
+    names = [k for k in spec if k != "template"]
+    if not isinstance(template, str) or len(names) != 1 \
+            or "{" + names[0] + "}" not in template:
+        raise ValueError("attributes needs a template with one {name} and that name's "
+                         "values, e.g. {template: 'a woman with {hair} hair', hair: [red, black]}")
+    from .metrics import attribute_variants
+
+    return attribute_variants(template, names[0], spec[names[0]])
+
+
+def add_attribute_control(table, clip, grid) -> None:
+    """Fill ``attribute_control`` for attribute grids: among runs that differ only in the
+    prompt, the share whose image CLIP matches to its own prompt variant (0–1, higher is
+    better). Needs every run of a group to have succeeded."""
+    from PIL import Image
+
+    from .metrics import attribute_control
+
+    if clip is None or not grid.get("attributes") or not len(table):
+        return
+    from .settings import GenerateSettings, RunSettings
+
+    fields = flatten(RunSettings(GenerateSettings("")).to_dict())
+    keys = [c for c in fields if c in table and c != "generate.prompt"]
+    for _, group in table.groupby([table[k].astype(str) for k in keys], dropna=False):
+        if (group["status"] == "ok").all() and len(group) > 1:
+            images = [Image.open(p).convert("RGB") for p in group["image"]]
+            share = attribute_control(clip, images, list(group["generate.prompt"]))
+            table.loc[group.index, "attribute_control"] = round(share, 4)
 
 
 def run_id(settings: dict) -> str:
@@ -122,6 +162,11 @@ def collect(out: Path):
     table = pd.DataFrame(rows)
     if "index" in table:
         table = table.sort_values("index").reset_index(drop=True)
+    _write_tables(table, out)
+    return table
+
+
+def _write_tables(table, out: Path) -> None:
     for name, write in (("results.csv", lambda p: table.to_csv(p, index=False)),
                         ("results.parquet", lambda p: table.to_parquet(p, index=False))):
         tmp = out / f".{name}.{os.getpid()}.tmp"
@@ -130,7 +175,6 @@ def collect(out: Path):
             os.replace(tmp, out / name)
         finally:
             tmp.unlink(missing_ok=True)
-    return table
 
 
 def shard_from_env() -> tuple[int, int]:
@@ -206,7 +250,16 @@ def sweep(grid, out, *, device="auto", clip: str | None = None, shard: tuple[int
         if progress:
             print(f"[{index}/{count}] run {i} {rid}: {row['status']} "
                   f"{row.get('error') or ''}", file=sys.stderr)
-    return collect(out)
+    table = collect(out)
+    if count == 1 and not isinstance(grid, dict):
+        import yaml
+
+        grid = yaml.safe_load(Path(grid).read_text()) or {}
+    if count == 1 and "attribute_control" not in table:
+        add_attribute_control(table, scorer, grid)
+        if "attribute_control" in table:
+            _write_tables(table, out)
+    return table
 
 
 def sweep_processes(grid, out, processes: int, *, device="cpu", clip: str | None = None):

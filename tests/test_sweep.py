@@ -94,3 +94,41 @@ def test_two_processes_give_the_same_rows_as_one(tmp_path):
     two = sweep_processes(path, tmp_path / "two", 2)
     assert len(two) == 2 and (two.status == "ok").all()
     pd.testing.assert_frame_equal(stable(two), stable(one))
+
+
+def test_attribute_control_and_plots(tmp_path):
+    from PIL import Image
+
+    from pegu.plots import sweep_plots
+
+    grid = {"base": GRID["base"], "models": ["tiny-sd15", "tiny-sdxl"], "seeds": [0],
+            "attributes": {"template": "portrait of a woman with {hair} hair",
+                           "hair": ["red", "black", "blonde"]}}
+    table = sweep(grid, tmp_path, clip="tiny-clip")
+    assert list(table["generate.prompt"][:3]) == [
+        "portrait of a woman with red hair", "portrait of a woman with black hair",
+        "portrait of a woman with blonde hair"]
+    assert table.attribute_control.between(0, 1).all()
+    assert table.groupby("model").attribute_control.nunique().eq(1).all()
+    assert "attribute_control" in pd.read_csv(tmp_path / "results.csv")
+    paths = sweep_plots(table, tmp_path)
+    assert set(paths) == {"images", "stage_costs", "quality_vs_time"}
+    assert Image.open(paths["images"]).size[0] > 400
+    with pytest.raises(ValueError, match="template with one"):
+        load_grid({"attributes": {"template": "no placeholder", "hair": ["red"]}})
+
+
+def test_cli_sweep(tmp_path):
+    import subprocess
+    import sys
+
+    import yaml
+
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(yaml.safe_dump(dict(GRID, models=["tiny-sd15"], seeds=[0])))
+    exe = Path(sys.executable).parent / "pegu"
+    r = subprocess.run([str(exe), "sweep", "--grid", str(grid), "--out", str(tmp_path / "o"),
+                        "--no-clip"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 1  # one of the two runs fails by design (steps 0)
+    assert "2 runs (1 ok, 1 error)" in r.stdout and "stage_costs" in r.stdout
+    assert len(pd.read_csv(tmp_path / "o" / "results.csv")) == 2

@@ -1,0 +1,126 @@
+"""Figures of a results table (matplotlib): returned for inline display, saved as PNG."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _plt():
+    import matplotlib
+
+    if matplotlib.get_backend().lower() not in ("module://matplotlib_inline.backend_inline",
+                                                "inline"):
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, path) -> Path:
+    """Write ``fig`` as PNG atomically (via pegu.images.write_png)."""
+    from PIL import Image
+
+    from .images import write_png
+
+    fig.canvas.draw()
+    image = Image.frombuffer("RGBA", fig.canvas.get_width_height(),
+                             fig.canvas.buffer_rgba()).convert("RGB")
+    return write_png(image, path)
+
+
+def image_grid(table, path=None, rows: str = "model", cols: str = "generate.prompt",
+               thumb: float = 2.6):
+    """The runs' images: one row per ``rows`` value (models), one column per ``cols`` value
+    (prompts), the first run of each cell, labelled. Failed runs show their status."""
+    from PIL import Image
+
+    plt = _plt()
+    r_vals, c_vals = list(dict.fromkeys(table[rows])), list(dict.fromkeys(table[cols]))
+    fig, axes = plt.subplots(len(r_vals), len(c_vals), squeeze=False,
+                             figsize=(thumb * len(c_vals), thumb * len(r_vals) + 0.4))
+    for i, rv in enumerate(r_vals):
+        for j, cv in enumerate(c_vals):
+            ax = axes[i, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            cell = table[(table[rows] == rv) & (table[cols] == cv)]
+            ok = cell[cell["status"] == "ok"] if len(cell) else cell
+            if len(ok) and isinstance(ok.iloc[0].get("image"), str):
+                with Image.open(ok.iloc[0]["image"]) as im:
+                    im.thumbnail((512, 512))
+                    ax.imshow(im)
+            else:
+                ax.text(0.5, 0.5, cell.iloc[0]["status"] if len(cell) else "no run",
+                        ha="center", va="center", transform=ax.transAxes)
+            if i == 0:
+                ax.set_title(_short(cv), fontsize=8)
+            if j == 0:
+                ax.set_ylabel(_short(rv), fontsize=9)
+    fig.tight_layout()
+    return _finish(fig, path)
+
+
+def stage_costs(table, path=None):
+    """Mean seconds and peak memory (MiB) of each stage, per model (successful runs)."""
+    plt = _plt()
+    ok = table[table["status"] == "ok"]
+    stages = [c[: -len(".seconds")] for c in table.columns
+              if c.endswith(".seconds") and not c.startswith("generate.")] + ["generate"]
+    stages = sorted(set(s for s in stages if f"{s}.seconds" in table))
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 3.8))
+    models = list(dict.fromkeys(ok["model"]))
+    width = 0.8 / max(1, len(models))
+    for k, m in enumerate(models):
+        sub = ok[ok["model"] == m]
+        xs = [i + k * width for i in range(len(stages))]
+        a1.bar(xs, [sub[f"{s}.seconds"].mean() for s in stages], width, label=m)
+        a2.bar(xs, [sub[f"{s}.peak_mib"].mean() for s in stages], width, label=m)
+    for ax, label in ((a1, "seconds"), (a2, "peak MiB")):
+        ax.set_xticks([i + 0.4 - width / 2 for i in range(len(stages))], stages, fontsize=8)
+        ax.set_ylabel(label)
+    a1.legend(fontsize=8)
+    fig.suptitle("Cost per stage (mean over runs)")
+    fig.tight_layout()
+    return _finish(fig, path)
+
+
+def quality_vs_time(table, path=None):
+    """CLIP realism and CLIP score of each successful run against its total seconds."""
+    plt = _plt()
+    ok = table[table["status"] == "ok"]
+    metrics = [m for m in ("clip_realism", "clip_score", "sharpness") if m in ok]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.8), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        for m in dict.fromkeys(ok["model"]):
+            sub = ok[ok["model"] == m]
+            ax.scatter(sub["seconds"], sub[metric], label=m, alpha=0.8)
+        ax.set_xlabel("seconds per image")
+        ax.set_ylabel(metric)
+    axes[0, 0].legend(fontsize=8)
+    fig.tight_layout()
+    return _finish(fig, path)
+
+
+def sweep_plots(table, out) -> dict:
+    """The three figures of a sweep, saved under ``out/plots/``; {name: path}."""
+    plt = _plt()
+    out = Path(out) / "plots"
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    if (table["status"] == "ok").any():
+        for name, fn in (("images", image_grid), ("stage_costs", stage_costs),
+                         ("quality_vs_time", quality_vs_time)):
+            fig = fn(table)
+            paths[name] = save_figure(fig, out / f"{name}.png")
+            plt.close(fig)
+    return paths
+
+
+def _finish(fig, path):
+    if path is not None:
+        save_figure(fig, path)
+    return fig
+
+
+def _short(text, n: int = 38) -> str:
+    text = str(text)
+    return text if len(text) <= n else text[: n - 1] + "…"
