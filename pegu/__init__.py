@@ -29,7 +29,7 @@ __all__ = ["__version__", *_LAZY]
 
 
 _SUBMODULES = {"metrics", "sweep", "settings", "registry", "device", "upscale", "generate",
-               "pipeline", "metadata", "images"}
+               "pipeline", "metadata", "images", "plots", "studies"}
 
 
 def __getattr__(name: str):

@@ -42,6 +42,7 @@ def run_demo(*, model: str = "tiny-sd15", target=(2048, 2048),
     from .generate import load_generator
     from .images import ensure_writable_dir, write_png
     from .pipeline import measure_stage, run, stages_table
+    from .plots import close, side_by_side
     from .registry import GENERATORS
     from .settings import GenerateSettings, RunSettings, UpscaleSettings
     from .upscale import load_upscaler
@@ -75,9 +76,11 @@ def run_demo(*, model: str = "tiny-sd15", target=(2048, 2048),
     files["photo"] = write_png(photo, out / f"astronaut_input_{photo_size}x{photo_size}.png")
     for name, img in ((up.name, esrgan), ("bicubic", bicubic), ("lanczos", lanczos)):
         files[f"photo {name}"] = write_png(img, out / f"astronaut_{name}_{size}.png")
-    files["figure"] = comparison_figure(
-        {"bicubic": bicubic, "Lanczos": lanczos, up.name: esrgan},
-        out / f"astronaut_comparison_{size}.png", title=f"{photo_size}² photo → {size}")
+    fig = side_by_side({"bicubic": bicubic, "Lanczos": lanczos, up.name: esrgan},
+                       path=out / f"astronaut_comparison_{size}.png",
+                       title=f"{photo_size}² photo → {size}")
+    files["figure"] = out / f"astronaut_comparison_{size}.png"
+    close(fig)
     table = stages_table(stages)
     print(result.summary())
     print(table.to_string(index=False))
@@ -88,29 +91,3 @@ def run_demo(*, model: str = "tiny-sd15", target=(2048, 2048),
 
 DEMO_PROMPT = ("RAW photo, portrait of a smiling woman with curly red hair, soft natural "
                "light, city park background, film grain")
-
-
-def comparison_figure(images: dict, path: Path, title: str = "", zoom=(0.3, 0.15, 0.25)):
-    """Save a figure: each image in full (top row) and a zoomed crop (bottom row).
-    zoom: (x, y, size) of the crop as fractions of the image."""
-    from .plots import _plt, save_figure
-
-    plt = _plt()
-
-    n = len(images)
-    fig, axes = plt.subplots(2, n, figsize=(4 * n, 8.4), squeeze=False)
-    for col, (label, img) in enumerate(images.items()):
-        w, h = img.size
-        x, y, s = int(zoom[0] * w), int(zoom[1] * h), max(1, int(zoom[2] * min(w, h)))
-        axes[0, col].imshow(img)
-        axes[0, col].add_patch(plt.Rectangle((x, y), s, s, fill=False, color="red", lw=1.5))
-        axes[0, col].set_title(label)
-        axes[1, col].imshow(img.crop((x, y, x + s, y + s)), interpolation="nearest")
-        axes[1, col].set_title(f"{label}, zoom")
-        for ax in axes[:, col]:
-            ax.set_axis_off()
-    fig.suptitle(title)
-    fig.tight_layout(h_pad=2)
-    saved = save_figure(fig, path)
-    plt.close(fig)
-    return saved

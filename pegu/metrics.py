@@ -65,6 +65,13 @@ def _rgb(image):
     return image.convert("RGB")
 
 
+def as_clip(clip, device="auto") -> Clip | None:
+    """A Clip from a Clip, a model name, or None / "" (no CLIP metrics)."""
+    if not clip:
+        return None
+    return clip if isinstance(clip, Clip) else load_clip(clip, device=device)
+
+
 def load_clip(name: str = DEFAULT_CLIP, device="auto", offline: bool | None = None) -> Clip:
     """A CLIP model by Hub id or folder (default ``openai/clip-vit-large-patch14``, the one
     CLIP-score papers use), or "tiny-clip": random weights built in code, for tests only."""

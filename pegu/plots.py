@@ -109,10 +109,49 @@ def sweep_plots(table, out) -> dict:
     if (table["status"] == "ok").any():
         for name, fn in (("images", image_grid), ("stage_costs", stage_costs),
                          ("quality_vs_time", quality_vs_time)):
-            fig = fn(table)
-            paths[name] = save_figure(fig, out / f"{name}.png")
+            fig = fn(table, out / f"{name}.png")
+            paths[name] = out / f"{name}.png"
             plt.close(fig)
     return paths
+
+
+def side_by_side(images: dict, path=None, title: str = "", zoom=(0.3, 0.15, 0.25)):
+    """Each image in full (top row, the zoomed box marked) and a zoomed crop (bottom row),
+    labelled by its key. zoom: (x, y, size) of the crop as fractions of the image."""
+    plt = _plt()
+    n = len(images)
+    fig, axes = plt.subplots(2, n, figsize=(4 * n, 8.4), squeeze=False)
+    for col, (label, img) in enumerate(images.items()):
+        w, h = img.size
+        x, y, s = int(zoom[0] * w), int(zoom[1] * h), max(1, int(zoom[2] * min(w, h)))
+        axes[0, col].imshow(img)
+        axes[0, col].add_patch(plt.Rectangle((x, y), s, s, fill=False, color="red", lw=1.5))
+        axes[0, col].set_title(label)
+        axes[1, col].imshow(img.crop((x, y, x + s, y + s)), interpolation="nearest")
+        axes[1, col].set_title(f"{label}, zoom")
+        for ax in axes[:, col]:
+            ax.set_axis_off()
+    fig.suptitle(title)
+    fig.tight_layout(h_pad=2)
+    return _finish(fig, path)
+
+
+def bars(table, x: str, ys: list[str], path=None, title: str = ""):
+    """One bar chart per column in ``ys`` against the labels in column ``x``."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(ys), figsize=(4.2 * len(ys), 3.6), squeeze=False)
+    for ax, y in zip(axes[0], ys):
+        ax.bar([str(v) for v in table[x]], table[y])
+        ax.set_ylabel(y)
+        ax.tick_params(axis="x", labelsize=8, rotation=15)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return _finish(fig, path)
+
+
+def close(fig) -> None:
+    """Free a figure that was saved and will not be shown."""
+    _plt().close(fig)
 
 
 def _finish(fig, path):

@@ -67,15 +67,18 @@ def load_grid(grid) -> list[dict]:
 def attribute_prompts(spec: dict) -> list[str]:
     """Prompt variants for attribute control: {"template": "a woman with {hair} hair",
     "hair": ["red", "black"]} -> one prompt per value (one attribute per template)."""
+    import re
+
     template = spec.get("template")
+    slots = re.findall(r"\{(\w+)\}", template) if isinstance(template, str) else []
     names = [k for k in spec if k != "template"]
-    if not isinstance(template, str) or len(names) != 1 \
-            or "{" + names[0] + "}" not in template:
+    if len(slots) != 1 or len(names) != 1 or names[0] not in (slots[0], "values"):
         raise ValueError("attributes needs a template with one {name} and that name's "
-                         "values, e.g. {template: 'a woman with {hair} hair', hair: [red, black]}")
+                         "values, e.g. {template: 'a woman with {hair} hair', hair: [red, black]}"
+                         " (or values: [...])")
     from .metrics import attribute_variants
 
-    return attribute_variants(template, names[0], spec[names[0]])
+    return attribute_variants(template, slots[0], spec[names[0]])
 
 
 def add_attribute_control(table, clip, grid) -> None:
@@ -188,7 +191,7 @@ def sweep(grid, out, *, device="auto", clip: str | None = None, shard: tuple[int
 
     Models are loaded once per run of consecutive runs that use them. clip: a CLIP model
     name for the clip_score / clip_realism columns (None: weight-free metrics only).
-    shard: (i, n) runs only every n-th run starting at i (default: from ``accelerate
+    clip may also be a loaded Clip. shard: (i, n) runs only every n-th run starting at i (default: from ``accelerate
     launch``'s RANK / WORLD_SIZE), so several processes share one sweep.
     """
     import torch
@@ -196,7 +199,7 @@ def sweep(grid, out, *, device="auto", clip: str | None = None, shard: tuple[int
     from .device import resolve_device
     from .generate import load_generator
     from .images import ensure_writable_dir
-    from .metrics import load_clip
+    from .metrics import as_clip
     from .pipeline import run
     from .settings import RunSettings
     from .upscale import load_upscaler
@@ -207,7 +210,7 @@ def sweep(grid, out, *, device="auto", clip: str | None = None, shard: tuple[int
     if device == "auto" and count > 1 and torch.cuda.device_count() > 1:
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', index)) % torch.cuda.device_count()}"
     dev = resolve_device(device)
-    scorer = load_clip(clip, device=dev) if clip else None
+    scorer = as_clip(clip, device=dev)
     mine = [(i, d) for i, d in enumerate(runs) if i % count == index]
     # consecutive runs of one model reuse it: order by model, then upscaler
     mine.sort(key=lambda t: (str(t[1].get("model")), str(t[1].get("upscale")), t[0]))

@@ -1,0 +1,88 @@
+"""The notebooks, headless: papermill runs each with small parameters, nbval re-runs the
+executed copies and checks the cells marked # NBVAL_CHECK_OUTPUT."""
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import papermill as pm
+import pytest
+
+NOTEBOOKS = Path(__file__).parents[1] / "notebooks"
+DATA = Path(__file__).parent / "data"
+SMALL = {  # tiny-sd15 (random weights), small targets, real upscaler weights
+    "01_model_comparison.ipynb": dict(
+        models=["tiny-sd15"], prompts=["portrait of an old man"], seeds=[0, 1], steps=2,
+        target=256, upscaler="realesr-animevideov3", attribute_values=["red", "black"],
+        clip_model="tiny-clip"),
+    "02_upscaling_walkthrough.ipynb": dict(
+        model="tiny-sd15", steps=2, target=640, upscaler="realesr-animevideov3",
+        tiles=[128], refine=0.3, clip_model="tiny-clip"),
+}
+
+
+@pytest.fixture(scope="module")
+def executed(tmp_path_factory):
+    out = tmp_path_factory.mktemp("notebooks")
+    done = {}
+    for name, params in SMALL.items():
+        target = out / name
+        pm.execute_notebook(str(NOTEBOOKS / name), str(target),
+                            parameters=dict(params, out_dir=str(out / Path(name).stem)),
+                            progress_bar=False, cwd=str(out))
+        done[name] = target
+    return done
+
+
+def test_every_notebook_is_covered_and_committed_clean():
+    names = sorted(p.name for p in NOTEBOOKS.glob("*.ipynb"))
+    assert set(SMALL) <= set(names)
+    for p in NOTEBOOKS.glob("*.ipynb"):
+        nb = json.loads(p.read_text())
+        assert not any(c.get("outputs") for c in nb["cells"] if c["cell_type"] == "code"), p
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_papermill_runs_the_notebook(executed, name):
+    nb = json.loads(executed[name].read_text())
+    errors = [o for c in nb["cells"] for o in c.get("outputs", []) if o["output_type"] == "error"]
+    assert not errors
+    out = executed[name].parent / Path(name).stem
+    pngs = sorted(p.name for p in out.rglob("*.png"))
+    assert pngs, "the notebook saved no figures"
+    if name.startswith("01"):
+        assert {"images.png", "stage_costs.png", "quality_vs_time.png"} <= set(pngs)
+    else:
+        assert {"upscaled.png", "side_by_side.png", "tiles.png", "upscale_vs_direct.png"} <= \
+            set(pngs)
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_nbval_validates_the_executed_notebook(executed, name):
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                        "--nbval-lax", "--nbval-sanitize-with", str(DATA / "nbval_sanitize.cfg"),
+                        str(executed[name])], capture_output=True, text=True,
+                       cwd=str(executed[name].parent), timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:]
+    assert " passed" in r.stdout and "failed" not in r.stdout
+
+
+@pytest.mark.parametrize("path", sorted(NOTEBOOKS.glob("*.ipynb")), ids=lambda p: p.name)
+def test_declared_parameters_are_typed_documented_and_used(path):
+    params = pm.inspect_notebook(str(path))
+    assert params, f"{path.name} has no parameters cell"
+    for name, p in params.items():
+        assert p["inferred_type_name"] not in ("None", ""), (name, p)
+        assert p["help"].strip(), f"{path.name}: parameter {name} has no help text"
+    nb = json.loads(path.read_text())
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    assert "parameters" in code[0]["metadata"].get("tags", [])
+    used = set()
+    for cell in code[1:]:
+        source = "".join(cell["source"])
+        used |= {n.id for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Name)}
+        assert "def " not in source and "class " not in source, "notebooks hold no logic"
+    assert set(params) <= used, f"{path.name} declares but never uses {set(params) - used}"
