@@ -29,7 +29,7 @@ __all__ = ["__version__", *_LAZY]
 
 
 _SUBMODULES = {"metrics", "sweep", "settings", "registry", "device", "upscale", "generate",
-               "pipeline", "metadata", "images", "plots", "studies"}
+               "pipeline", "metadata", "images", "plots", "studies", "widgets"}
 
 
 def __getattr__(name: str):

@@ -21,6 +21,7 @@ SMALL = {  # tiny-sd15 (random weights), small targets, real upscaler weights
     "02_upscaling_walkthrough.ipynb": dict(
         model="tiny-sd15", steps=2, target=640, upscaler="realesr-animevideov3",
         tiles=[128], refine=0.3, clip_model="tiny-clip"),
+    "03_explorer.ipynb": dict(model="tiny-sd15", upscaler="realesr-animevideov3", device="cpu"),
 }
 
 
@@ -52,7 +53,8 @@ def test_papermill_runs_the_notebook(executed, name):
     assert not errors
     out = executed[name].parent / Path(name).stem
     pngs = sorted(p.name for p in out.rglob("*.png"))
-    assert pngs, "the notebook saved no figures"
+    if name.startswith("03"):
+        return  # the explorer draws controls; tests/test_widgets.py clicks them
     if name.startswith("01"):
         assert {"images.png", "stage_costs.png", "quality_vs_time.png"} <= set(pngs)
     else:

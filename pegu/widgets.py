@@ -1,0 +1,162 @@
+"""The ipywidgets explorer: every setting as a control, Generate and Save buttons, the image,
+the stage table, progress, and errors shown in the interface."""
+from __future__ import annotations
+
+import io
+import random
+from pathlib import Path
+
+from .registry import GENERATORS, UPSCALERS
+from .settings import SCHEDULERS
+
+SIZES = ("native", "512x512", "512x768", "768x512", "768x768", "1024x1024", "832x1216",
+         "1216x832")
+TARGETS = ("1024x1024", "1536x1536", "2048x2048", "2048x3072", "3072x2048")
+TILES = ("auto", "0", "128", "256", "512")
+
+
+class Explorer:
+    """Interactive text → image at the target size. Models stay loaded between clicks.
+
+    Build it in a notebook cell and show it (the last expression of the cell). The buttons'
+    callbacks are plain methods (``generate``, ``save``, ``random_seed``), so they can also be
+    called directly; ``result`` holds the last RunResult.
+    """
+
+    def __init__(self, model: str = "realistic-vision-v6", upscaler: str = "RealESRGAN_x4plus",
+                 device: str = "auto", out_dir: str = "results/explorer"):
+        import ipywidgets as w
+
+        self.device = device
+        self.out_dir = Path(out_dir)
+        self.result = None
+        self._generators: dict = {}
+        self._upscalers: dict = {}
+        wide = w.Layout(width="98%")
+        self.prompt = w.Textarea(value="RAW photo, portrait of an old fisherman, golden hour, "
+                                 "film grain", description="prompt", layout=wide)
+        self.negative = w.Textarea(value="", placeholder="(the model's recommendation)",
+                                   description="negative", layout=wide)
+        self.model = w.Combobox(value=model, options=list(GENERATORS), description="model",
+                                ensure_option=False)
+        self.scheduler = w.Dropdown(options=["(model's)", *SCHEDULERS], description="scheduler")
+        self.steps = w.IntSlider(value=25, min=1, max=100, description="steps")
+        self.guidance = w.FloatSlider(value=6.0, min=0.0, max=20.0, step=0.5,
+                                      description="guidance")
+        self.seed = w.IntText(value=0, description="seed")
+        self.random_button = w.Button(description="random", tooltip="a random seed")
+        self.size = w.Dropdown(options=SIZES, description="size")
+        self.target = w.Dropdown(options=TARGETS, value="2048x2048", description="target")
+        self.upscaler = w.Dropdown(options=list(UPSCALERS), value=upscaler,
+                                   description="upscaler")
+        self.tile = w.Dropdown(options=TILES, description="tile")
+        self.refine = w.FloatSlider(value=0.0, min=0.0, max=0.7, step=0.05,
+                                    description="refine", tooltip="img2img strength; 0 = off")
+        self.generate_button = w.Button(description="Generate", button_style="primary")
+        self.save_button = w.Button(description="Save", disabled=True)
+        self.status = w.HTML()
+        self.image = w.Image(format="png", layout=w.Layout(max_width="640px"))
+        self.table = w.HTML()
+        self.log = w.Output()  # progress bars (tqdm) render here
+        self.random_button.on_click(self.random_seed)
+        self.generate_button.on_click(self.generate)
+        self.save_button.on_click(self.save)
+        self.widget = w.VBox([
+            self.prompt, self.negative,
+            w.HBox([self.model, self.scheduler]), w.HBox([self.steps, self.guidance]),
+            w.HBox([self.seed, self.random_button]), w.HBox([self.size, self.target]),
+            w.HBox([self.upscaler, self.tile]), self.refine,
+            w.HBox([self.generate_button, self.save_button]), self.status, self.log,
+            self.image, self.table])
+
+    def _ipython_display_(self):
+        from IPython.display import display
+
+        display(self.widget)
+
+    def settings(self):
+        """The RunSettings the controls describe (raises ValueError for bad values)."""
+        from .settings import GenerateSettings, RunSettings, UpscaleSettings
+
+        w = h = None
+        if self.size.value != "native":
+            w, h = (int(v) for v in self.size.value.split("x"))
+        tw, th = (int(v) for v in self.target.value.split("x"))
+        g = GenerateSettings(
+            self.prompt.value, negative_prompt=self.negative.value or None, width=w, height=h,
+            steps=self.steps.value, guidance=self.guidance.value,
+            scheduler=None if self.scheduler.value.startswith("(") else self.scheduler.value,
+            seed=self.seed.value)
+        tile = None if self.tile.value == "auto" else int(self.tile.value)
+        return RunSettings(g, model=self.model.value.strip(),
+                           upscale=UpscaleSettings(self.upscaler.value, tile=tile),
+                           target=(tw, th), refine=self.refine.value or None)
+
+    def random_seed(self, _=None) -> int:
+        self.seed.value = random.randrange(2**31)
+        return self.seed.value
+
+    def generate(self, _=None):
+        """Run the pipeline with the controls' settings; show image, table or the error."""
+        from .generate import load_generator
+        from .pipeline import run, stages_table
+        from .upscale import load_upscaler
+
+        self.generate_button.disabled = True
+        self.status.value = "<b>working…</b>"
+        self.log.clear_output()
+        try:
+            s = self.settings()
+            if s.model not in self._generators:
+                self._generators.clear()  # one text-to-image model in memory at a time
+                self._generators[s.model] = load_generator(s.model, device=self.device)
+            gen = self._generators[s.model]
+            key = (s.upscale.model, s.upscale.tile)
+            if key not in self._upscalers:
+                self._upscalers[key] = load_upscaler(
+                    s.upscale.model, device=gen.device,
+                    tile="auto" if s.upscale.tile is None else s.upscale.tile)
+            with self.log:
+                self.result = run(s, gen, self._upscalers[key])
+            self.image.value = _png(self.result.image)
+            self.table.value = stages_table(self.result.stages).to_html(index=False)
+            self.status.value = f"<b>{_escape(self.result.summary())}</b>"
+            self.save_button.disabled = False
+        except Exception as e:  # shown in the interface, not as a traceback
+            self.status.value = (f"<span style='color:#b00'><b>{type(e).__name__}:</b> "
+                                 f"{_escape(str(e))}</span>")
+        finally:
+            self.generate_button.disabled = False
+        return self.result
+
+    def save(self, _=None):
+        """Save the last image with its recipe into ``out_dir`` under a new name."""
+        if self.result is None or self.result.image is None:
+            self.status.value = "nothing to save yet: press Generate"
+            return None
+        s = self.result.settings
+        stem = f"explorer_{Path(s.model).name}_{s.generate.seed}_{s.target[0]}x{s.target[1]}"
+        path = self.out_dir / f"{stem}.png"
+        n = 1
+        while path.exists():
+            path, n = self.out_dir / f"{stem}_{n}.png", n + 1
+        try:
+            self.result.save(path)
+            self.status.value = f"saved <code>{_escape(str(path))}</code>"
+        except Exception as e:
+            self.status.value = (f"<span style='color:#b00'><b>{type(e).__name__}:</b> "
+                                 f"{_escape(str(e))}</span>")
+            return None
+        return path
+
+
+def _png(image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _escape(text: str) -> str:
+    import html
+
+    return html.escape(text)

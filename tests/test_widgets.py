@@ -1,0 +1,64 @@
+"""The explorer's callbacks, driven headless: set values, click Generate and Save."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image
+
+import pegu
+from pegu.widgets import Explorer
+
+
+def make(tmp_path) -> Explorer:
+    ex = Explorer(model="tiny-sd15", upscaler="realesr-animevideov3", device="cpu",
+                  out_dir=str(tmp_path / "saved"))
+    ex.prompt.value = "portrait of a smiling old man"
+    ex.steps.value = 2
+    ex.target.value = "1024x1024"
+    return ex
+
+
+def test_generate_and_save(tmp_path):
+    ex = make(tmp_path)
+    ex.seed.value = 3
+    ex.generate_button.click()
+    assert "ok: 1024x1024" in ex.status.value, ex.status.value
+    shown = Image.open(io.BytesIO(ex.image.value))
+    assert shown.size == (1024, 1024)
+    assert "generate" in ex.table.value and "upscale" in ex.table.value
+    assert not ex.save_button.disabled
+    ex.save_button.click()
+    saved = sorted((tmp_path / "saved").glob("*.png"))
+    assert [p.name for p in saved] == ["explorer_tiny-sd15_3_1024x1024.png"]
+    assert pegu.read_settings(saved[0]) == ex.result.settings
+    assert np.array_equal(np.asarray(Image.open(saved[0])), np.asarray(shown))
+    ex.save_button.click()  # a second save never overwrites
+    assert len(list((tmp_path / "saved").glob("*.png"))) == 2
+
+
+def test_models_stay_loaded_and_errors_stay_in_the_interface(tmp_path):
+    ex = make(tmp_path)
+    ex.generate()
+    gen = ex._generators["tiny-sd15"]
+    ex.refine.value = 0.3
+    ex.generate()
+    assert ex._generators["tiny-sd15"] is gen and ex.result.intermediate is not None
+    before = ex.result
+    ex.model.value = "epicrealsim"
+    ex.generate_button.click()  # no exception escapes
+    assert "ValueError" in ex.status.value and "Did you mean" in ex.status.value
+    assert ex.result is before and not ex.generate_button.disabled
+    ex.model.value = "tiny-sd15"
+    ex.size.value = "768x512"
+    ex.target.value = "2048x2048"
+    ex.generate()
+    assert "fit=" in ex.status.value  # 3:2 base, square target: says how to fix it
+
+
+def test_random_seed_and_nothing_to_save(tmp_path):
+    ex = make(tmp_path)
+    ex.save()
+    assert "nothing to save" in ex.status.value
+    seeds = {ex.random_seed() for _ in range(5)}
+    assert len(seeds) > 1 and ex.seed.value in seeds
