@@ -110,6 +110,8 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--no-clip", action="store_true", help="weight-free metrics only")
     w.add_argument("--offline", action="store_true", help="never download")
 
+    sub.add_parser("doctor", help="what this machine can run, each problem with its fix")
+
     i = sub.add_parser("info", help="print the recipe saved in an image")
     i.add_argument("image", type=Path)
     return p
@@ -119,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return {"upscale": _upscale, "models": _models, "demo": _demo, "generate": _generate,
-                "info": _info, "sweep": _sweep}[args.command](args)
+                "info": _info, "sweep": _sweep, "doctor": _doctor}[args.command](args)
     except (ValueError, FileNotFoundError, FileExistsError, PermissionError, RuntimeError) as e:
         print(f"pegu {args.command}: error: {e}", file=sys.stderr)
         return 2
@@ -179,13 +181,14 @@ def _dims(image) -> str:
 
 
 def _models(args) -> int:
+    from .generate import generator_availability
     from .registry import GENERATORS, UPSCALERS
     from .weights import cache_dir, ncnn_files
 
     print("Text-to-image models")
     print(f"  {'name':22} {'family':6} {'native':>6}  {'available':12}  source")
     for g in GENERATORS.values():
-        where = _generator_availability(g)
+        where = generator_availability(g)
         print(f"  {g.name:22} {g.family:6} {g.native:>6}  {where:12}  "
               f"{g.repo or 'built in code'}  ({g.description})")
     print(f"\nUpscalers (cache: {cache_dir() / 'upscalers'})")
@@ -199,25 +202,6 @@ def _models(args) -> int:
             where = "download"
         print(f"  {s.name:28} {'x' + str(s.scale):>5}  {s.arch:5}  {where:18}  {s.description}")
     return 0
-
-
-def _generator_availability(spec) -> str:
-    """"cached" when the weights are on this machine, else where they would come from."""
-    from .generate import kaggle_model_dir
-    from .weights import cache_dir
-
-    if spec.tiny:
-        built = (cache_dir() / "generators" / spec.name / "model_index.json").is_file()
-        return "cached" if built else "built on use"
-    if kaggle_model_dir(spec.repo) is not None:
-        return "kaggle input"
-    from huggingface_hub import scan_cache_dir
-
-    try:
-        cached = {r.repo_id for r in scan_cache_dir().repos}
-    except Exception:  # no cache folder yet
-        cached = set()
-    return "cached" if spec.repo in cached else "download"
 
 
 def _demo(args) -> int:
@@ -322,6 +306,14 @@ def _sweep(args) -> int:
     print(f"{len(table)} runs ({', '.join(f'{v} {k}' for k, v in counts.items())}) -> "
           f"{args.out / 'results.csv'}, {args.out / 'results.parquet'}")
     return 0 if counts.get("ok", 0) == len(table) else 1
+
+
+def _doctor(args) -> int:
+    from .doctor import checks, report
+
+    items = checks()
+    print(report(items))
+    return 1 if any(c.status == "problem" for c in items) else 0
 
 
 def _info(args) -> int:

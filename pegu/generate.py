@@ -423,3 +423,18 @@ def kaggle_model_dir(repo: str, root: str | None = None) -> Path | None:
             return index.parent
     return None
 
+
+def generator_availability(spec) -> str:
+    """"cached" when the weights are on this machine, else where they would come from."""
+    if spec.tiny:
+        built = (cache_dir() / "generators" / spec.name / "model_index.json").is_file()
+        return "cached" if built else "built on use"
+    if kaggle_model_dir(spec.repo) is not None:
+        return "kaggle input"
+    from huggingface_hub import scan_cache_dir
+
+    try:
+        cached = {r.repo_id for r in scan_cache_dir().repos}
+    except Exception:  # no cache folder yet
+        cached = set()
+    return "cached" if spec.repo in cached else "download"
