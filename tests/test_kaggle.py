@@ -87,3 +87,88 @@ def test_prepare_never_imports_torch_in_the_kernel():
     r = subprocess.run([sys.executable, "-c", code, str(d)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().splitlines()[-1] == "False"
+
+
+# ---- kernels and the wheel dataset ----
+
+import json  # noqa: E402
+import subprocess  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from pegu.kaggle import (ACCELERATORS, BOOTSTRAP_CELL, SETUP_SCRIPT, package,  # noqa: E402
+                         push, repo_root, slugify, validate_metadata)
+
+ROOT = Path(__file__).parents[1]
+
+
+@pytest.mark.parametrize("folder", sorted(p for p in (ROOT / "kaggle").iterdir() if p.is_dir()),
+                         ids=lambda p: p.name)
+def test_every_metadata_file_is_what_kaggle_reads(folder):
+    meta = json.loads((folder / "kernel-metadata.json").read_text().replace("USERNAME", "u"))
+    assert validate_metadata(meta) == []
+    assert meta["kernel_type"] == "notebook" and meta["machine_shape"] in ACCELERATORS
+    assert (ROOT / "notebooks" / meta["code_file"]).is_file()  # staged at push time
+    assert not (folder / meta["code_file"]).exists()           # not copied into the repo
+    assert "u/pegu-wheels" in meta["dataset_sources"]
+
+
+def test_validation_catches_what_kaggle_rejects():
+    good = json.loads((ROOT / "kaggle" / "03_explorer" / "kernel-metadata.json")
+                      .read_text().replace("USERNAME", "u"))
+    assert slugify("pegu 03 Explorer") == "pegu-03-explorer"
+    bad = dict(good, title="pegu", id="u/other-slug", dataset_sources=["no-owner"],
+               model_sources=["google/gemma"], machine_shape="TPU", enable_gpu="yes")
+    problems = " | ".join(validate_metadata(bad))
+    for words in ("title must be 5 to 50", "id must be <username>/pegu", "<owner>/<slug>",
+                  "<owner>/<model>/<framework>/<variation>", "machine_shape must be",
+                  "enable_gpu must be bool"):
+        assert words in problems
+    assert "code_file" in " ".join(validate_metadata(good, ROOT))
+
+
+def test_push_dry_run_stages_everything(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("KAGGLE_USERNAME", "alice")
+    done = push([], accelerator="NvidiaTeslaP100", internet=False, dry_run=True,
+                staging=tmp_path)
+    assert len(done) == 3
+    for folder, cmd in done:
+        meta = json.loads((folder / "kernel-metadata.json").read_text())
+        assert meta["id"].startswith("alice/") and meta["enable_internet"] is False
+        assert meta["machine_shape"] == "NvidiaTeslaP100" and validate_metadata(meta, folder) == []
+        nb = json.loads((folder / meta["code_file"]).read_text())
+        assert "".join(nb["cells"][0]["source"]) == BOOTSTRAP_CELL
+        assert any("parameters" in c["metadata"].get("tags", []) for c in nb["cells"][1:])
+        assert cmd == ["kaggle", "kernels", "push", "-p", str(folder), "--accelerator",
+                       "NvidiaTeslaP100"]
+    assert capsys.readouterr().out.count("would run: kaggle kernels push") == 3
+    with pytest.raises(ValueError, match="unknown notebook 'nope'"):
+        push(["nope"], dry_run=True, staging=tmp_path)
+
+
+def test_cli_push_needs_a_username(tmp_path):
+    import os
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "KAGGLE_USERNAME"}
+    env["KAGGLE_CONFIG_DIR"] = str(tmp_path)
+    exe = Path(sys.executable).parent / "pegu"
+    r = subprocess.run([str(exe), "kaggle", "push", "--dry-run"], capture_output=True,
+                       text=True, env=env)
+    assert r.returncode == 2 and "set KAGGLE_USERNAME" in r.stderr
+    r = subprocess.run([str(exe), "kaggle", "push", "01_model_comparison", "--dry-run",
+                        "--username", "bob"], capture_output=True, text=True, env=env)
+    assert r.returncode == 0 and "bob/pegu-01-model-comparison" in r.stdout
+
+
+def test_package_builds_an_installable_dataset(tmp_path):
+    out = package(tmp_path / "ds", extras=(), username="alice")
+    wheels = sorted(p.name for p in out.glob("*.whl"))
+    assert len(wheels) == 1 and wheels[0].startswith("pegu-")
+    meta = json.loads((out / "dataset-metadata.json").read_text())
+    assert meta["id"] == "alice/pegu-wheels" and (out / SETUP_SCRIPT).is_file()
+    # the wheel installs and carries the package (into a throw-away target folder)
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target",
+                    str(target), str(out / wheels[0])], check=True)
+    assert (target / "pegu" / "kaggle.py").is_file() and (target / "pegu" / "upscale.py").is_file()
+    assert repo_root() == ROOT
