@@ -298,7 +298,8 @@ def load_generator(name_or_path: str | Path = "tiny-sd15", *, device="auto", dty
         from diffusers import AutoencoderKL
 
         local = Path(vae).expanduser()
-        where = str(local) if local.is_dir() else (kaggle_model_dir(vae) or vae)
+        where = str(local) if local.is_dir() else (
+            kaggle_model_dir(vae, marker="config.json") or vae)
         try:
             with _compat.diffusers_loading():
                 pipe.vae = AutoencoderKL.from_pretrained(
@@ -411,14 +412,16 @@ def _checkpoint_keys(path: Path) -> list[str]:
     return list(load_state_dict(path))
 
 
-def kaggle_model_dir(repo: str, root: str | None = None) -> Path | None:
-    """A diffusers folder for ``repo`` attached under ``/kaggle/input`` (or ``root``): one
-    whose path names the repo (e.g. .../realistic_vision_v6.0_b1_novae/...)."""
+def kaggle_model_dir(repo: str, root: str | None = None,
+                     marker: str = "model_index.json") -> Path | None:
+    """A folder for ``repo`` attached under ``/kaggle/input`` (or ``root``, or
+    ``$PEGU_KAGGLE_INPUT``): one holding ``marker`` (model_index.json for a pipeline,
+    config.json for a VAE) whose path names the repo (e.g. .../realistic_vision_v6.0_b1_novae/)."""
     base = Path(root or os.environ.get("PEGU_KAGGLE_INPUT", "/kaggle/input"))
     if not base.is_dir():
         return None
     want = repo.split("/")[-1].lower().replace("-", "_")
-    for index in sorted(base.glob("**/model_index.json")):
+    for index in sorted(base.glob(f"**/{marker}")):
         if want in str(index.parent).lower().replace("-", "_"):
             return index.parent
     return None

