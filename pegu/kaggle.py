@@ -164,7 +164,9 @@ BOOTSTRAP_CELL = (
     "# Kaggle only (added by `pegu kaggle push`): install pegu from the attached dataset and,\n"
     "# on a P100 with Kaggle's default torch, a torch with sm_60 kernels. Run it first.\n"
     "import glob, runpy\n"
-    f"runpy.run_path(sorted(glob.glob('/kaggle/input/*/{SETUP_SCRIPT}'))[-1])")
+    f"setup = sorted(glob.glob('/kaggle/input/*/{SETUP_SCRIPT}'))\n"
+    "runpy.run_path(setup[-1]) if setup else print('pegu setup skipped: not on Kaggle, or the "
+    f"{DATASET} dataset is not attached (Add Input -> Datasets)')")
 _SETUP_SOURCE = '''"""Runs in a Kaggle kernel before torch is imported (see pegu.kaggle.prepare)."""
 import glob, os, subprocess, sys
 here = os.path.dirname(os.path.abspath(__file__))
