@@ -52,6 +52,10 @@ def main(argv=None) -> None:
         with Measure(cpu) as m:
             ref = ref_up.upscale(img)
         rows.append(_row("pegu fp32 untiled", n, m, ref, ref))
+        fast = pegu.load_upscaler(args.model, device="cpu", dtype="bf16", tile=0, offline=True)
+        with Measure(cpu) as m:
+            out = fast.upscale(img)
+        rows.append(_row("pegu bf16 untiled", n, m, out, ref))
         tiled = pegu.load_upscaler(args.model, device="cpu", tile=128, offline=True)
         with Measure(cpu) as m:
             out = tiled.upscale(img)

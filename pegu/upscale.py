@@ -189,6 +189,7 @@ class Upscaler:
         t = x[None].to(self.device, non_blocking=True)
         if h % mod or w % mod:
             t = F.pad(t, (0, (-w) % mod, 0, (-h) % mod), mode="replicate")
+        t = t.contiguous(memory_format=torch.channels_last)  # ~10% faster convolutions
         with torch.no_grad():
             if self.device.type == "cpu" and self.dtype == torch.bfloat16:
                 with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -442,7 +443,8 @@ def load_upscaler(name_or_path: str | Path = DEFAULT_UPSCALER, *, device="auto",
         model = _build(arch, kwargs, state, where=source)
     model = model.eval().requires_grad_(False)
     keep_fp32 = dev.type == "cpu"  # the CPU runs bf16 through autocast on fp32 weights
-    model = model.to(device=dev, dtype=torch.float32 if keep_fp32 else dt)
+    model = model.to(device=dev, dtype=torch.float32 if keep_fp32 else dt,
+                     memory_format=torch.channels_last)
     scale = int(kwargs.get("scale", kwargs.get("upscale", 4)))
     return Upscaler(model, name=name, scale=scale, device=dev, dtype=dt, tile=tile,
                     tile_overlap=tile_overlap, source=source)

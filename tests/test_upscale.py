@@ -212,10 +212,13 @@ def test_fp16_on_cpu_is_refused():
         pegu.load_upscaler("realesr-animevideov3", device="cpu", dtype="fp16")
 
 
-def test_bf16_on_cpu_is_close(animevideo, astronaut):
-    up = pegu.load_upscaler("realesr-animevideov3", device="cpu", dtype="bf16", tile=0)
-    d = diff(up.upscale(astronaut[:64, :64]), animevideo.upscale(astronaut[:64, :64]))
-    assert d.mean() < 2 and d.max() <= 32
+def test_bf16_on_cpu_is_close(x4plus, astronaut):
+    """The fast opt-in CPU path (bf16 autocast, channels_last) on x4plus and a real photo:
+    measured mean 0.26/255, max 5/255 from fp32."""
+    up = pegu.load_upscaler("RealESRGAN_x4plus", device="cpu", dtype="bf16", tile=0)
+    crop = np.ascontiguousarray(astronaut[160:224, 160:224])
+    d = diff(up.upscale(crop), x4plus.upscale(crop))
+    assert d.mean() < 0.6 and d.max() <= 12, (d.mean(), d.max())
 
 
 def test_bad_tile_settings():

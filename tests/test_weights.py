@@ -72,7 +72,7 @@ def test_offline_without_a_source_says_what_to_do():
 @pytest.fixture(scope="module")
 def anime_state():
     up = pegu.load_upscaler("realesr-animevideov3", device="cpu")
-    return {k: v.clone() for k, v in up.model.state_dict().items()}
+    return {k: v.contiguous().clone() for k, v in up.model.state_dict().items()}
 
 
 def test_local_pth_and_safetensors(anime_state, tmp_path, astronaut):
