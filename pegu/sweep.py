@@ -23,6 +23,21 @@ AXES = {"models": "model", "prompts": "generate.prompt", "seeds": "generate.seed
         "targets": "target", "refine": "refine"}
 
 
+def read_grid(grid) -> dict:
+    """A grid as a dict: ``grid`` itself, or the mapping in the YAML file it names."""
+    if isinstance(grid, dict):
+        return grid
+    import yaml
+
+    path = Path(grid)
+    if not path.is_file():
+        raise FileNotFoundError(f"grid file not found: {path}")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a mapping (base: ..., models: [...], ...)")
+    return data
+
+
 def load_grid(grid) -> list[dict]:
     """The runs of a grid (a dict, or the path of a YAML file holding one), as settings dicts.
 
@@ -31,15 +46,7 @@ def load_grid(grid) -> list[dict]:
     ``modes``, ``targets``, ``refine``) lists values; the runs are every combination.
     Settings are validated when each run starts, so one bad combination fails alone.
     """
-    if not isinstance(grid, dict):
-        import yaml
-
-        path = Path(grid)
-        if not path.is_file():
-            raise FileNotFoundError(f"grid file not found: {path}")
-        grid = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(grid, dict):
-            raise ValueError(f"{path} must hold a mapping (base: ..., models: [...], ...)")
+    grid = read_grid(grid)
     unknown = sorted(set(grid) - set(AXES) - {"base", "attributes"})
     if unknown:
         raise ValueError(f"unknown grid keys {unknown}; use 'base', 'attributes' and "
@@ -205,6 +212,7 @@ def sweep(grid, out, *, device="auto", clip: str | None = None, shard: tuple[int
     from .upscale import load_upscaler
 
     out = ensure_writable_dir(Path(out))
+    grid = read_grid(grid)  # read once: the runs, then attribute control, use it
     runs = load_grid(grid)
     index, count = shard or shard_from_env()
     if device == "auto" and count > 1 and torch.cuda.device_count() > 1:
@@ -254,10 +262,6 @@ def sweep(grid, out, *, device="auto", clip: str | None = None, shard: tuple[int
             print(f"[{index}/{count}] run {i} {rid}: {row['status']} "
                   f"{row.get('error') or ''}", file=sys.stderr)
     table = collect(out)
-    if count == 1 and not isinstance(grid, dict):
-        import yaml
-
-        grid = yaml.safe_load(Path(grid).read_text()) or {}
     if count == 1 and "attribute_control" not in table:
         add_attribute_control(table, scorer, grid)
         if "attribute_control" in table:
@@ -295,15 +299,13 @@ def notebook_sweep(notebook, grid, out, *, kernel: str | None = None, progress: 
     A run that fails keeps its executed notebook and becomes a row with the error.
     """
     import papermill as pm
-    import yaml
 
     from .images import ensure_writable_dir
 
     notebook = Path(notebook)
     if not notebook.is_file():
         raise FileNotFoundError(f"notebook not found: {notebook}")
-    if not isinstance(grid, dict):
-        grid = yaml.safe_load(Path(grid).read_text()) or {}
+    grid = read_grid(grid)
     if "runs" in grid:
         runs = list(grid["runs"])
     else:
