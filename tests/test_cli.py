@@ -40,6 +40,16 @@ def test_upscale_writes_png_and_refuses_to_overwrite(photo, tmp_path, capsys):
     assert sorted(p.name for p in out.iterdir()) == [made.name]
 
 
+def test_upscale_with_the_ncnn_engine_matches_torch(photo, tmp_path, capsys):
+    assert run("upscale", photo, "--model", "animevideov3", "--out", tmp_path / "t") == 0
+    assert run("upscale", photo, "--model", "animevideov3", "--engine", "ncnn",
+               "--batch", "2", "--tile", "64", "--out", tmp_path / "n") == 0
+    assert "cpu (float32, ncnn)" in capsys.readouterr().err
+    name = "astro_realesr-animevideov3_x4.png"
+    a, b = (np.asarray(Image.open(tmp_path / d / name)).astype(int) for d in "tn")
+    assert a.shape == (192, 192, 3) and np.abs(a - b).max() <= 1
+
+
 def test_upscale_default_scale_and_16_bit(tmp_path, astronaut):
     import cv2
 
