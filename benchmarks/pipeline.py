@@ -1,0 +1,281 @@
+"""Prompt to 2048x2048 on one GPU: generate-then-upscale against direct generation; prints
+tables (not a test). Run it through ``benchmarks/gpu.sh`` on a GPU machine:
+
+    bash benchmarks/gpu.sh                 # the full-size table (a GPU, a few minutes)
+    bash benchmarks/gpu.sh --smoke         # tiny sizes on the CPU: checks the script runs
+
+The text-to-image networks have the real full-size architectures (SD 1.5, SDXL base 1.0)
+with random weights built in memory: their compute cost does not depend on the weights,
+and nothing is downloaded. The upscalers are pegu's (x4plus with its official weights
+where available offline; x2plus with random weights of its architecture).
+
+Upscaler table (x4plus, 512² -> 2048²): pegu against realesrgan's RealESRGANer (half
+precision, untiled and tile 512). Pipeline table (prompt -> 2048²):
+  sd15 512² + x4plus    SD 1.5 at 512², then pegu's x4plus to 2048²
+  sdxl 1024² + x2plus   SDXL at 1024², then pegu's x2plus to 2048²
+  sdxl 2048² direct     SDXL generating 2048² directly (VAE decoded in tiles)
+Columns: seconds (warm, wall), "x direct" (direct's time over the row's), peak GiB (peak
+allocated VRAM; RSS on the CPU), TFLOP (counted with torch's FlopCounterMode), TFLOP/s
+achieved, and % of the card's dense fp16 tensor peak.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+# dense fp16 tensor-core TFLOP/s (fp32 accumulate), from NVIDIA's data sheets
+PEAK_FP16 = [("H200", 989.0), ("H100 PCIe", 756.0), ("H100", 989.0), ("A100", 312.0),
+             ("L40S", 362.0), ("L4", 121.0), ("A10", 125.0), ("T4", 65.0), ("V100", 125.0),
+             ("P100", 18.7)]
+
+
+def card_peak(name: str) -> float | None:
+    """Dense fp16 peak TFLOP/s of a GPU by its name, or None when unknown."""
+    for key, peak in PEAK_FP16:
+        if key in name:
+            return peak
+    return None
+
+
+SD15_UNET = dict(sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
+                 block_out_channels=(320, 640, 1280, 1280), cross_attention_dim=768,
+                 attention_head_dim=8,
+                 down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+                 up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3)
+SDXL_UNET = dict(sample_size=128, in_channels=4, out_channels=4, layers_per_block=2,
+                 block_out_channels=(320, 640, 1280), cross_attention_dim=2048,
+                 attention_head_dim=(5, 10, 20), transformer_layers_per_block=(1, 2, 10),
+                 use_linear_projection=True, addition_embed_type="text_time",
+                 addition_time_embed_dim=256, projection_class_embeddings_input_dim=2816,
+                 down_block_types=("DownBlock2D", "CrossAttnDownBlock2D",
+                                   "CrossAttnDownBlock2D"),
+                 up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"))
+VAE = dict(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2,
+           block_out_channels=(128, 256, 512, 512),
+           down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+           force_upcast=False)
+CLIP_L = dict(hidden_size=768, intermediate_size=3072, num_attention_heads=12,
+              num_hidden_layers=12, projection_dim=768)
+CLIP_G = dict(hidden_size=1280, intermediate_size=5120, num_attention_heads=20,
+              num_hidden_layers=32, projection_dim=1280, hidden_act="gelu")
+
+
+def _smoke(cfg: dict) -> dict:
+    """The same block structure in miniature (for --smoke on the CPU)."""
+    cfg = dict(cfg)
+    if "block_out_channels" in cfg:
+        cfg["block_out_channels"] = tuple(16 * (i + 1) for i in range(len(cfg["block_out_channels"])))
+        cfg["norm_num_groups"] = 8
+        cfg["layers_per_block"] = 1
+    if "transformer_layers_per_block" in cfg:
+        cfg["transformer_layers_per_block"] = (1,) * len(cfg["block_out_channels"])
+        cfg["attention_head_dim"] = (2,) * len(cfg["block_out_channels"])
+        cfg["addition_time_embed_dim"] = 8
+    if "cross_attention_dim" in cfg:
+        cfg["cross_attention_dim"] = 32 if "addition_embed_type" not in cfg else 64
+        cfg["projection_class_embeddings_input_dim"] = 6 * 8 + 32
+        if "transformer_layers_per_block" not in cfg:
+            cfg["attention_head_dim"] = 4
+    if "hidden_size" in cfg:
+        cfg.update(hidden_size=32, intermediate_size=64, num_attention_heads=4,
+                   num_hidden_layers=2, projection_dim=32)
+    return cfg
+
+
+def build(family: str, dev, dtype, smoke: bool):
+    """A random-weight diffusers pipeline of ``family`` ("sd15"/"sdxl"), built on ``dev``."""
+    import torch
+    from diffusers import (AutoencoderKL, EulerDiscreteScheduler, StableDiffusionPipeline,
+                           StableDiffusionXLPipeline, UNet2DConditionModel)
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from pegu.tiny import tiny_tokenizer
+
+    fit = _smoke if smoke else (lambda c: c)
+    tok = tiny_tokenizer()
+
+    def text(cfg, projection):
+        c = CLIPTextConfig(vocab_size=49408, max_position_embeddings=77,
+                           bos_token_id=len(tok) - 2, eos_token_id=len(tok) - 1,
+                           pad_token_id=len(tok) - 1, **fit(cfg))
+        return (CLIPTextModelWithProjection if projection else CLIPTextModel)(c)
+
+    torch.manual_seed(0)
+    sched = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012,
+                                   beta_schedule="scaled_linear", timestep_spacing="leading",
+                                   steps_offset=1)
+    with torch.device(dev):  # initialised where it runs: fast, even at 2.6 B parameters
+        vae = AutoencoderKL(**fit(VAE))
+        if family == "sd15":
+            pipe = StableDiffusionPipeline(
+                vae=vae, text_encoder=text(CLIP_L, False), tokenizer=tok,
+                unet=UNet2DConditionModel(**fit(SD15_UNET)), scheduler=sched,
+                safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+        else:
+            pipe = StableDiffusionXLPipeline(
+                vae=vae, text_encoder=text(CLIP_L, False),
+                text_encoder_2=text(CLIP_G, True), tokenizer=tok, tokenizer_2=tiny_tokenizer(),
+                unet=UNet2DConditionModel(**fit(SDXL_UNET)), scheduler=sched)
+    pipe = pipe.to(dev, dtype)
+    pipe.unet.to(memory_format=torch.channels_last)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _flops(fn) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as fc:
+        fn()
+    return float(fc.get_total_flops())
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--smoke", action="store_true",
+                    help="tiny networks and sizes on the CPU: checks that everything runs")
+    ap.add_argument("--steps", type=int, default=None, help="denoising steps (default 25)")
+    ap.add_argument("--compile", action="store_true", help="add a torch.compile upscaler row")
+    args = ap.parse_args(argv)
+    os.environ.setdefault("PEGU_OFFLINE", "1")
+
+    import numpy as np
+    import pandas as pd
+    import torch
+
+    from diffusers.utils import logging as diffusers_logging
+
+    import pegu
+    from pegu.device import Measure, describe
+
+    diffusers_logging.set_verbosity_error()  # random-weight pipelines: nothing to warn about
+
+    cuda = torch.cuda.is_available() and not args.smoke
+    if not cuda and not args.smoke:
+        sys.exit("benchmarks/pipeline.py needs a CUDA GPU; on the CPU run it with --smoke")
+    dev = torch.device("cuda" if cuda else "cpu")
+    dtype = torch.float16 if cuda else torch.float32
+    steps = args.steps or (2 if args.smoke else 25)
+    target = 256 if args.smoke else 2048
+    name = torch.cuda.get_device_name(dev) if cuda else "CPU"
+    peak = card_peak(name) if cuda else None
+    gib = 2 ** 30
+
+    def row(what, m, flops, **extra):
+        tflops = flops / m.seconds / 1e12 if flops else None
+        return {"what": what, "seconds": round(m.seconds, 2),
+                "peak GiB": round(m.peak_bytes / gib, 2),
+                "TFLOP": round(flops / 1e12, 2) if flops else None,
+                "TFLOP/s": round(tflops, 1) if tflops else None,
+                "% of peak": round(100 * tflops / peak, 1) if tflops and peak else None,
+                **extra}
+
+    def measured(fn):
+        fn()  # warm-up: cudnn autotuning, allocator, lazy init
+        with Measure(dev) as m:
+            out = fn()
+        return out, m
+
+    print(f"{describe(dev)}; dense fp16 peak: {peak or 'unknown'} TFLOP/s; "
+          f"{steps} steps; target {target}²", flush=True)
+
+    # ---- upscaler ----
+    tmp = Path(tempfile.mkdtemp(prefix="pegu-bench-"))
+    base = target // 4
+    from skimage import data
+    from PIL import Image
+
+    photo = np.asarray(Image.fromarray(data.astronaut()).resize((base, base), Image.LANCZOS))
+    x4 = pegu.load_upscaler("RealESRGAN_x4plus", device=dev, offline=True)
+    rows = []
+    out, m = measured(lambda: x4.run(photo))
+    ref = out.image
+    flops = _flops(lambda: x4.run(photo))
+    rows.append(row(f"pegu {str(x4.dtype)[6:]} tile {x4.tile} ({out.tiles} tile)", m, flops,
+                    **{"max /255": 0}))
+    if args.compile:
+        xc = pegu.load_upscaler("RealESRGAN_x4plus", device=dev, offline=True, compile=True)
+        out, m = measured(lambda: xc.run(photo))
+        rows.append(row("pegu compiled", m, flops,
+                        **{"max /255": int(np.abs(out.image.astype(int) - ref).max())}))
+    try:
+        from pegu import _compat
+
+        ref_cls = _compat.realesrganer_class()
+    except ImportError as e:
+        print(f"(RealESRGANer rows skipped: {e})")
+        ref_cls = None
+    if ref_cls is not None:
+        from pegu.upscale import _network
+
+        weights = tmp / "x4plus.pth"
+        torch.save({"params_ema": x4.model.state_dict()}, weights)
+        for tile in (0, base):
+            r = ref_cls(scale=4, model_path=str(weights), tile=tile, tile_pad=10, pre_pad=0,
+                        half=cuda, device=dev,
+                        model=_network("rrdb", dict(num_in_ch=3, num_out_ch=3, num_feat=64,
+                                                    num_block=23, num_grow_ch=32, scale=4)))
+            bgr = np.ascontiguousarray(photo[..., ::-1])
+            with contextlib.redirect_stdout(io.StringIO()):
+                img, m = measured(lambda: r.enhance(bgr)[0][..., ::-1])
+            rows.append(row(f"RealESRGANer {'half' if cuda else 'fp32'} "
+                            f"{'tile ' + str(tile) if tile else 'untiled'}", m, flops,
+                            **{"max /255": int(np.abs(img.astype(int) - ref).max())}))
+    table = pd.DataFrame(rows)
+    table.insert(2, "x RealESRGANer", (table["seconds"].iloc[-2] / table["seconds"]).round(2)
+                 if ref_cls is not None else None)
+    print(f"\nUpscaler x4plus, {base}² -> {target}² ({x4.source.split(':')[0]} weights)")
+    print(table.to_string(index=False), flush=True)
+
+    # ---- pipelines ----
+    torch.manual_seed(0)
+    x2_path = tmp / "x2plus-random.pth"
+    from pegu.upscale import _network
+
+    x2net = _network("rrdb", dict(num_in_ch=3, num_out_ch=3, num_feat=64, num_block=23,
+                                  num_grow_ch=32, scale=2))
+    torch.save({"params_ema": x2net.state_dict()}, x2_path)
+    x2 = pegu.load_upscaler(x2_path, device=dev)
+    prompt = "a portrait photo of an old man with a grey beard, natural light"
+    plans = [("sd15", target // 4, x4), ("sdxl", target // 2, x2), ("sdxl", target, None)]
+    rows = []
+    for family, size, up in plans:
+        pipe = build(family, dev, dtype, args.smoke)
+        if up is None:
+            pipe.vae.enable_tiling()  # a 2048² decode in one piece needs > 16 GB
+
+        def job(n=steps, pipe=pipe, up=up, size=size):
+            g = torch.Generator(dev).manual_seed(0)
+            img = pipe(prompt, height=size, width=size, num_inference_steps=n,
+                       guidance_scale=5.0, generator=g, output_type="np").images[0]
+            img = (np.nan_to_num(img) * 255).round().clip(0, 255).astype(np.uint8)
+            return up.upscale(img, target=(target, target)) if up is not None else img
+
+        img, m = measured(job)
+        one, two = _flops(lambda: job(1)), _flops(lambda: job(2))
+        flops = one + (steps - 1) * (two - one)
+        label = (f"{family} {size}² + {up.name if up is x4 else 'x2plus'}" if up is not None
+                 else f"{family} {size}² direct")
+        rows.append(row(label, m, flops))
+        assert img.shape[:2] == (target, target), img.shape
+        del pipe
+        if cuda:
+            torch.cuda.empty_cache()
+    table = pd.DataFrame(rows)
+    table.insert(2, "x direct", (table["seconds"].iloc[-1] / table["seconds"]).round(1))
+    print(f"\nPrompt -> {target}², {steps} steps, batch 1, CFG ({str(dtype)[6:]})")
+    print(table.to_string(index=False))
+
+
+if __name__ == "__main__":
+    t0 = time.perf_counter()
+    main()
+    print(f"\n({time.perf_counter() - t0:.0f} s)")

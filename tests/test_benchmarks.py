@@ -1,0 +1,49 @@
+"""The benchmark scripts run end to end (tiny sizes, CPU) and print their tables."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(*cmd) -> str:
+    env = dict(os.environ, PYTHON=sys.executable)
+    p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return p.stdout
+
+
+def _numbers(line: str) -> list[float]:
+    return [float(v) for v in re.findall(r"(?<![\w.])-?\d+(?:\.\d+)?(?![\w²])", line)]
+
+
+def test_gpu_script_smoke_on_the_cpu():
+    out = _run("bash", "benchmarks/gpu.sh", "--smoke")
+    assert "Upscaler x4plus, 64² -> 256²" in out and "Prompt -> 256², 2 steps" in out
+    rows = {name: next(line for line in out.splitlines() if line.strip().startswith(name))
+            for name in ("pegu float32", "RealESRGANer fp32 untiled", "RealESRGANer fp32 tile",
+                         "sd15 64² + RealESRGAN_x4plus", "sdxl 128² + x2plus",
+                         "sdxl 256² direct")}
+    for name, line in rows.items():
+        seconds, *_ = _numbers(line.split(name, 1)[1])
+        assert seconds > 0, line
+    # FLOPs are counted: the direct SDXL run at 4x the pixels costs more than sd15 + x4plus
+    direct = _numbers(rows["sdxl 256² direct"].split("direct", 1)[1])
+    assert direct[1] == 1.0  # its own "x direct"
+    # same weights, same untiled input: pegu and RealESRGANer agree within 1/255
+    assert _numbers(rows["RealESRGANer fp32 untiled"].split("untiled", 1)[1])[-1] <= 1
+
+
+def test_upscale_benchmark_smoke():
+    out = _run(sys.executable, "benchmarks/upscale.py", "--smoke", "--scale", "--tradeoff")
+    for method in ("pegu fp32", "pegu ncnn", "pegu bf16", "RealESRGANer", "ncnn fp32",
+                   "ncnn bf16"):
+        assert re.search(rf"32x32 +{method} ", out), method
+    ncnn_row = next(line for line in out.splitlines() if " pegu ncnn " in line)
+    assert _numbers(ncnn_row.split("pegu ncnn", 1)[1])[2] <= 1  # max /255: exact path
+    assert "Memory and scale" in out and "128x128 512x512" in out
+    assert "Tiling trade-off at 128x128" in out and "Tile 1/" not in out
