@@ -306,11 +306,24 @@ def load_generator(name_or_path: str | Path = "tiny-sd15", *, device="auto", dty
                     str(where), torch_dtype=dt, local_files_only=offline or Path(where).is_dir())
         except OSError as e:
             raise _not_found(vae, offline, e) from e
+    if dev.type == "cuda":
+        gpu_levers(pipe)
     native = spec.native if spec else int(pipe.unet.config.sample_size) * pipe.vae_scale_factor
     name = spec.name if spec else Path(str(name_or_path)).name
     default = scheduler or (spec.scheduler if spec else "DPM++ 2M Karras")
     return Generator(pipe, name=name, family=family, native=native, spec=spec, device=dev,
                      dtype=dt, memory=memory, scheduler=default, source=source)
+
+
+def gpu_levers(pipe) -> None:
+    """What makes a diffusers pipeline faster on CUDA at no cost in output: channels_last
+    UNet and VAE (faster convolutions on tensor cores) and cuDNN autotuning (one image size
+    per run, so each shape is tuned once)."""
+    import torch
+
+    torch.backends.cudnn.benchmark = True
+    pipe.unet.to(memory_format=torch.channels_last)
+    pipe.vae.to(memory_format=torch.channels_last)
 
 
 def _load_pipeline(name: str, dtype, revision, config, offline: bool):

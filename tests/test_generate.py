@@ -255,3 +255,15 @@ def test_loads_a_single_file_checkpoint_offline_with_a_local_config(sd15, tmp_pa
     s = GenerateSettings(PROMPT, steps=2, width=128, height=128, guidance=5.0)
     assert np.array_equal(pixels(g.generate(s, progress=False).image),
                           pixels(sd15.generate(s, progress=False).image))
+
+
+def test_gpu_levers_keep_the_image():
+    """channels_last UNet/VAE (applied on CUDA) changes speed, not the picture."""
+    from pegu.generate import gpu_levers
+
+    gen = load_generator("tiny-sd15")
+    s = GenerateSettings(PROMPT, seed=3, steps=2)
+    before = pixels(gen.generate(s).image)
+    gpu_levers(gen.pipe)
+    assert gen.pipe.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    assert np.abs(pixels(gen.generate(s).image) - before).max() <= 1
