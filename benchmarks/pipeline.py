@@ -138,14 +138,72 @@ def _flops(fn) -> float:
     return float(fc.get_total_flops())
 
 
+def flop_table(steps: int = 25, target: int = 2048):
+    """Counted FLOPs of each path to ``target``², full-size networks on the meta device (no
+    weights, no GPU, seconds): UNet steps with CFG, the VAE decode and the upscaler."""
+    import pandas as pd
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    from pegu.upscale import _network
+
+    def rrdb(scale):
+        return _network("rrdb", dict(num_in_ch=3, num_out_ch=3, num_feat=64, num_block=23,
+                                     num_grow_ch=32, scale=scale))
+
+    meta = torch.device("meta")
+    with meta:
+        unets = {"sd15": UNet2DConditionModel(**SD15_UNET),
+                 "sdxl": UNet2DConditionModel(**SDXL_UNET)}
+        vae = AutoencoderKL(**VAE)
+        ups = {4: rrdb(4), 2: rrdb(2)}
+
+    def unet_step(family, size):
+        lat = torch.empty(2, 4, size // 8, size // 8, device=meta)
+        t = torch.tensor(999, device=meta)
+        if family == "sd15":
+            return _flops(lambda: unets["sd15"](lat, t, torch.empty(2, 77, 768, device=meta)))
+        cond = {"text_embeds": torch.empty(2, 1280, device=meta),
+                "time_ids": torch.empty(2, 6, device=meta)}
+        return _flops(lambda: unets["sdxl"](lat, t, torch.empty(2, 77, 2048, device=meta),
+                                            added_cond_kwargs=cond))
+
+    def decode(size):
+        return _flops(lambda: vae.decode(torch.empty(1, 4, size // 8, size // 8, device=meta)))
+
+    def upscale(scale, size):
+        return _flops(lambda: ups[scale](torch.empty(1, 3, size, size, device=meta)))
+
+    rows = []
+    with torch.no_grad():
+        for label, family, size, scale in (("sd15 512² + x4plus", "sd15", target // 4, 4),
+                                           ("sdxl 1024² + x2plus", "sdxl", target // 2, 2),
+                                           ("sdxl 2048² direct", "sdxl", target, None)):
+            parts = {"UNet": steps * unet_step(family, size), "VAE decode": decode(size),
+                     "upscaler": upscale(scale, size) if scale else 0.0}
+            rows.append({"path": label, **{k: round(v / 1e12, 1) for k, v in parts.items()},
+                         "total TFLOP": round(sum(parts.values()) / 1e12, 1)})
+    table = pd.DataFrame(rows)
+    table["direct / path"] = (table["total TFLOP"].iloc[-1] / table["total TFLOP"]).round(1)
+    return table
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--smoke", action="store_true",
                     help="tiny networks and sizes on the CPU: checks that everything runs")
     ap.add_argument("--steps", type=int, default=None, help="denoising steps (default 25)")
     ap.add_argument("--compile", action="store_true", help="add a torch.compile upscaler row")
+    ap.add_argument("--flops", action="store_true",
+                    help="only count each path's FLOPs (full-size networks, meta device, "
+                         "no GPU needed)")
     args = ap.parse_args(argv)
     os.environ.setdefault("PEGU_OFFLINE", "1")
+    if args.flops:
+        print(f"FLOPs to 2048², {args.steps or 25} steps with CFG (TFLOP, counted on the "
+              "meta device)")
+        print(flop_table(args.steps or 25).to_string(index=False))
+        return
 
     import numpy as np
     import pandas as pd

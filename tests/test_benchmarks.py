@@ -47,3 +47,17 @@ def test_upscale_benchmark_smoke():
     assert _numbers(ncnn_row.split("pegu ncnn", 1)[1])[2] <= 1  # max /255: exact path
     assert "Memory and scale" in out and "128x128 512x512" in out
     assert "Tiling trade-off at 128x128" in out and "Tile 1/" not in out
+
+
+def test_flop_count_of_the_full_size_paths():
+    """Counted on the meta device with the real SD 1.5 / SDXL / RRDBNet architectures."""
+    out = _run(sys.executable, "benchmarks/pipeline.py", "--flops")
+    rows = {}
+    for line in out.splitlines():
+        for name in ("sd15 512² + x4plus", "sdxl 1024² + x2plus", "sdxl 2048² direct"):
+            if line.strip().startswith(name):
+                rows[name] = _numbers(line.split(name, 1)[1])
+    unet, vae, up, total, ratio = rows["sd15 512² + x4plus"]
+    assert 30 < unet < 50 and 8 < up < 11  # ~0.8 TFLOP per UNet pass at 512², 9.4 for x4plus
+    assert ratio > 10  # direct 2048² needs more than 10x the compute of 512² + x4plus
+    assert rows["sdxl 2048² direct"][-1] == 1.0 and rows["sdxl 1024² + x2plus"][-1] > 3
