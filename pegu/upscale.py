@@ -420,7 +420,7 @@ def load_upscaler(name_or_path: str | Path = DEFAULT_UPSCALER, *, device="auto",
                   dtype="auto", tile: int | str = "auto", tile_overlap: int = 32,
                   denoise: float | None = None, arch: str | None = None,
                   offline: bool | None = None, engine: str = "torch",
-                  batch: int | str = "auto", compile: bool = False) -> Upscaler:
+                  batch: int | str = "auto", compile: bool | str = False) -> Upscaler:
     """Load a Real-ESRGAN-family upscaler.
 
     name_or_path: a registry name or alias (``pegu models`` lists them) or a local
@@ -440,8 +440,10 @@ def load_upscaler(name_or_path: str | Path = DEFAULT_UPSCALER, *, device="auto",
         ~1.3× faster.
     batch: tiles of one shape run together; "auto" = 1 on the CPU, on CUDA as many (≤ 8)
         as fit in half the free memory.
-    compile: ``torch.compile`` the network (CUDA compute capability ≥ 7.0 or the CPU; on
-        older GPUs, e.g. a P100, it warns and runs uncompiled). Pays off over many images.
+    compile: ``torch.compile`` the network: True, or a torch.compile mode such as
+        "reduce-overhead" (CUDA graphs) or "max-autotune". CUDA compute capability ≥ 7.0
+        or the CPU; on older GPUs (a P100) it warns and runs uncompiled. Pays off over many
+        images.
 
     Weights come from pegu's cache (``$PEGU_CACHE``, default ``~/.cache/pegu``), else a copy
     of the official file attached under ``/kaggle/input``, else the official release URL (checked against its published sha256), else, offline, the
@@ -462,6 +464,10 @@ def load_upscaler(name_or_path: str | Path = DEFAULT_UPSCALER, *, device="auto",
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
     check_gpu(dev, dt)
+    modes = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+    if compile not in (True, False) + modes:
+        raise ValueError(f"compile must be True, False or one of {', '.join(modes)}, "
+                         f"got {compile!r}")
     if batch != "auto" and (not isinstance(batch, int) or batch < 1):
         raise ValueError(f"batch must be 'auto' or a positive number of tiles, got {batch!r}")
     if tile == "auto":
@@ -511,7 +517,7 @@ def load_upscaler(name_or_path: str | Path = DEFAULT_UPSCALER, *, device="auto",
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True  # tiles share a few shapes: tune once each
     if compile and engine == "torch":
-        model = _compiled(model, dev)
+        model = _compiled(model, dev, "default" if compile is True else compile)
     if batch == "auto":
         batch = _auto_batch(dev, dt, tile, scale)
     return Upscaler(model, name=name, scale=scale, device=dev, dtype=dt, tile=tile,
@@ -519,7 +525,7 @@ def load_upscaler(name_or_path: str | Path = DEFAULT_UPSCALER, *, device="auto",
                     ncnn_net=net, unshuffle=unshuffle)
 
 
-def _compiled(model, dev):
+def _compiled(model, dev, mode: str = "default"):
     """``torch.compile``d model, or the model itself (with a warning) on GPUs Triton does
     not support."""
     import warnings
@@ -534,7 +540,7 @@ def _compiled(model, dev):
             warnings.warn(f"torch.compile needs CUDA compute capability 7.0 or newer; this GPU "
                           f"has {cap[0]}.{cap[1]}: running uncompiled", stacklevel=3)
             return model
-    return torch.compile(model, dynamic=False)
+    return torch.compile(model, mode=mode, dynamic=False)
 
 
 def _auto_batch(dev, dtype, tile: int, scale: int) -> int:

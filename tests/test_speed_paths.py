@@ -106,6 +106,11 @@ def test_compile_is_skipped_with_a_warning_on_a_p100(monkeypatch):
         assert _compiled(model, torch.device("cuda")) is not model
 
 
+def test_compile_modes_are_checked():
+    with pytest.raises(ValueError, match="reduce-overhead"):
+        pegu.load_upscaler("realesr-animevideov3", device="cpu", compile="fast")
+
+
 def test_compiled_on_the_cpu_matches_eager(animevideo, astronaut):
     up = pegu.load_upscaler("realesr-animevideov3", device="cpu", tile=0, compile=True)
     crop = np.ascontiguousarray(astronaut[200:232, 200:248])
