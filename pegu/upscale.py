@@ -15,8 +15,8 @@ Colour channels are RGB, values span the full range of the dtype. Alpha is upsca
 the same network (as Real-ESRGAN does); gray is upscaled as RGB and converted back
 with ITU-R 601 luma weights.
 
-Internally images travel as float32 CPU tensors (C, H, W) in [0, 1]; only tiles go to
-the device.
+Internally images travel as float32 tensors (C, H, W) in [0, 1]: on the CPU, or on CUDA
+from one pinned upload to one pinned download, with tiles cut and blended on the GPU.
 """
 from __future__ import annotations
 
