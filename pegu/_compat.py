@@ -23,9 +23,44 @@ def _shim_functional_tensor() -> None:
         sys.modules[name] = shim
 
 
+def _shim_distutils() -> None:
+    """basicsr 1.4.2 imports ``distutils.version.LooseVersion``; distutils left the standard
+    library in Python 3.12 (setuptools often stands in): provide that one name if nothing
+    else does."""
+    try:
+        import distutils.version  # noqa: F401
+        return
+    except ImportError:
+        pass
+    import functools
+
+    from packaging.version import parse
+
+    @functools.total_ordering
+    class LooseVersion:
+        def __init__(self, v):
+            self.v = v.v if isinstance(v, LooseVersion) else parse(str(v))
+
+        def __eq__(self, other):
+            return self.v == LooseVersion(other).v
+
+        def __lt__(self, other):
+            return self.v < LooseVersion(other).v
+
+    package, version = types.ModuleType("distutils"), types.ModuleType("distutils.version")
+    version.LooseVersion = LooseVersion
+    package.version = version
+    sys.modules["distutils"], sys.modules["distutils.version"] = package, version
+
+
+def _shims() -> None:
+    _shim_functional_tensor()
+    _shim_distutils()
+
+
 def rrdbnet_class():
     """basicsr's ``RRDBNet`` (Real-ESRGAN x4plus, x2plus, anime_6B)."""
-    _shim_functional_tensor()
+    _shims()
     from basicsr.archs.rrdbnet_arch import RRDBNet
 
     return RRDBNet
@@ -33,7 +68,7 @@ def rrdbnet_class():
 
 def srvggnet_class():
     """realesrgan's ``SRVGGNetCompact`` (realesr-general-x4v3, animevideov3)."""
-    _shim_functional_tensor()
+    _shims()
     from realesrgan.archs.srvgg_arch import SRVGGNetCompact
 
     return SRVGGNetCompact
@@ -41,7 +76,7 @@ def srvggnet_class():
 
 def realesrganer_class():
     """realesrgan's own ``RealESRGANer`` (the reference pegu is checked against)."""
-    _shim_functional_tensor()
+    _shims()
     from realesrgan import RealESRGANer
 
     return RealESRGANer

@@ -26,7 +26,7 @@ def test_gpu_script_smoke_on_the_cpu():
     assert "Upscaler x4plus, 64² -> 256²" in out and "Prompt -> 256², 2 steps" in out
     rows = {name: next(line for line in out.splitlines() if line.strip().startswith(name))
             for name in ("pegu float32", "RealESRGANer fp32 untiled", "RealESRGANer fp32 tile",
-                         "sd15 64² + RealESRGAN_x4plus", "sdxl 128² + x2plus",
+                         "sd15 64² + x4plus", "sdxl 128² + x2plus",
                          "sdxl 256² direct")}
     for name, line in rows.items():
         seconds, *_ = _numbers(line.split(name, 1)[1])

