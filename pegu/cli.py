@@ -90,6 +90,10 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--fit", choices=("cover", "contain"))
     g.add_argument("--upscaler", help="upscaler name or weights (default RealESRGAN_x4plus)")
     g.add_argument("--tile", type=int, help="upscaler tile edge in px (0 = untiled)")
+    g.add_argument("--upscaler-dtype", choices=("auto", "fp32", "fp16", "bf16"),
+                   help="upscaler precision (bf16: the fast CPU path)")
+    g.add_argument("--upscaler-engine", choices=("torch", "ncnn"),
+                   help="ncnn: the exact fast CPU path (pip install ncnn)")
     g.add_argument("--refine", type=float, metavar="STRENGTH",
                    help="hires fix: img2img at this strength (e.g. 0.3) at an intermediate size")
     g.add_argument("--refine-steps", type=int)
@@ -265,7 +269,8 @@ def _generate(args) -> int:
         guidance=args.guidance, scheduler=args.scheduler,
         width=args.size[0] if args.size else None,
         height=args.size[1] if args.size else None).items() if v is not None}
-    u = {k: v for k, v in dict(model=args.upscaler, tile=args.tile).items() if v is not None}
+    u = {k: v for k, v in dict(model=args.upscaler, tile=args.tile, dtype=args.upscaler_dtype,
+                               engine=args.upscaler_engine).items() if v is not None}
     r = {k: v for k, v in dict(model=args.model, target=args.target, fit=args.fit,
                                refine=args.refine, refine_steps=args.refine_steps).items()
          if v is not None}

@@ -156,11 +156,14 @@ def run(settings: RunSettings, generator=None, upscaler=None, *, device="auto",
         u = settings.upscale
         upscaler = stage("load upscaler", lambda: load_upscaler(
             u.model, device=dev, tile="auto" if u.tile is None else u.tile,
-            tile_overlap=u.tile_overlap, denoise=u.denoise))
+            tile_overlap=u.tile_overlap, denoise=u.denoise, dtype=u.dtype,
+            engine=u.engine))
     if not Path(settings.upscale.model).suffix:  # a registry alias: record the real name
         settings = replace(settings, upscale=replace(settings.upscale, model=upscaler.name))
         result.settings = settings
-    result.choices.update(upscaler_source=upscaler.source, tile_limit=upscaler.tile)
+    result.choices.update(upscaler_source=upscaler.source, tile_limit=upscaler.tile,
+                          upscaler_dtype=str(upscaler.dtype).removeprefix("torch."),
+                          upscaler_engine=upscaler.engine)
     image = gen.image
     # 2-3. refine: ESRGAN to the intermediate size, then img2img there
     if settings.refine is not None:

@@ -101,12 +101,16 @@ class GenerateSettings(_Data):
 
 @dataclass(frozen=True)
 class UpscaleSettings(_Data):
-    """The upscaler stage: a registry name or weights path, its tiling and denoise."""
+    """The upscaler stage: a registry name or weights path, its tiling and denoise, and its
+    speed path (dtype "auto"/"fp32"/"fp16"/"bf16", engine "torch"/"ncnn"; see
+    ``load_upscaler``)."""
 
     model: str = "RealESRGAN_x4plus"
     tile: int | None = None      # None: 512 on CUDA, 256 on the CPU
     tile_overlap: int = 32
     denoise: float | None = None  # realesr-general-x4v3 only
+    dtype: str = "auto"           # auto: fp16 on CUDA, fp32 on the CPU
+    engine: str = "torch"         # ncnn: the exact fast CPU path
 
     def __post_init__(self):
         if not isinstance(self.model, str) or not self.model:
@@ -115,6 +119,10 @@ class UpscaleSettings(_Data):
             raise ValueError(f"tile must be None (auto), 0 (untiled) or ≥ 64, got {self.tile!r}")
         if not isinstance(self.tile_overlap, int) or self.tile_overlap < 0:
             raise ValueError(f"tile_overlap must be ≥ 0, got {self.tile_overlap!r}")
+        if self.dtype not in ("auto", "fp32", "fp16", "bf16"):
+            raise ValueError(f"upscaler dtype must be auto, fp32, fp16 or bf16, got {self.dtype!r}")
+        if self.engine not in ("torch", "ncnn"):
+            raise ValueError(f"upscaler engine must be 'torch' or 'ncnn', got {self.engine!r}")
 
 
 MODES = ("upscale", "direct")

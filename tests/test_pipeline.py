@@ -152,6 +152,26 @@ def test_settings_validation():
         settings(target=(2047, 2048), mode="direct")
     with pytest.raises(ValueError, match="mode must be"):
         settings(mode="sideways")
+    with pytest.raises(ValueError, match="upscaler dtype must be"):
+        UpscaleSettings(dtype="half")
+    with pytest.raises(ValueError, match="upscaler engine must be"):
+        UpscaleSettings(engine="onnx")
+
+
+def test_upscaler_speed_paths_in_the_pipeline(sd15, tmp_path):
+    """The exact (ncnn) and fast (bf16) upscaler paths through run(), recorded and replayed."""
+    base = run(settings(target=(640, 640)), sd15, progress=False)
+    exact = run(settings(target=(640, 640), upscale=UpscaleSettings(
+        "realesr-animevideov3", engine="ncnn")), sd15, progress=False)
+    fast = run(settings(target=(640, 640), upscale=UpscaleSettings(
+        "realesr-animevideov3", dtype="bf16")), sd15, progress=False)
+    assert (exact.choices["upscaler_engine"], fast.choices["upscaler_dtype"]) == ("ncnn", "bfloat16")
+    ref = np.asarray(base.image).astype(int)
+    assert np.abs(np.asarray(exact.image).astype(int) - ref).max() <= 1
+    d = np.abs(np.asarray(fast.image).astype(int) - ref)
+    assert d.mean() < 1.0 and d.max() <= 16, (d.mean(), d.max())
+    path = exact.save(tmp_path / "exact.png")
+    assert read_settings(path).upscale.engine == "ncnn"
 
 
 def test_a_mismatched_generator_is_refused(sd15):
