@@ -47,9 +47,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="ncnn: the exact CPU path, ~1.3x faster (pip install ncnn)")
     u.add_argument("--batch", type=int, default=None,
                    help="tiles run together (default: 1 on CPU, what fits on CUDA)")
-    u.add_argument("--compile", nargs="?", const=True, default=False, metavar="MODE",
-                   help="torch.compile the network (pays off over many images); MODE: "
-                        "reduce-overhead (CUDA graphs), max-autotune")
+    u.add_argument("--compile", nargs="?", const="default", default=False,
+                   choices=("default", "reduce-overhead", "max-autotune",
+                            "max-autotune-no-cudagraphs"),
+                   help="torch.compile the network (pays off over many images); "
+                        "reduce-overhead: CUDA graphs; put it after the images")
     u.add_argument("--out", type=Path, default=Path("."), help="output folder (default: .)")
     u.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     u.add_argument("--offline", action="store_true", help="never download weights")
