@@ -20,6 +20,7 @@ def _size(text: str) -> tuple[int, int]:
 
 def _parser() -> argparse.ArgumentParser:
     from . import __version__
+    from .settings import COMPILE_MODES, ENGINES, UPSCALER_DTYPES
 
     p = argparse.ArgumentParser(prog="pegu", description=(
         "Performance-Efficient Generative Upscaling: generate at a model's native size, "
@@ -43,13 +44,12 @@ def _parser() -> argparse.ArgumentParser:
     u.add_argument("--denoise", type=float, help="realesr-general-x4v3 only: 0..1")
     u.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     u.add_argument("--dtype", default="auto", help="auto, fp32, fp16 (CUDA), bf16")
-    u.add_argument("--engine", choices=("torch", "ncnn"), default="torch",
+    u.add_argument("--engine", choices=ENGINES, default="torch",
                    help="ncnn: the exact CPU path, ~1.3x faster (pip install ncnn)")
     u.add_argument("--batch", type=int, default=None,
                    help="tiles run together (default: 1 on CPU, what fits on CUDA)")
     u.add_argument("--compile", nargs="?", const="default", default=False,
-                   choices=("default", "reduce-overhead", "max-autotune",
-                            "max-autotune-no-cudagraphs"),
+                   choices=COMPILE_MODES,
                    help="torch.compile the network (pays off over many images); "
                         "reduce-overhead: CUDA graphs; put it after the images")
     u.add_argument("--out", type=Path, default=Path("."), help="output folder (default: .)")
@@ -92,9 +92,9 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--fit", choices=("cover", "contain"))
     g.add_argument("--upscaler", help="upscaler name or weights (default RealESRGAN_x4plus)")
     g.add_argument("--tile", type=int, help="upscaler tile edge in px (0 = untiled)")
-    g.add_argument("--upscaler-dtype", choices=("auto", "fp32", "fp16", "bf16"),
+    g.add_argument("--upscaler-dtype", choices=UPSCALER_DTYPES,
                    help="upscaler precision (bf16: the fast CPU path)")
-    g.add_argument("--upscaler-engine", choices=("torch", "ncnn"),
+    g.add_argument("--upscaler-engine", choices=ENGINES,
                    help="ncnn: the exact fast CPU path (pip install ncnn)")
     g.add_argument("--refine", type=float, metavar="STRENGTH",
                    help="hires fix: img2img at this strength (e.g. 0.3) at an intermediate size")

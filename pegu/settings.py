@@ -99,6 +99,12 @@ class GenerateSettings(_Data):
         return [(self.seed + i) % (MAX_SEED + 1) for i in range(self.batch_size)]
 
 
+# the upscaler's speed options (pegu.upscale.load_upscaler)
+UPSCALER_DTYPES = ("auto", "fp32", "fp16", "bf16")
+ENGINES = ("torch", "ncnn")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
 @dataclass(frozen=True)
 class UpscaleSettings(_Data):
     """The upscaler stage: a registry name or weights path, its tiling and denoise, and its
@@ -119,9 +125,9 @@ class UpscaleSettings(_Data):
             raise ValueError(f"tile must be None (auto), 0 (untiled) or ≥ 64, got {self.tile!r}")
         if not isinstance(self.tile_overlap, int) or self.tile_overlap < 0:
             raise ValueError(f"tile_overlap must be ≥ 0, got {self.tile_overlap!r}")
-        if self.dtype not in ("auto", "fp32", "fp16", "bf16"):
+        if self.dtype not in UPSCALER_DTYPES:
             raise ValueError(f"upscaler dtype must be auto, fp32, fp16 or bf16, got {self.dtype!r}")
-        if self.engine not in ("torch", "ncnn"):
+        if self.engine not in ENGINES:
             raise ValueError(f"upscaler engine must be 'torch' or 'ncnn', got {self.engine!r}")
 
 

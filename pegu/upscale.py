@@ -453,8 +453,9 @@ def load_upscaler(name_or_path: str | Path = DEFAULT_UPSCALER, *, device="auto",
     import torch
 
     from .device import check_gpu, resolve_device, resolve_dtype
+    from .settings import COMPILE_MODES, ENGINES
 
-    if engine not in ("torch", "ncnn"):
+    if engine not in ENGINES:
         raise ValueError(f"engine must be 'torch' or 'ncnn', got {engine!r}")
     if engine == "ncnn":
         if str(device) not in ("auto", "cpu") or str(dtype) not in ("auto", "fp32", "float32"):
@@ -464,9 +465,8 @@ def load_upscaler(name_or_path: str | Path = DEFAULT_UPSCALER, *, device="auto",
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
     check_gpu(dev, dt)
-    modes = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-    if compile not in (True, False) + modes:
-        raise ValueError(f"compile must be True, False or one of {', '.join(modes)}, "
+    if compile not in (True, False) + COMPILE_MODES:
+        raise ValueError(f"compile must be True, False or one of {', '.join(COMPILE_MODES)}, "
                          f"got {compile!r}")
     if batch != "auto" and (not isinstance(batch, int) or batch < 1):
         raise ValueError(f"batch must be 'auto' or a positive number of tiles, got {batch!r}")
