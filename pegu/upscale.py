@@ -173,6 +173,8 @@ class Upscaler:
         band = max(1, overlap // 2)
         acc = torch.zeros(3, h * s, w * s, device=x.device)
         weight = torch.zeros(1, h * s, w * s, device=x.device)
+        ry = [_ramp(ys, i, s, band).to(x.device) for i in range(len(ys))]
+        rx = [_ramp(xs, j, s, band).to(x.device) for j in range(len(xs))]
         groups: dict[tuple, list] = {}  # tiles by the shape of the window they read
         for i, (y0, y1) in enumerate(ys):
             for j, (x0, x1) in enumerate(xs):
@@ -184,15 +186,14 @@ class Upscaler:
         bar = tqdm(total=len(ys) * len(xs), desc=f"{self.name} tiles", unit="tile",
                    disable=not progress, leave=False)
         for jobs in groups.values():
-            for k in range(0, len(jobs), max(1, self.batch)):
-                chunk = jobs[k:k + max(1, self.batch)]
+            for k in range(0, len(jobs), self.batch):
+                chunk = jobs[k:k + self.batch]
                 outs = self._forward(torch.stack([x[:, a:b, c:d] for _, _, (a, b, c, d) in chunk]))
                 for out, (i, j, (py0, _, px0, _)) in zip(outs, chunk):
                     (y0, y1), (x0, x1) = ys[i], xs[j]
                     oy, ox = (y0 - py0) * s, (x0 - px0) * s
                     out = out[:, oy:oy + (y1 - y0) * s, ox:ox + (x1 - x0) * s]
-                    wt = _ramp(ys, i, s, band)[:, None] * _ramp(xs, j, s, band)[None, :]
-                    wt = wt.to(x.device)
+                    wt = ry[i][:, None] * rx[j][None, :]
                     acc[:, y0 * s:y1 * s, x0 * s:x1 * s] += out * wt
                     weight[:, y0 * s:y1 * s, x0 * s:x1 * s] += wt
                 bar.update(len(chunk))
