@@ -45,6 +45,11 @@ def animevideo():
     return pegu.load_upscaler("realesr-animevideov3", device="cpu", tile=0)
 
 
+def diff(a, b) -> np.ndarray:
+    """Per-pixel absolute difference of two images (PIL or numpy), in their own units."""
+    return np.abs(np.asarray(a).astype(np.int64) - np.asarray(b).astype(np.int64))
+
+
 def realesrganer(upscaler, tmp_path, tile=0, tile_pad=10):
     """realesrgan's own RealESRGANer with the very same weights as ``upscaler``."""
     import torch

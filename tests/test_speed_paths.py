@@ -9,10 +9,7 @@ import pytest
 import torch
 
 import pegu
-
-
-def diff(a, b) -> np.ndarray:
-    return np.abs(np.asarray(a).astype(np.int64) - np.asarray(b).astype(np.int64))
+from conftest import diff
 
 
 @pytest.mark.parametrize("name", ["RealESRGAN_x4plus", "realesr-animevideov3"])

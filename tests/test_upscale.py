@@ -8,11 +8,7 @@ from PIL import Image
 
 import pegu
 from pegu.upscale import plan_size
-from conftest import reference_upscale
-
-
-def diff(a, b) -> np.ndarray:
-    return np.abs(np.asarray(a).astype(np.int64) - np.asarray(b).astype(np.int64))
+from conftest import diff, reference_upscale
 
 
 # ---- agreement with realesrgan's own RealESRGANer ----
