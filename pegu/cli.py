@@ -131,11 +131,14 @@ def _parser() -> argparse.ArgumentParser:
     kp.add_argument("notebooks", nargs="*", metavar="NOTEBOOK",
                     help="e.g. 02_upscaling_walkthrough (default: all)")
     kp.add_argument("--accelerator", default="NvidiaTeslaT4",
-                    choices=("NvidiaTeslaP100", "NvidiaTeslaT4", "NvidiaL4"))
+                    choices=("NvidiaTeslaT4", "NvidiaL4", "NvidiaTeslaP100"),
+                    help="NvidiaTeslaT4 = GPU T4 x2 (default); a P100 request runs on T4 x2")
     kp.add_argument("--internet", action=argparse.BooleanOptionalAction, default=True,
                     help="kernel internet on (default) or off (--no-internet)")
     kp.add_argument("--dry-run", action="store_true", help="show, do not push")
     kp.add_argument("--username", help="Kaggle username (default: credentials)")
+    kp.add_argument("--staging", type=Path, help="stage into this folder (default: a "
+                    "temporary one)")
     kk = ksub.add_parser("package", help="build the pegu-wheels dataset for offline kernels")
     kk.add_argument("--out", type=Path, default=Path("out/pegu-wheels"))
     kk.add_argument("--no-extras", action="store_true", help="pegu's wheel only")
@@ -345,10 +348,11 @@ def _kaggle(args) -> int:
 
     if args.kaggle_command == "push":
         kaggle.push(args.notebooks, accelerator=args.accelerator, internet=args.internet,
-                    dry_run=args.dry_run, username=args.username)
+                    dry_run=args.dry_run, username=args.username, staging=args.staging)
     else:
         out = kaggle.package(args.out, extras=() if args.no_extras else kaggle.KAGGLE_EXTRAS)
-        print(f"dataset in {out}: upload with `kaggle datasets create -p {out}`")
+        print(f"dataset in {out}: upload with `kaggle datasets create -p {out}`; kernels "
+              f"find it under /kaggle/input/datasets/<you>/{kaggle.DATASET}/")
     return 0
 
 

@@ -31,7 +31,7 @@ def checks(hub_timeout: float = 3.0) -> list[Check]:
     out.append(Check("torch", "ok", f"{torch.__version__} (CUDA build {cuda_build or 'none'})"))
     if not torch.cuda.is_available():
         out.append(Check("gpu", "info", "no CUDA GPU: pegu runs on the CPU in fp32 (slow for "
-                         "real models)", "on Kaggle, pick the T4 x2, L4 or P100 accelerator"))
+                         "real models)", "on Kaggle, pick the GPU T4 x2 accelerator"))
         capability = None
     else:
         p = torch.cuda.get_device_properties(0)
@@ -53,15 +53,50 @@ def checks(hub_timeout: float = 3.0) -> list[Check]:
                          "usable on this GPU" if ok else "off: needs compute capability ≥ 7.0"))
     out += _caches()
     out.append(_hub(hub_timeout))
-    try:
-        from ._compat import rrdbnet_class
-
-        rrdbnet_class()
-        out.append(Check("basicsr", "ok", "imports (torchvision shim in pegu/_compat.py)"))
-    except Exception as e:  # report, don't crash: this is the doctor
-        out.append(Check("basicsr", "problem", f"cannot import: {e}",
-                         "pip install --no-build-isolation basicsr==1.4.2 (see README, Install)"))
+    out += _packages()
+    out.append(_kaggle_inputs())
     return out
+
+
+def _packages() -> list[Check]:
+    """The packages pegu imports that Kaggle's image and pip installs most often lack."""
+    import importlib
+
+    from . import _compat
+
+    fixes = {"basicsr": "pip install --no-build-isolation basicsr==1.4.2 (see README, Install)",
+             "realesrgan": "pip install --no-deps realesrgan==0.3.0",
+             "ipywidgets": "pip install ipywidgets (the explorer notebook needs it)"}
+    loaders = {"basicsr": _compat.rrdbnet_class, "realesrgan": _compat.srvggnet_class,
+               "ipywidgets": lambda: importlib.import_module("ipywidgets")}
+    out = []
+    for name, load in loaders.items():
+        try:
+            load()
+        except ImportError as e:
+            out.append(Check(name, "problem", f"cannot import: {e}", fixes[name]))
+        else:
+            out.append(Check(name, "ok", "imports"))
+    return out
+
+
+def _kaggle_inputs() -> Check:
+    from .kaggle import DATASET, SETUP_SCRIPT, attached_inputs, find_attached, input_root, \
+        on_kaggle
+
+    if not on_kaggle():
+        return Check("kaggle inputs", "info", "not on Kaggle")
+    inputs = attached_inputs()
+    if not inputs:
+        return Check("kaggle inputs", "warn", f"nothing attached under {input_root()}",
+                     f"attach the {DATASET} dataset (Add Input → Datasets), and the models "
+                     "when the internet is off")
+    names = ", ".join(str(p.relative_to(input_root())) for p in inputs)
+    if not find_attached(SETUP_SCRIPT):
+        return Check("kaggle inputs", "warn", f"{len(inputs)} attached ({names}), but not "
+                     f"the {DATASET} dataset", f"attach the dataset built by `pegu kaggle "
+                     "package` (Add Input → Datasets)")
+    return Check("kaggle inputs", "ok", f"{len(inputs)} attached: {names}")
 
 
 def _precision(torch, capability) -> list[Check]:
@@ -115,8 +150,9 @@ def _caches() -> list[Check]:
 def _hub(timeout: float) -> Check:
     import urllib.request
 
-    if any(os.environ.get(v, "").lower() in ("1", "true", "yes")
-           for v in ("PEGU_OFFLINE", "HF_HUB_OFFLINE")):
+    from .weights import offline_mode
+
+    if offline_mode():
         return Check("hub", "info", "offline mode is on (PEGU_OFFLINE / HF_HUB_OFFLINE)")
     try:
         urllib.request.urlopen(urllib.request.Request("https://huggingface.co",
@@ -128,14 +164,21 @@ def _hub(timeout: float) -> Check:
                      "the models as inputs); set PEGU_OFFLINE=1 to skip network attempts")
 
 
+MARKS = {"ok": "ok", "info": "--", "warn": "!!", "problem": "XX"}
+LEGEND = ("[ok] works   [--] for your information   [!!] works, but slower or limited   "
+          "[XX] missing: pegu cannot run this until fixed")
+
+
 def report(items: list[Check]) -> str:
-    """The checks as aligned text, fixes indented under their line."""
-    marks = {"ok": "ok", "info": "--", "warn": "!!", "problem": "XX"}
-    lines = []
+    """The checks as aligned text under a legend of the marks, fixes indented under their
+    line, and a verdict counting problems and warnings."""
+    lines = [LEGEND, ""]
     for c in items:
-        lines.append(f"[{marks[c.status]}] {c.name:22} {c.detail}")
+        lines.append(f"[{MARKS[c.status]}] {c.name:22} {c.detail}")
         if c.fix and c.status in ("warn", "problem", "info"):
             lines.append(f"     {'':22} fix: {c.fix}")
     problems = sum(c.status == "problem" for c in items)
-    lines.append(f"\n{problems} problem(s)" if problems else "\nno problems found")
-    return "\n".join(lines)
+    warnings = sum(c.status == "warn" for c in items)
+    verdict = [f"{problems} problem(s)" if problems else "no problems",
+               f"{warnings} warning(s)" if warnings else "no warnings"]
+    return "\n".join(lines) + "\n\n" + ", ".join(verdict)

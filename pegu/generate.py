@@ -374,14 +374,16 @@ def _not_found(repo: str, offline: bool, error: Exception) -> FileNotFoundError:
     """One error naming the model, where pegu looked, and how to provide it."""
     from huggingface_hub import constants
 
-    kaggle = os.environ.get("PEGU_KAGGLE_INPUT", "/kaggle/input")
+    from .kaggle import input_root
+
+    kaggle = input_root()
     how = ("offline mode is on" if offline else
            f"downloading failed ({error.__class__.__name__}: {str(error).splitlines()[0][:120]})")
     return FileNotFoundError(
         f"cannot load {repo}: it is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) "
         f"nor under {kaggle}, and {how}. Provide it one of these ways: run once with internet "
         f"on (or `huggingface-cli download {repo}`); attach it as a Kaggle model or dataset "
-        "(found by name under /kaggle/input); or pass the path of a local diffusers folder "
+        "(found by name among the inputs); or pass the path of a local diffusers folder "
         "or .safetensors file.")
 
 
@@ -425,16 +427,15 @@ def _checkpoint_keys(path: Path) -> list[str]:
     return list(load_state_dict(path))
 
 
-def kaggle_model_dir(repo: str, root: str | None = None,
-                     marker: str = "model_index.json") -> Path | None:
-    """A folder for ``repo`` attached under ``/kaggle/input`` (or ``root``, or
-    ``$PEGU_KAGGLE_INPUT``): one holding ``marker`` (model_index.json for a pipeline,
-    config.json for a VAE) whose path names the repo (e.g. .../realistic_vision_v6.0_b1_novae/)."""
-    base = Path(root or os.environ.get("PEGU_KAGGLE_INPUT", "/kaggle/input"))
-    if not base.is_dir():
-        return None
+def kaggle_model_dir(repo: str, marker: str = "model_index.json") -> Path | None:
+    """A folder for ``repo`` in an attached Kaggle input (any mount layout, see
+    :func:`pegu.kaggle.find_attached`): one holding ``marker`` (model_index.json for a
+    pipeline, config.json for a VAE) whose path names the repo (e.g.
+    .../realistic_vision_v6.0_b1_novae/)."""
+    from .kaggle import find_attached
+
     want = repo.split("/")[-1].lower().replace("-", "_")
-    for index in sorted(base.glob(f"**/{marker}")):
+    for index in find_attached(marker, depth=6):
         if want in str(index.parent).lower().replace("-", "_"):
             return index.parent
     return None
@@ -448,9 +449,10 @@ def generator_availability(spec) -> str:
     if kaggle_model_dir(spec.repo) is not None:
         return "kaggle input"
     from huggingface_hub import scan_cache_dir
+    from huggingface_hub.utils import CacheNotFound
 
     try:
         cached = {r.repo_id for r in scan_cache_dir().repos}
-    except Exception:  # no cache folder yet
+    except CacheNotFound:  # nothing downloaded yet
         cached = set()
     return "cached" if spec.repo in cached else "download"

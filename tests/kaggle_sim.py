@@ -1,0 +1,184 @@
+"""The Kaggle simulation: pegu's kernels run as a user runs them, from a clean image, on the CPU.
+
+1. The image: a virtualenv holding only ``tests/data/kaggle-image.txt`` (Kaggle's packages that
+   pegu touches; nothing of pegu's), built once into ``.kaggle-sim/image/``.
+2. The dataset: ``pegu kaggle package`` writes it where Kaggle mounts datasets since 2026,
+   ``<input>/datasets/<owner>/pegu-wheels/``; ``<input>`` stands in for ``/kaggle/input``.
+3. The kernels: ``pegu kaggle push --dry-run`` stages each notebook, setup cell first.
+4. Each internet mode: a fresh virtualenv layered on the image (its own site-packages first,
+   the image's behind, as pip installs on Kaggle land over the image's), with
+   ``KAGGLE_KERNEL_RUN_TYPE=Batch`` and ``PEGU_OFFLINE=1``; papermill executes every staged
+   notebook top to bottom on the tiny models and the real x4plus weights. "on": pip may
+   reach the package index; "off": the index is an address that refuses connections, so
+   only the dataset can serve pip, as on a kernel with the internet off.
+
+    python tests/kaggle_sim.py [--mode on|off|both] [--work DIR]     # or: make kaggle-sim
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+IMAGE_LIST = ROOT / "tests" / "data" / "kaggle-image.txt"
+OWNER = "sim"
+# small parameters: tiny-sd15 (random weights) at 64², the real x4plus to 256²
+PARAMETERS = {
+    "01_model_comparison": dict(
+        models=["tiny-sd15"], prompts=["portrait of an old man"], seeds=[0], steps=2,
+        size=64, target=256, upscaler="RealESRGAN_x4plus", attribute_values=["red", "black"],
+        clip_model="tiny-clip"),
+    "02_upscaling_walkthrough": dict(
+        model="tiny-sd15", steps=2, size=64, target=256, upscaler="RealESRGAN_x4plus",
+        tiles=[64], refine=0.3, clip_model="tiny-clip"),
+    "03_explorer": dict(model="tiny-sd15", upscaler="RealESRGAN_x4plus", device="cpu"),
+}
+NO_INDEX = "http://127.0.0.1:9/simple/"  # the discard port: refused at once, like no internet
+
+
+def _run(cmd, **kw) -> subprocess.CompletedProcess:
+    r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, **kw)
+    if r.returncode:
+        raise RuntimeError(f"{' '.join(map(str, cmd))} exited {r.returncode}:\n"
+                           f"{r.stdout[-4000:]}\n{r.stderr[-4000:]}")
+    return r
+
+
+def _site(venv: Path) -> Path:
+    return venv / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}" / "site-packages"
+
+
+def image(work: Path) -> Path:
+    """The image virtualenv (built once per content of the package list)."""
+    venv = work / "image"
+    want = hashlib.sha256(IMAGE_LIST.read_bytes()).hexdigest()
+    stamp = venv / ".image-stamp"
+    if stamp.is_file() and stamp.read_text() == want:
+        return venv
+    shutil.rmtree(venv, ignore_errors=True)
+    _run([sys.executable, "-m", "venv", venv])
+    _run([venv / "bin" / "python", "-m", "pip", "install", "-q", "--disable-pip-version-check",
+          "-r", IMAGE_LIST])
+    stamp.write_text(want)
+    return venv
+
+
+def dataset(work: Path) -> Path:
+    """``pegu kaggle package`` into the stand-in input root's datasets/<owner>/ layout."""
+    inputs = work / "input"
+    out = inputs / "datasets" / OWNER / "pegu-wheels"
+    shutil.rmtree(inputs, ignore_errors=True)
+    out.parent.mkdir(parents=True)
+    _run([Path(sys.executable).parent / "pegu", "kaggle", "package", "--out", out])
+    return inputs
+
+
+def staged(work: Path) -> dict[str, Path]:
+    """Each notebook as ``pegu kaggle push --dry-run`` stages it."""
+    stage = work / "staged"
+    shutil.rmtree(stage, ignore_errors=True)
+    _run([Path(sys.executable).parent / "pegu", "kaggle", "push", "--dry-run", "--username",
+          OWNER, "--staging", stage])
+    return {p.parent.name: p for p in sorted(stage.glob("*/*.ipynb"))}
+
+
+@dataclass
+class KernelRun:
+    """What one internet mode did: setup: each notebook's first-cell output; installed:
+    the distributions the kernels added over the image; pngs: images each notebook wrote."""
+
+    mode: str
+    setup: dict[str, str] = field(default_factory=dict)
+    installed: list[str] = field(default_factory=list)
+    pngs: dict[str, list[str]] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def kernel_env(work: Path, venv: Path, inputs: Path, mode: str) -> dict:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PIP_", "PEGU_", "HF_", "KAGGLE_", "VIRTUAL_ENV"))}
+    env.update(KAGGLE_KERNEL_RUN_TYPE="Batch", PEGU_OFFLINE="1", PEGU_KAGGLE_INPUT=str(inputs),
+               PEGU_CACHE=str(work / "cache"), HF_HOME=str(work / "hf"),
+               PIP_CONFIG_FILE=os.devnull, PIP_DISABLE_PIP_VERSION_CHECK="1",
+               PIP_NO_INPUT="1", PATH=f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}",
+               VIRTUAL_ENV=str(venv), MPLBACKEND="agg", PYTHONNOUSERSITE="1")
+    for keep in ("PIP_CERT", "PIP_DEFAULT_TIMEOUT"):
+        if keep in os.environ:
+            env[keep] = os.environ[keep]
+    if mode == "off":
+        env["PIP_INDEX_URL"] = NO_INDEX
+    return env
+
+
+def kernel(work: Path, image_venv: Path, inputs: Path, notebooks: dict[str, Path],
+           mode: str) -> KernelRun:
+    """A fresh kernel environment over the image; every staged notebook through papermill."""
+    t0 = time.perf_counter()
+    run = KernelRun(mode)
+    base = work / f"internet-{mode}"
+    shutil.rmtree(base, ignore_errors=True)
+    venv = base / "venv"
+    _run([sys.executable, "-m", "venv", "--without-pip", venv])
+    site = _site(venv)
+    (site / "kaggle_image.pth").write_text(str(_site(image_venv)) + "\n")
+    env = kernel_env(base, venv, inputs, mode)
+    for name, notebook in notebooks.items():
+        out_dir = base / "working" / name
+        out_dir.mkdir(parents=True)
+        executed = base / f"{name}.ipynb"
+        params = dict(PARAMETERS[name], out_dir=str(out_dir))
+        cmd = [venv / "bin" / "python", "-m", "papermill", notebook, executed, "-y",
+               json.dumps(params), "--cwd", out_dir, "--no-progress-bar"]
+        r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, env=env,
+                           cwd=str(out_dir))
+        nb = json.loads(executed.read_text()) if executed.is_file() else {"cells": []}
+        first = nb["cells"][0] if nb["cells"] else {"outputs": []}
+        run.setup[name] = "".join(o.get("text", "") if isinstance(o.get("text"), str)
+                                  else "".join(o.get("text", []))
+                                  for o in first.get("outputs", []))
+        if r.returncode:
+            raise RuntimeError(f"internet {mode}: {name} failed (papermill exit "
+                               f"{r.returncode}); setup said:\n{run.setup[name]}\n"
+                               f"{r.stderr[-6000:]}")
+        run.pngs[name] = sorted(p.name for p in out_dir.rglob("*.png"))
+    run.installed = sorted(p.name.split("-")[0].lower() for p in site.glob("*.dist-info"))
+    run.seconds = time.perf_counter() - t0
+    return run
+
+
+def simulate(modes=("on", "off"), work: Path | None = None) -> list[KernelRun]:
+    """Image, dataset and staged kernels once; then each internet mode from a fresh kernel."""
+    work = Path(work or ROOT / ".kaggle-sim")
+    work.mkdir(parents=True, exist_ok=True)
+    image_venv = image(work)
+    inputs = dataset(work)
+    notebooks = staged(work)
+    return [kernel(work, image_venv, inputs, notebooks, mode) for mode in modes]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--mode", choices=("on", "off", "both"), default="both",
+                   help="internet on, off, or both (default)")
+    p.add_argument("--work", type=Path, help="working folder (default .kaggle-sim/)")
+    args = p.parse_args(argv)
+    modes = ("on", "off") if args.mode == "both" else (args.mode,)
+    for run in simulate(modes, args.work):
+        print(f"internet {run.mode}: {len(run.pngs)} kernels ran in {run.seconds:.0f} s; "
+              f"installed over the image: {', '.join(run.installed)}")
+        for name, text in run.setup.items():
+            print(f"  {name}: setup said: {text.strip().splitlines()[-1] if text.strip() else ''}")
+            print(f"  {name}: wrote {', '.join(run.pngs[name]) or 'no PNG'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
