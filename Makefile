@@ -1,11 +1,12 @@
 # make demo  - pegu's main job, offline (tiny-sd15 -> real Real-ESRGAN x4plus -> 2048x2048)
 # make test  - sets up .venv from nothing (idempotent), then runs every test
+# make kaggle-sim - the Kaggle kernels from a clean image, internet on and off (make test runs it)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.pegu-installed
 
-.PHONY: setup demo test bench gpu-wheels clean
+.PHONY: setup demo test kaggle-sim bench gpu-wheels clean
 setup: $(STAMP)
 
 $(BIN)/python:
@@ -27,6 +28,9 @@ demo: $(STAMP)
 test: $(STAMP)
 	PEGU_OFFLINE=1 $(BIN)/python -m pytest -q
 
+kaggle-sim: $(STAMP)
+	$(BIN)/python tests/kaggle_sim.py
+
 bench: $(STAMP)
 	$(BIN)/python benchmarks/upscale.py --scale
 	bash benchmarks/gpu.sh --smoke
@@ -45,4 +49,4 @@ gpu-wheels: $(STAMP)
 	du -sh benchmarks/wheels
 
 clean:
-	rm -rf $(VENV) out
+	rm -rf $(VENV) out .kaggle-sim

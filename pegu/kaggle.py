@@ -311,7 +311,10 @@ BOOTSTRAP_CELL = (
     f"root = os.environ.get('{INPUT_ENV}') or '/kaggle/input'\n"
     f"setup = sorted(glob.glob(f'{{root}}/*/{SETUP_SCRIPT}')\n"
     f"               + glob.glob(f'{{root}}/datasets/*/*/{SETUP_SCRIPT}'))\n"
-    "runpy.run_path(setup[-1]) if setup else print('pegu setup skipped: not on Kaggle, or the "
+    "if setup:\n"
+    "    runpy.run_path(setup[-1])\n"
+    "else:\n"
+    "    print('pegu setup skipped: not on Kaggle, or the "
     f"{DATASET} dataset is not attached (Add Input -> Datasets)')")
 _SETUP_SOURCE = '''"""pegu's Kaggle setup, run by the notebooks' first cell before torch is imported:
 pegu from this dataset (when missing or another version), then pegu.kaggle.prepare()."""

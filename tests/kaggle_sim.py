@@ -93,13 +93,22 @@ def staged(work: Path) -> dict[str, Path]:
 @dataclass
 class KernelRun:
     """What one internet mode did: setup: each notebook's first-cell output; installed:
-    the distributions the kernels added over the image; pngs: images each notebook wrote."""
+    the distributions the kernels added over the image; pngs: images each notebook wrote;
+    statuses: the status column of every results table a notebook wrote."""
 
     mode: str
     setup: dict[str, str] = field(default_factory=dict)
     installed: list[str] = field(default_factory=list)
     pngs: dict[str, list[str]] = field(default_factory=dict)
+    statuses: dict[str, list[str]] = field(default_factory=dict)
     seconds: float = 0.0
+
+
+def _column(csv: Path, name: str) -> list[str]:
+    import csv as csvlib
+
+    with open(csv, newline="") as f:
+        return [row[name] for row in csvlib.DictReader(f)]
 
 
 def kernel_env(work: Path, venv: Path, inputs: Path, mode: str) -> dict:
@@ -149,6 +158,8 @@ def kernel(work: Path, image_venv: Path, inputs: Path, notebooks: dict[str, Path
                                f"{r.returncode}); setup said:\n{run.setup[name]}\n"
                                f"{r.stderr[-6000:]}")
         run.pngs[name] = sorted(p.name for p in out_dir.rglob("*.png"))
+        run.statuses[name] = [status for table in sorted(out_dir.rglob("results.csv"))
+                              for status in _column(table, "status")]
     run.installed = sorted(p.name.split("-")[0].lower() for p in site.glob("*.dist-info"))
     run.seconds = time.perf_counter() - t0
     return run
@@ -176,7 +187,8 @@ def main(argv=None) -> int:
               f"installed over the image: {', '.join(run.installed)}")
         for name, text in run.setup.items():
             print(f"  {name}: setup said: {text.strip().splitlines()[-1] if text.strip() else ''}")
-            print(f"  {name}: wrote {', '.join(run.pngs[name]) or 'no PNG'}")
+            print(f"  {name}: wrote {', '.join(run.pngs[name]) or 'no PNG'}; runs: "
+                  f"{', '.join(run.statuses[name]) or 'none'}")
     return 0
 
 

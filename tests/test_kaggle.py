@@ -284,3 +284,26 @@ def test_internet_means_pip_can_reach_its_index(monkeypatch):
 
     monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple/")  # refuses at once
     assert _internet(timeout=2) is False
+
+
+def test_replacing_an_imported_torch_says_restart_once(monkeypatch, capsys):
+    import torch  # noqa: F401  (this kernel has imported torch)
+
+    import pegu.kaggle as k
+
+    ran = []
+    monkeypatch.setattr(k, "on_kaggle", lambda: True)
+    monkeypatch.setattr(k, "_internet", lambda: True)
+    monkeypatch.setattr(k, "missing_needs", lambda: [])
+    monkeypatch.setattr(k.subprocess, "run", lambda cmd, check: ran.append(cmd))
+    monkeypatch.setattr(k, "_facts", lambda: (parse_nvidia_smi(P100), CU128, "2.9.1+cu128",
+                                              "0.24.1+cu128"))
+    with pytest.raises(SystemExit, match="restart the kernel"):
+        k.prepare(wheels=Path("/nowhere"))
+    assert len(ran) == 1 and CU126_INDEX in ran[0]
+    # after the restart the cu126 torch is there: nothing to do, no restart
+    monkeypatch.setattr(k, "_facts", lambda: (parse_nvidia_smi(P100), CU126, "2.9.1+cu126",
+                                              "0.24.1+cu126"))
+    plan = k.prepare(wheels=Path("/nowhere"))
+    assert plan.commands == [] and len(ran) == 1
+    assert "nothing to do" in capsys.readouterr().out

