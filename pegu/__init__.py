@@ -1,7 +1,7 @@
 """pegu: Performance-Efficient Generative Upscaling.
 
 Public entry points (imported lazily, so ``import pegu`` stays fast):
-``run`` / ``RunSettings`` (the whole pipeline), ``read_settings``,
+``run`` / ``run_many`` / ``RunSettings`` (the whole pipeline), ``read_settings``,
 ``load_generator`` / ``Generator``, ``load_upscaler`` / ``Upscaler``.
 """
 from __future__ import annotations
@@ -19,6 +19,7 @@ _LAZY = {
     "GenerateSettings": "pegu.settings",
     "GENERATORS": "pegu.registry",
     "run": "pegu.pipeline",
+    "run_many": "pegu.pipeline",
     "RunResult": "pegu.pipeline",
     "RunSettings": "pegu.settings",
     "UpscaleSettings": "pegu.settings",
@@ -29,7 +30,7 @@ __all__ = ["__version__", *_LAZY]
 
 
 _SUBMODULES = {"metrics", "sweep", "settings", "registry", "device", "upscale", "generate",
-               "pipeline", "metadata", "images", "plots", "studies", "widgets"}
+               "pipeline", "metadata", "images", "plots", "studies", "widgets", "kaggle"}
 
 
 def __getattr__(name: str):

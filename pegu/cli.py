@@ -84,6 +84,9 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--model", help="text-to-image model (default realistic-vision-v6)")
     g.add_argument("--negative", help="negative prompt (default: the model's recommendation)")
     g.add_argument("--seed", type=int)
+    g.add_argument("--count", type=int, default=1,
+                   help="N images, seeds SEED..SEED+N-1 (on two GPUs the upscaler works on "
+                   "one while the next image generates on the other)")
     g.add_argument("--steps", type=int)
     g.add_argument("--guidance", type=float)
     g.add_argument("--scheduler", help="e.g. 'DPM++ 2M Karras', 'Euler a', 'UniPC'")
@@ -113,7 +116,8 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--grid", type=Path, required=True, help="grid YAML (see README)")
     w.add_argument("--out", type=Path, required=True, help="results folder")
     w.add_argument("--notebook", type=Path, help="execute this notebook per parameter set")
-    w.add_argument("--processes", type=int, default=1, help="split across N processes")
+    w.add_argument("--processes", type=int, help="split across N processes (default: one per "
+                   "GPU when there are several, else 1)")
     w.add_argument("--shard", help="I/N: run only this process's share (set by --processes "
                    "or accelerate launch)")
     w.add_argument("--device", default="auto")
@@ -284,25 +288,36 @@ def _generate(args) -> int:
     settings = dataclasses.replace(
         base, generate=dataclasses.replace(base.generate, **g),
         upscale=dataclasses.replace(base.upscale, **u), **r)
+    if args.count < 1:
+        raise ValueError(f"--count must be at least 1, got {args.count}")
+    runs = [dataclasses.replace(settings, generate=dataclasses.replace(
+        settings.generate, seed=settings.generate.seed + i)) for i in range(args.count)]
     out = args.out or Path("out")
-    if out.suffix.lower() != ".png":
-        out = out / (f"pegu_{Path(settings.model).name}_{settings.generate.seed}_"
-                     f"{settings.target[0]}x{settings.target[1]}.png")
-    if out.exists() and not args.overwrite:
-        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
-    ensure_writable_dir(out.parent)
-    from .pipeline import run
+    if out.suffix.lower() == ".png" and args.count > 1:
+        raise ValueError("--count writes one PNG per seed: give --out a folder")
+    outs = [out if out.suffix.lower() == ".png" else out / (
+        f"pegu_{Path(s.model).name}_{s.generate.seed}_{s.target[0]}x{s.target[1]}.png")
+        for s in runs]
+    for o in outs:
+        if o.exists() and not args.overwrite:
+            raise FileExistsError(f"{o} exists; pass --overwrite to replace it")
+    ensure_writable_dir(outs[0].parent)
+    from .pipeline import run, run_many
 
-    result = run(settings, device=args.device)
-    for w in result.choices.get("warnings", []):
-        print(f"warning: {w}", file=sys.stderr)
-    if result.status != "ok":
-        print(result.summary(), file=sys.stderr)
-        print(f"pegu generate: {result.error}", file=sys.stderr)
-        return 1
-    result.save(out, overwrite=args.overwrite)
-    print(f"{result.summary()} -> {out}")
-    return 0
+    results = [run(runs[0], device=args.device)] if args.count == 1 else \
+        run_many(runs, device=args.device, progress=True)
+    failed = 0
+    for result, o in zip(results, outs):
+        for w in result.choices.get("warnings", []):
+            print(f"warning: {w}", file=sys.stderr)
+        if result.status != "ok":
+            print(result.summary(), file=sys.stderr)
+            print(f"pegu generate: {result.error}", file=sys.stderr)
+            failed += 1
+            continue
+        result.save(o, overwrite=args.overwrite)
+        print(f"{result.summary()} -> {o}")
+    return 1 if failed else 0
 
 
 def _sweep(args) -> int:
@@ -317,20 +332,17 @@ def _sweep(args) -> int:
         table = sw.notebook_sweep(args.notebook, args.grid, args.out, progress=True)
     else:
         clip = None if args.no_clip else (args.clip or DEFAULT_CLIP)
-        if args.processes > 1:
-            table = sw.sweep_processes(args.grid, args.out, args.processes,
-                                       device="cpu" if args.device == "auto" else args.device,
-                                       clip=clip)
-        else:
-            shard = None
-            if args.shard:
-                try:
-                    shard = tuple(int(x) for x in args.shard.split("/"))
-                    assert len(shard) == 2 and 0 <= shard[0] < shard[1]
-                except (ValueError, AssertionError):
-                    raise ValueError(f"--shard must be I/N with 0 <= I < N, got {args.shard!r}")
-            table = sw.sweep(args.grid, args.out, device=args.device, clip=clip, shard=shard,
-                             progress=True)
+        shard = None
+        if args.shard:
+            parts = args.shard.split("/")
+            if len(parts) != 2 or not all(p.isdigit() for p in parts) \
+                    or not 0 <= int(parts[0]) < int(parts[1]):
+                raise ValueError(f"--shard must be I/N with 0 <= I < N, got {args.shard!r}")
+            shard = (int(parts[0]), int(parts[1]))
+        if args.processes is not None and args.processes < 1:
+            raise ValueError(f"--processes must be at least 1, got {args.processes}")
+        table = sw.sweep(args.grid, args.out, device=args.device, clip=clip, shard=shard,
+                         progress=True, processes=args.processes or "auto")
     if args.shard:
         return 0
     from .plots import sweep_plots

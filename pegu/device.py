@@ -123,6 +123,13 @@ def peak_rss() -> int:
     return rss if sys.platform == "darwin" else rss * 1024
 
 
+def gpu_count() -> int:
+    """CUDA GPUs this process sees (0 without CUDA): two on Kaggle's GPU T4 x2."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
 def gpu_problem(capability: tuple[int, int], arch_list: list[str], torch_version: str,
                 torchvision_version: str | None = None) -> str | None:
     """Why this torch build cannot run on a GPU of ``capability``, with the fix; else None.

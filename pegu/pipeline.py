@@ -111,15 +111,95 @@ def run(settings: RunSettings, generator=None, upscaler=None, *, device="auto",
     refine, upscale to the intermediate size and (3) img2img there; (4) upscale to the exact
     target. A CUDA out-of-memory error in direct mode is a result (status "oom"), not a crash.
     """
-    import torch
-
-    from .device import describe
     from .generate import load_generator
-    from .upscale import load_upscaler
 
     if generator is None:
         generator = load_generator(settings.model, device=device)
-    elif generator.name != settings.model and generator.source != settings.model:
+    result = _generate(settings, generator, progress)
+    if result.image is not None or result.status != "ok":
+        return result
+    return _upscale(result, generator, upscaler, progress)
+
+
+def run_many(settings: list[RunSettings], generator=None, upscaler=None, *, device="auto",
+             overlap: bool | str = "auto", progress: bool = False) -> list[RunResult]:
+    """Run several settings of one model (and one upscaler) in order; returns their results
+    in the same order.
+
+    overlap: "auto" = on a machine with two or more GPUs, load the generator on the first
+    and the upscaler on the second, and upscale image i on the second while image i+1
+    generates on the first (two T4s: up to 2× the images per hour when the stages take
+    equally long); True overlaps on whatever devices the models are on; False runs one
+    after another. Runs with refine (which needs the generator again) or in direct mode
+    are not overlapped.
+    """
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    from .device import gpu_count
+    from .generate import load_generator
+    from .upscale import load_upscaler
+
+    settings = list(settings)
+    if not settings:
+        return []
+    if overlap == "auto":
+        overlap = device == "auto" and gpu_count() > 1
+    first = settings[0]
+    if generator is None:
+        generator = load_generator(first.model, device="cuda:0" if overlap and
+                                   device == "auto" else device)
+    if upscaler is None and any(s.mode == "upscale" for s in settings):
+        u = first.upscale
+        up_device = "cuda:1" if overlap and device == "auto" else generator.device
+        upscaler = load_upscaler(u.model, device=up_device,
+                                 tile="auto" if u.tile is None else u.tile,
+                                 tile_overlap=u.tile_overlap, denoise=u.denoise,
+                                 dtype=u.dtype, engine=u.engine)
+    for s in settings:
+        if s.mode == "upscale" and not _same_upscaler(s.upscale, upscaler):
+            raise ValueError(f"run_many runs one upscaler; {s.upscale.model!r} (tile "
+                             f"{s.upscale.tile}) differs from the loaded {upscaler.name!r} "
+                             f"(tile {upscaler.tile})")
+    if not overlap:
+        return [run(s, generator, upscaler, progress=progress) for s in settings]
+    out: list = []
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pegu-upscale") as pool:
+        pending = None
+        for s in settings:
+            if s.mode != "upscale" or s.refine is not None:
+                if pending is not None:
+                    pending.result()  # the upscaler is free again
+                out.append(run(s, generator, upscaler, progress=progress))
+                continue
+            started = _generate(s, generator, progress)
+            if pending is not None:
+                pending.result()  # at most one image waits for the upscaler
+            pending = pool.submit(_upscale, started, generator, upscaler, progress)
+            out.append(pending)
+    return [r.result() if isinstance(r, Future) else r for r in out]
+
+
+def _same_upscaler(want, upscaler) -> bool:
+    """Whether ``upscaler`` is the model and tile that UpscaleSettings ``want`` names."""
+    from .registry import upscaler_spec
+
+    if want.tile is not None and want.tile != upscaler.tile:
+        return False
+    if Path(want.model).suffix:
+        return str(want.model) == upscaler.source
+    try:
+        return upscaler_spec(want.model).name == upscaler.name
+    except ValueError:
+        return False
+
+
+def _generate(settings: RunSettings, generator, progress: bool) -> RunResult:
+    """Stage 1: the base image (the final one in direct mode), or an "oom" result."""
+    import torch
+
+    from .device import describe
+
+    if generator.name != settings.model and generator.source != settings.model:
         raise ValueError(f"the generator passed is {generator.name!r} but the settings name "
                          f"{settings.model!r}")
     dev = generator.device
@@ -130,13 +210,9 @@ def run(settings: RunSettings, generator=None, upscaler=None, *, device="auto",
     result = RunResult(settings=settings, choices={
         "device": describe(dev), "dtype": str(generator.dtype).removeprefix("torch."),
         "generator_source": generator.source, "vae_fp32_fallback": False})
-
-    def stage(name, fn):
-        return measure_stage(result.stages, name, dev, fn)
-
-    # 1. generate
     try:
-        gen = stage("generate", lambda: generator.generate(g, progress=progress))
+        gen = measure_stage(result.stages, "generate", dev,
+                            lambda: generator.generate(g, progress=progress))
     except torch.OutOfMemoryError as e:
         if settings.mode != "direct":
             raise
@@ -150,12 +226,23 @@ def run(settings: RunSettings, generator=None, upscaler=None, *, device="auto",
                           warnings=list(gen.warnings))
     if settings.mode == "direct":
         result.image = gen.image
-        return result
+    return result
+
+
+def _upscale(result: RunResult, generator, upscaler, progress: bool) -> RunResult:
+    """Stages 2-4 on a generated ``result``: refine (optional) and upscale to the target."""
+    from .device import describe
+    from .upscale import load_upscaler
+
+    settings, g = result.settings, result.settings.generate
+
+    def stage(name, device, fn):
+        return measure_stage(result.stages, name, device, fn)
 
     if upscaler is None:
         u = settings.upscale
-        upscaler = stage("load upscaler", lambda: load_upscaler(
-            u.model, device=dev, tile="auto" if u.tile is None else u.tile,
+        upscaler = stage("load upscaler", generator.device, lambda: load_upscaler(
+            u.model, device=generator.device, tile="auto" if u.tile is None else u.tile,
             tile_overlap=u.tile_overlap, denoise=u.denoise, dtype=u.dtype,
             engine=u.engine))
     if not Path(settings.upscale.model).suffix:  # a registry alias: record the real name
@@ -164,20 +251,22 @@ def run(settings: RunSettings, generator=None, upscaler=None, *, device="auto",
     result.choices.update(upscaler_source=upscaler.source, tile_limit=upscaler.tile,
                           upscaler_dtype=str(upscaler.dtype).removeprefix("torch."),
                           upscaler_engine=upscaler.engine)
-    image = gen.image
+    if upscaler.device != generator.device:
+        result.choices["upscaler_device"] = describe(upscaler.device)
+    image = result.base
     # 2-3. refine: ESRGAN to the intermediate size, then img2img there
     if settings.refine is not None:
         size = _refine_size(image.size, settings)
         result.choices["refine_size"] = f"{size[0]}x{size[1]}"
-        image = stage("upscale to refine size", lambda: upscaler.run(
+        image = stage("upscale to refine size", upscaler.device, lambda: upscaler.run(
             image, target=size, fit=settings.fit, progress=progress)).image
-        image, fallback = stage("refine", lambda: generator.refine(
+        image, fallback = stage("refine", generator.device, lambda: generator.refine(
             image, g, settings.refine, settings.refine_steps, progress=progress))
         result.intermediate = image
         result.choices["vae_fp32_fallback"] |= fallback
     # 4. upscale to the exact target
-    up = stage("upscale", lambda: upscaler.run(image, target=settings.target, fit=settings.fit,
-                                               progress=progress))
+    up = stage("upscale", upscaler.device, lambda: upscaler.run(
+        image, target=settings.target, fit=settings.fit, progress=progress))
     result.image = up.image
     result.choices.update(tile=up.tile, tiles=up.tiles, upscale_passes=up.passes)
     return result

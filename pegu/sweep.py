@@ -193,17 +193,20 @@ def shard_from_env() -> tuple[int, int]:
 
 
 def sweep(grid, out, *, device="auto", clip: str | None = None, shard: tuple[int, int] | None = None,
-          progress: bool = False):
+          progress: bool = False, processes: int | str = "auto"):
     """Run every run of ``grid`` (see :func:`load_grid`) into ``out``; returns the table.
 
     Models are loaded once per run of consecutive runs that use them. clip: a CLIP model
     name for the clip_score / clip_realism columns (None: weight-free metrics only).
-    clip may also be a loaded Clip. shard: (i, n) runs only every n-th run starting at i (default: from ``accelerate
+    clip may also be a loaded Clip. processes: "auto" = one process per GPU when this
+    machine has several and ``device`` is "auto" (Kaggle's GPU T4 x2: two), else this
+    process; N = split across N worker processes (:func:`sweep_processes`), rows merged.
+    shard: (i, n) runs only every n-th run starting at i (default: from ``accelerate
     launch``'s RANK / WORLD_SIZE), so several processes share one sweep.
     """
     import torch
 
-    from .device import resolve_device
+    from .device import gpu_count, resolve_device
     from .generate import load_generator
     from .images import ensure_writable_dir
     from .metrics import as_clip
@@ -215,8 +218,20 @@ def sweep(grid, out, *, device="auto", clip: str | None = None, shard: tuple[int
     grid = read_grid(grid)  # read once: the runs, then attribute control, use it
     runs = load_grid(grid)
     index, count = shard or shard_from_env()
-    if device == "auto" and count > 1 and torch.cuda.device_count() > 1:
-        device = f"cuda:{int(os.environ.get('LOCAL_RANK', index)) % torch.cuda.device_count()}"
+    if processes == "auto":
+        processes = max(1, gpu_count()) if count == 1 and device == "auto" else 1
+    if not isinstance(processes, int) or processes < 1:
+        raise ValueError(f"processes must be 'auto' or a positive number, got {processes!r}")
+    if processes > 1 and count == 1:
+        table = sweep_processes(grid, out, processes, device=device,
+                                clip=getattr(clip, "name", clip))
+        if "attribute_control" not in table:
+            add_attribute_control(table, as_clip(clip, device=resolve_device(device)), grid)
+            if "attribute_control" in table:
+                _write_tables(table, out)
+        return table
+    if device == "auto" and count > 1 and gpu_count() > 1:
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', index)) % gpu_count()}"
     dev = resolve_device(device)
     scorer = as_clip(clip, device=dev)
     mine = [(i, d) for i, d in enumerate(runs) if i % count == index]
@@ -256,7 +271,7 @@ def sweep(grid, out, *, device="auto", clip: str | None = None, shard: tuple[int
                    "seconds": round(time.perf_counter() - t0, 3)}
             if progress:
                 traceback.print_exc(file=sys.stderr)
-        row.update(index=i, run_id=rid)
+        row.update(index=i, run_id=rid, process=f"{index}/{count}")
         write_row(row_path, row)
         if progress:
             print(f"[{index}/{count}] run {i} {rid}: {row['status']} "
@@ -269,13 +284,23 @@ def sweep(grid, out, *, device="auto", clip: str | None = None, shard: tuple[int
     return table
 
 
-def sweep_processes(grid, out, processes: int, *, device="cpu", clip: str | None = None):
+def sweep_processes(grid, out, processes: int, *, device="auto", clip: str | None = None):
     """Split a sweep over ``processes`` worker processes (``pegu sweep --shard i/n``) and
-    merge their rows into one table. (On several GPUs ``accelerate launch --num_processes
-    N -m pegu.cli sweep ...`` does the same, one GPU per process.)"""
+    merge their rows into one table. With ``device="auto"`` worker i takes GPU i when there
+    are several (as under ``accelerate launch --num_processes N -m pegu.cli sweep ...``).
+    ``grid``: a YAML file or a dict (written to ``out/.grid.json`` for the workers)."""
     import subprocess
 
-    load_grid(grid)  # fail here, not in every worker
+    runs = load_grid(grid)  # fail here, not in every worker
+    if isinstance(grid, dict):
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / ".grid.json"
+        tmp = path.with_name(f".grid.json.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(grid))
+        os.replace(tmp, path)
+        grid = path
+    processes = max(1, min(processes, len(runs)))
     cmd = [sys.executable, "-m", "pegu.cli", "sweep", "--grid", str(grid), "--out", str(out),
            "--device", device] + (["--clip", clip] if clip else ["--no-clip"])
     workers = [subprocess.Popen(cmd + ["--shard", f"{i}/{processes}"])

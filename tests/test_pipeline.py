@@ -179,6 +179,41 @@ def test_a_mismatched_generator_is_refused(sd15):
         run(RunSettings(GenerateSettings(PROMPT), model="tiny-sdxl"), sd15)
 
 
+def test_run_many_overlaps_upscaling_with_the_next_generation(sd15, fast_up, monkeypatch):
+    """Two devices in one machine (here the CPU stands in for both GPUs, a thread each):
+    image i is upscaled on the upscaler's thread while image i+1 generates; the same
+    images as one after another, each once, in order."""
+    import threading
+
+    from pegu.pipeline import run_many
+
+    batch = [settings(g=dict(seed=s, width=64, height=64), target=(256, 256))
+             for s in (0, 1, 2)]
+    one_by_one = run_many(batch, sd15, fast_up, overlap=False)
+    threads = []
+    upscale = fast_up.run
+
+    def recorded(*a, **kw):
+        threads.append(threading.current_thread().name)
+        return upscale(*a, **kw)
+
+    monkeypatch.setattr(fast_up, "run", recorded)
+    overlapped = run_many(batch, sd15, fast_up, overlap=True)
+    assert len(threads) == 3 and all(t.startswith("pegu-upscale") for t in threads)
+    assert [r.settings.generate.seed for r in overlapped] == [0, 1, 2]
+    for a, b in zip(one_by_one, overlapped):
+        assert a.status == b.status == "ok" and a.image.size == (256, 256)
+        assert np.abs(np.asarray(a.image, np.int16) - np.asarray(b.image, np.int16)).max() <= 1
+        assert [s.stage for s in b.stages] == ["generate", "upscale"]
+    with pytest.raises(ValueError, match="runs one upscaler"):
+        run_many([settings(upscale=UpscaleSettings("RealESRGAN_x4plus"))], sd15, fast_up)
+    # "auto" overlaps only with two GPUs
+    monkeypatch.setattr("pegu.device.gpu_count", lambda: 1)
+    threads.clear()
+    run_many(batch[:2], sd15, fast_up)
+    assert threads == ["MainThread", "MainThread"]
+
+
 # ---- the command line, as a user runs it ----
 
 def pegu_cmd(*args, **kw):
@@ -203,6 +238,18 @@ def test_cli_generate_info_and_from(tmp_path):
     r = pegu_cmd("generate", PROMPT, "--model", "tiny-sd15", "--steps", "2", "--seed", "9",
                  "--target", "640x640", "--upscaler", "animevideov3", "--out", out)
     assert r.returncode == 2 and "exists; pass --overwrite" in r.stderr
+
+
+def test_cli_generate_count(tmp_path):
+    r = pegu_cmd("generate", PROMPT, "--model", "tiny-sd15", "--steps", "2", "--seed", "5",
+                 "--size", "64x64", "--target", "256x256", "--upscaler", "animevideov3",
+                 "--count", "2", "--out", tmp_path)
+    assert r.returncode == 0, r.stderr
+    made = sorted(p.name for p in tmp_path.glob("*.png"))
+    assert made == ["pegu_tiny-sd15_5_256x256.png", "pegu_tiny-sd15_6_256x256.png"]
+    assert read_settings(tmp_path / made[1]).generate.seed == 6
+    r = pegu_cmd("generate", PROMPT, "--count", "2", "--out", tmp_path / "one.png")
+    assert r.returncode == 2 and "give --out a folder" in r.stderr
 
 
 def test_cli_bad_input(tmp_path):

@@ -1,4 +1,4 @@
-"""Sweeps: in process, resumed, over papermill, and split across two processes."""
+"""Sweeps: in process, resumed, over papermill, and split across two processes (GPUs)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 import pegu.pipeline
-from pegu.sweep import load_grid, notebook_sweep, sweep, sweep_processes
+from pegu.sweep import load_grid, notebook_sweep, sweep
 
 GRID = {
     "base": {"generate": {"width": 128, "height": 128}, "target": [512, 512],
@@ -84,16 +84,24 @@ def test_papermill_sweep_runs_the_notebook_per_parameter_set(tmp_path):
         notebook_sweep(notebook, {"parameters": {"cfg": [7]}}, tmp_path / "bad")
 
 
-def test_two_processes_give_the_same_rows_as_one(tmp_path):
-    import yaml
+def test_two_gpus_split_a_sweep_by_default(tmp_path, monkeypatch):
+    """On a machine with two GPUs sweep() runs one worker process per GPU (here the CPU
+    stands in for both): every run once, the same rows and pixels as one process."""
+    import numpy as np
+    from PIL import Image
 
     grid = dict(GRID, models=["tiny-sd15"], steps=[2])
-    path = tmp_path / "grid.yaml"
-    path.write_text(yaml.safe_dump(grid))
-    one = sweep(path, tmp_path / "one")
-    two = sweep_processes(path, tmp_path / "two", 2)
+    one = sweep(grid, tmp_path / "one")
+    assert set(one.process) == {"0/1"}
+    monkeypatch.setattr("pegu.device.gpu_count", lambda: 2)
+    two = sweep(grid, tmp_path / "two")
+    assert sorted(two.process) == ["0/2", "1/2"] and two.run_id.is_unique
     assert len(two) == 2 and (two.status == "ok").all()
     pd.testing.assert_frame_equal(stable(two), stable(one))
+    for a, b in zip(one.sort_values("index").image, two.sort_values("index").image):
+        assert np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b)))
+    again = sweep(grid, tmp_path / "two")  # resumed: nothing is run twice
+    pd.testing.assert_frame_equal(again, two)
 
 
 def test_attribute_control_and_plots(tmp_path):
