@@ -1,7 +1,6 @@
 """``pegu doctor``: what this machine can run, each problem with its fix."""
 from __future__ import annotations
 
-import os
 import platform
 import sys
 from dataclasses import dataclass
@@ -94,7 +93,7 @@ def _kaggle_inputs() -> Check:
     names = ", ".join(str(p.relative_to(input_root())) for p in inputs)
     if not find_attached(SETUP_SCRIPT):
         return Check("kaggle inputs", "warn", f"{len(inputs)} attached ({names}), but not "
-                     f"the {DATASET} dataset", f"attach the dataset built by `pegu kaggle "
+                     f"the {DATASET} dataset", "attach the dataset built by `pegu kaggle "
                      "package` (Add Input → Datasets)")
     return Check("kaggle inputs", "ok", f"{len(inputs)} attached: {names}")
 

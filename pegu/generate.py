@@ -5,7 +5,6 @@
 """
 from __future__ import annotations
 
-import os
 import time
 import warnings
 from dataclasses import dataclass, replace

