@@ -137,7 +137,7 @@ def run_many(settings: list[RunSettings], generator=None, upscaler=None, *, devi
 
     from .device import gpu_count
     from .generate import load_generator
-    from .upscale import load_upscaler
+    from .upscale import load_upscaler_from
 
     settings = list(settings)
     if not settings:
@@ -149,14 +149,10 @@ def run_many(settings: list[RunSettings], generator=None, upscaler=None, *, devi
         generator = load_generator(first.model, device="cuda:0" if overlap and
                                    device == "auto" else device)
     if upscaler is None and any(s.mode == "upscale" for s in settings):
-        u = first.upscale
-        up_device = "cuda:1" if overlap and device == "auto" else generator.device
-        upscaler = load_upscaler(u.model, device=up_device,
-                                 tile="auto" if u.tile is None else u.tile,
-                                 tile_overlap=u.tile_overlap, denoise=u.denoise,
-                                 dtype=u.dtype, engine=u.engine)
+        upscaler = load_upscaler_from(first.upscale, device="cuda:1" if overlap and
+                                      device == "auto" else generator.device)
     for s in settings:
-        if s.mode == "upscale" and not _same_upscaler(s.upscale, upscaler):
+        if s.mode == "upscale" and not upscaler.matches(s.upscale):
             raise ValueError(f"run_many runs one upscaler; {s.upscale.model!r} (tile "
                              f"{s.upscale.tile}) differs from the loaded {upscaler.name!r} "
                              f"(tile {upscaler.tile})")
@@ -177,20 +173,6 @@ def run_many(settings: list[RunSettings], generator=None, upscaler=None, *, devi
             pending = pool.submit(_upscale, started, generator, upscaler, progress)
             out.append(pending)
     return [r.result() if isinstance(r, Future) else r for r in out]
-
-
-def _same_upscaler(want, upscaler) -> bool:
-    """Whether ``upscaler`` is the model and tile that UpscaleSettings ``want`` names."""
-    from .registry import upscaler_spec
-
-    if want.tile is not None and want.tile != upscaler.tile:
-        return False
-    if Path(want.model).suffix:
-        return str(want.model) == upscaler.source
-    try:
-        return upscaler_spec(want.model).name == upscaler.name
-    except ValueError:
-        return False
 
 
 def _generate(settings: RunSettings, generator, progress: bool) -> RunResult:
@@ -232,7 +214,7 @@ def _generate(settings: RunSettings, generator, progress: bool) -> RunResult:
 def _upscale(result: RunResult, generator, upscaler, progress: bool) -> RunResult:
     """Stages 2-4 on a generated ``result``: refine (optional) and upscale to the target."""
     from .device import describe
-    from .upscale import load_upscaler
+    from .upscale import load_upscaler_from
 
     settings, g = result.settings, result.settings.generate
 
@@ -240,11 +222,8 @@ def _upscale(result: RunResult, generator, upscaler, progress: bool) -> RunResul
         return measure_stage(result.stages, name, device, fn)
 
     if upscaler is None:
-        u = settings.upscale
-        upscaler = stage("load upscaler", generator.device, lambda: load_upscaler(
-            u.model, device=generator.device, tile="auto" if u.tile is None else u.tile,
-            tile_overlap=u.tile_overlap, denoise=u.denoise, dtype=u.dtype,
-            engine=u.engine))
+        upscaler = stage("load upscaler", generator.device,
+                         lambda: load_upscaler_from(settings.upscale, generator.device))
     if not Path(settings.upscale.model).suffix:  # a registry alias: record the real name
         settings = replace(settings, upscale=replace(settings.upscale, model=upscaler.name))
         result.settings = settings

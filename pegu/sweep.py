@@ -212,7 +212,7 @@ def sweep(grid, out, *, device="auto", clip: str | None = None, shard: tuple[int
     from .metrics import as_clip
     from .pipeline import run
     from .settings import RunSettings
-    from .upscale import load_upscaler
+    from .upscale import load_upscaler_from
 
     out = ensure_writable_dir(Path(out))
     grid = read_grid(grid)  # read once: the runs, then attribute control, use it
@@ -251,12 +251,9 @@ def sweep(grid, out, *, device="auto", clip: str | None = None, shard: tuple[int
                 loaded["generator"] = None  # free the previous model first
                 g = loaded["generator"] = load_generator(settings.model, device=dev)
             u = loaded["upscaler"]
-            want = settings.upscale
-            if settings.mode == "upscale" and (u is None or want.model != u.name
-                                               or (want.tile or u.tile) != u.tile):
-                u = loaded["upscaler"] = load_upscaler(
-                    want.model, device=dev, tile="auto" if want.tile is None else want.tile,
-                    tile_overlap=want.tile_overlap, denoise=want.denoise)
+            if settings.mode == "upscale" and (u is None or not u.matches(settings.upscale)):
+                loaded["upscaler"] = None  # free the previous one first
+                u = loaded["upscaler"] = load_upscaler_from(settings.upscale, dev)
             result = run(settings, g, u if settings.mode == "upscale" else None,
                          progress=progress)
             image = None

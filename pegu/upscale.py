@@ -58,7 +58,7 @@ class Upscaler:
 
     def __init__(self, model, *, name: str, scale: int, device, dtype, tile: int,
                  tile_overlap: int, source: str, engine: str = "torch", batch: int = 1,
-                 ncnn_net=None, unshuffle: int = 0):
+                 ncnn_net=None, unshuffle: int = 0, denoise: float | None = None):
         self.model = model
         self.name = name
         self.scale = scale
@@ -69,8 +69,31 @@ class Upscaler:
         self.source = source
         self.engine = engine
         self.batch = batch
+        self.denoise = denoise
         self._ncnn = ncnn_net
         self._unshuffle = unshuffle  # x2plus / x1 RRDB nets pixel-unshuffle their input
+
+    def matches(self, want) -> bool:
+        """Whether this is the upscaler UpscaleSettings ``want`` names, every field: model,
+        tile, tile_overlap, denoise, dtype and engine."""
+        from .device import resolve_dtype
+        from .registry import upscaler_spec
+
+        if Path(want.model).suffix:
+            same = str(Path(want.model).expanduser()) == self.source
+        else:
+            try:
+                same = upscaler_spec(want.model).name == self.name
+            except ValueError:
+                return False
+        try:
+            dtype = resolve_dtype(want.dtype, self.device)
+        except ValueError:
+            return False
+        tile = default_tile(self.device) if want.tile is None else want.tile
+        return (same and tile == self.tile and want.tile_overlap == self.tile_overlap
+                and want.denoise == self.denoise and want.engine == self.engine
+                and dtype == self.dtype)
 
     def __repr__(self) -> str:
         return (f"Upscaler({self.name!r}, x{self.scale}, device={self.device}, "
@@ -417,6 +440,19 @@ def _encode(x, meta: _Meta):
 
 # ---- loading ----
 
+def default_tile(device) -> int:
+    """The tile edge ``tile="auto"`` means: 512 on CUDA, 256 on the CPU."""
+    return 512 if getattr(device, "type", str(device)) == "cuda" else 256
+
+
+def load_upscaler_from(settings, device="auto") -> Upscaler:
+    """The upscaler UpscaleSettings ``settings`` names, with every field applied."""
+    return load_upscaler(settings.model, device=device,
+                         tile="auto" if settings.tile is None else settings.tile,
+                         tile_overlap=settings.tile_overlap, denoise=settings.denoise,
+                         dtype=settings.dtype, engine=settings.engine)
+
+
 def load_upscaler(name_or_path: str | Path = DEFAULT_UPSCALER, *, device="auto",
                   dtype="auto", tile: int | str = "auto", tile_overlap: int = 32,
                   denoise: float | None = None, arch: str | None = None,
@@ -472,7 +508,7 @@ def load_upscaler(name_or_path: str | Path = DEFAULT_UPSCALER, *, device="auto",
     if batch != "auto" and (not isinstance(batch, int) or batch < 1):
         raise ValueError(f"batch must be 'auto' or a positive number of tiles, got {batch!r}")
     if tile == "auto":
-        tile = 512 if dev.type == "cuda" else 256
+        tile = default_tile(dev)
     if not isinstance(tile, int) or tile < 0 or (0 < tile < MIN_TILE):
         raise ValueError(f"tile must be 0 (untiled) or at least {MIN_TILE}, got {tile!r}")
     if not isinstance(tile_overlap, int) or tile_overlap < 0 or (tile and 2 * tile_overlap > tile):
@@ -523,7 +559,7 @@ def load_upscaler(name_or_path: str | Path = DEFAULT_UPSCALER, *, device="auto",
         batch = _auto_batch(dev, dt, tile, scale)
     return Upscaler(model, name=name, scale=scale, device=dev, dtype=dt, tile=tile,
                     tile_overlap=tile_overlap, source=source, engine=engine, batch=batch,
-                    ncnn_net=net, unshuffle=unshuffle)
+                    ncnn_net=net, unshuffle=unshuffle, denoise=denoise)
 
 
 def _compiled(model, dev, mode: str = "default"):

@@ -100,7 +100,7 @@ class Explorer:
         """Run the pipeline with the controls' settings; show image, table or the error."""
         from .generate import load_generator
         from .pipeline import run, stages_table
-        from .upscale import load_upscaler
+        from .upscale import load_upscaler_from
 
         self.generate_button.disabled = True
         self.status.value = "<b>working…</b>"
@@ -111,13 +111,10 @@ class Explorer:
                 self._generators.clear()  # one text-to-image model in memory at a time
                 self._generators[s.model] = load_generator(s.model, device=self.device)
             gen = self._generators[s.model]
-            key = (s.upscale.model, s.upscale.tile)
-            if key not in self._upscalers:
-                self._upscalers[key] = load_upscaler(
-                    s.upscale.model, device=gen.device,
-                    tile="auto" if s.upscale.tile is None else s.upscale.tile)
+            if s.upscale not in self._upscalers:
+                self._upscalers[s.upscale] = load_upscaler_from(s.upscale, gen.device)
             with self.log:
-                self.result = run(s, gen, self._upscalers[key])
+                self.result = run(s, gen, self._upscalers[s.upscale])
             self.image.value = _png(self.result.image)
             self.table.value = stages_table(self.result.stages).to_html(index=False)
             self.status.value = f"<b>{_escape(self.result.summary())}</b>"

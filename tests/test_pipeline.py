@@ -179,6 +179,21 @@ def test_a_mismatched_generator_is_refused(sd15):
         run(RunSettings(GenerateSettings(PROMPT), model="tiny-sdxl"), sd15)
 
 
+def test_an_upscaler_matches_only_the_settings_that_made_it(fast_up):
+    from pegu.upscale import load_upscaler_from
+
+    assert fast_up.matches(UpscaleSettings("realesr-animevideov3"))
+    assert fast_up.matches(UpscaleSettings("animevideov3", tile=256, dtype="fp32"))
+    for other in (UpscaleSettings("RealESRGAN_x4plus"), UpscaleSettings("animevideov3", tile=128),
+                  UpscaleSettings("animevideov3", tile_overlap=16),
+                  UpscaleSettings("animevideov3", dtype="bf16"),
+                  UpscaleSettings("animevideov3", engine="ncnn")):
+        assert not fast_up.matches(other), other
+    want = UpscaleSettings("animevideov3", engine="ncnn", tile=128)
+    ncnn = load_upscaler_from(want, "cpu")
+    assert (ncnn.engine, ncnn.tile) == ("ncnn", 128) and ncnn.matches(want)
+
+
 def test_run_many_overlaps_upscaling_with_the_next_generation(sd15, fast_up, monkeypatch):
     """Two devices in one machine (here the CPU stands in for both GPUs, a thread each):
     image i is upscaled on the upscaler's thread while image i+1 generates; the same
