@@ -13,13 +13,13 @@ import pytest
 
 NOTEBOOKS = Path(__file__).parents[1] / "notebooks"
 DATA = Path(__file__).parent / "data"
-SMALL = {  # tiny-sd15 (random weights), small targets, real upscaler weights
+SMALL = {  # tiny-sd15 (random weights) at 128², small targets, real upscaler weights
     "01_model_comparison.ipynb": dict(
         models=["tiny-sd15"], prompts=["portrait of an old man"], seeds=[0, 1], steps=2,
-        target=256, upscaler="realesr-animevideov3", attribute_values=["red", "black"],
+        size=128, target=256, upscaler="realesr-animevideov3", attribute_values=["red", "black"],
         clip_model="tiny-clip"),
     "02_upscaling_walkthrough.ipynb": dict(
-        model="tiny-sd15", steps=2, target=640, upscaler="realesr-animevideov3",
+        model="tiny-sd15", steps=2, size=128, target=512, upscaler="realesr-animevideov3",
         tiles=[128], refine=0.3, clip_model="tiny-clip"),
     "03_explorer.ipynb": dict(model="tiny-sd15", upscaler="realesr-animevideov3", device="cpu"),
 }
