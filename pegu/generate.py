@@ -29,9 +29,10 @@ def choose_memory(family: str, width: int, height: int, batch: int, device_type:
                   total_bytes: int | None) -> str:
     """The lightest memory level that fits: "none" (all on the GPU), "vae-tiling" (also
     decode large images in tiles), "model-offload" (one component on the GPU at a time),
-    "sequential-offload" (layer by layer, slowest); "cpu" on the CPU."""
+    "sequential-offload" (layer by layer, slowest); on the CPU "cpu", or "vae-tiling" above
+    1024² (RAM is bounded too)."""
     if device_type != "cuda":
-        return "cpu"
+        return "vae-tiling" if width * height > 1024 * 1024 else "cpu"
     budget = 0.9 * (total_bytes or 0) / GIB
     mp = width * height / 2**20 * batch
     act = _ACT_GIB_PER_MP[family] * mp
@@ -99,6 +100,7 @@ class Generator:
         self.dtype = dtype
         self.memory_request = memory
         self.memory = "unset"
+        self._placement = "unset"
         self.scheduler = scheduler
         self.source = source
         self._scheduler_config = pipe.scheduler.config  # the model's own, never a previous call's
@@ -225,7 +227,13 @@ class Generator:
         return image
 
     def _apply_memory(self, width: int, height: int, batch: int) -> None:
-        """Set the memory level for this size (only ever raised, never lowered)."""
+        """This call's memory measures, chosen from its size alone so that the same settings
+        give the same image whatever ran before. VAE tiling (above 1024² or under offload)
+        and VAE slicing (batches, under the same) change the decoded pixels slightly: they
+        are set per call. Placement (offload) only ever rises: moving models back costs
+        time, and offload does not change the pixels. No attention slicing: PyTorch's fused
+        attention (SDPA) already bounds attention memory, and diffusers advises against
+        slicing on top of it."""
         import torch
 
         if self.memory_request == "auto":
@@ -234,23 +242,30 @@ class Generator:
             level = choose_memory(self.family, width, height, batch, self.device.type, total)
         else:
             level = self.memory_request
-        order = ("unset", "cpu", *MEMORY_LEVELS)
-        if order.index(level) <= order.index(self.memory):
-            return
+        order = ("unset", "cpu", "none", "model-offload", "sequential-offload")
+        place = level if level in order else ("cpu" if self.device.type == "cpu" else "none")
         pipe = self.pipe
-        if level in ("cpu", "none", "vae-tiling") and self.memory in ("unset", "cpu", "none"):
-            pipe.to(self.device)
-        elif level == "model-offload":
-            pipe.to("cpu")
-            pipe.enable_model_cpu_offload(device=self.device)
-        elif level == "sequential-offload":
-            pipe.to("cpu")
-            pipe.enable_sequential_cpu_offload(device=self.device)
-            pipe.enable_attention_slicing()
-        if level in ("vae-tiling", "model-offload", "sequential-offload"):
+        if order.index(place) > order.index(self._placement):
+            if place in ("cpu", "none"):
+                pipe.to(self.device)
+            elif place == "model-offload":
+                pipe.to("cpu")
+                pipe.enable_model_cpu_offload(device=self.device)
+            else:
+                pipe.to("cpu")
+                pipe.enable_sequential_cpu_offload(device=self.device)
+            self._placement = place
+        tiled = level in ("vae-tiling", "model-offload", "sequential-offload")
+        if tiled:
             pipe.vae.enable_tiling()
+        else:
+            pipe.vae.disable_tiling()
+        if tiled and batch > 1:
             pipe.vae.enable_slicing()
-        self.memory = level
+        else:
+            pipe.vae.disable_slicing()
+        self.memory = self._placement if order.index(self._placement) > order.index(place) \
+            else level
 
 
 # ---- loading ----

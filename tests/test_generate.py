@@ -195,6 +195,20 @@ def test_bad_settings_say_what_to_do():
     assert GenerateSettings.from_dict(s.to_dict()) == s
 
 
+def test_same_settings_same_image_whatever_ran_before(sd15):
+    """Tiled decoding for one large image must not stay on for the next, smaller one (576²:
+    large enough that a tiled decode would change it, since the VAE tiles above 512²)."""
+    small = GenerateSettings(PROMPT, steps=2, width=576, height=576)
+    before = sd15.generate(small, progress=False)
+    assert before.memory == "cpu" and not sd15.pipe.vae.use_tiling
+    big = sd15.generate(GenerateSettings(PROMPT, steps=1, width=1088, height=1088),
+                        progress=False)
+    assert big.memory == "vae-tiling"
+    after = sd15.generate(small, progress=False)
+    assert after.memory == "cpu" and not sd15.pipe.vae.use_tiling
+    assert np.array_equal(pixels(after.image), pixels(before.image))
+
+
 def test_bad_load_options():
     with pytest.raises(ValueError, match="memory must be"):
         load_generator("tiny-sd15", memory="lots")
@@ -219,6 +233,7 @@ GB = 10**9
     ("sdxl", 1024, 8 * GB, "model-offload"),
     ("sdxl", 2048, 8 * GB, "sequential-offload"),
     ("sdxl", 1024, None, "cpu"),
+    ("sd15", 2048, None, "vae-tiling"),        # direct 2048² on the CPU: RAM is bounded too
 ])
 def test_memory_policy_for_simulated_devices(family, size, vram, expected):
     device = "cpu" if vram is None else "cuda"
