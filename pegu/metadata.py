@@ -9,7 +9,7 @@ import json
 import re
 from pathlib import Path
 
-from .settings import GenerateSettings, RunSettings, UpscaleSettings
+from .settings import GenerateSettings, RunSettings, UpscaleSettings, sampler_name
 
 # A1111's own pattern (modules/infotext_utils.py): key: value, or key: "json string"
 _PARAM = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
@@ -106,9 +106,7 @@ def read_settings(path) -> RunSettings:
 def _from_a1111(p: dict) -> RunSettings:
     """Best-effort RunSettings from A1111 parameters."""
     w, h = (int(v) for v in p.get("Size", "512x512").split("x"))
-    sampler = p.get("Sampler", "DPM++ 2M Karras")
-    if p.get("Schedule type") == "Karras" and "Karras" not in sampler:
-        sampler += " Karras"
+    sampler = sampler_name(p.get("Sampler", "DPM++ 2M Karras"), p.get("Schedule type"))
     g = GenerateSettings(prompt=p["Prompt"], negative_prompt=p.get("Negative prompt", ""),
                          width=w, height=h, steps=int(p.get("Steps", 25)),
                          guidance=float(p.get("CFG scale", 7)), scheduler=sampler,

@@ -7,17 +7,62 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
-# A1111 / model-card names -> how pegu builds them (pegu.generate.make_scheduler)
-SCHEDULERS = ("DPM++ 2M Karras", "DPM++ SDE Karras", "DPM++ 2M SDE", "Euler a", "Euler",
-              "DDIM", "UniPC")
 MAX_SEED = 2**63 - 1
+
+# A1111 sampler names pegu reproduces, each built as pegu.generate.SAMPLERS says (with its
+# source); " Karras" is A1111's pre-1.9 spelling of "Schedule type: Karras".
+SCHEDULERS = ("DPM++ 2M", "DPM++ 2M Karras", "DPM++ 2M SDE", "DPM++ 2M SDE Karras",
+              "DPM++ SDE", "DPM++ SDE Karras", "Euler", "Euler a", "Heun", "LMS", "LMS Karras",
+              "DPM2", "DPM2 Karras", "DPM2 a", "DPM2 a Karras", "DDIM", "UniPC")
+# A1111 samplers with no diffusers port: refused, naming the closest pegu has
+NOT_REPRODUCED = {
+    "DPM++ 2S a": ("DPM++ SDE", "diffusers has no port of k-diffusion's "
+                   "sample_dpmpp_2s_ancestral (its scheduler table: N/A)"),
+    "DPM++ 2S a Karras": ("DPM++ SDE Karras", "diffusers has no port of k-diffusion's "
+                          "sample_dpmpp_2s_ancestral (its scheduler table: N/A)"),
+    "DPM++ 2M SDE Heun": ("DPM++ 2M SDE", "diffusers' DPM-Solver has no Heun SDE variant"),
+    "DPM++ 3M SDE": ("DPM++ 2M SDE", "diffusers has no third-order SDE DPM-Solver"),
+    "DPM fast": ("DPM++ 2M", "diffusers has no port of sample_dpm_fast"),
+    "DPM adaptive": ("DPM++ 2M", "diffusers has no port of sample_dpm_adaptive"),
+    "PLMS": ("LMS", "diffusers' PNDM differs from A1111's PLMS"),
+    "Restart": ("DPM++ 2M Karras", "diffusers has no port of the Restart sampler"),
+    "LCM": ("Euler a", "LCM needs an LCM-distilled model"),
+}
+# A1111 >= 1.9 writes the schedule apart ("Schedule type"); "Automatic" is each sampler's
+# default there (modules/sd_samplers_kdiffusion.py: DPM++ 2M, DPM++ SDE, DPM++ 2S a ->
+# karras; DPM++ 2M SDE -> exponential; the rest uniform).
+_AUTOMATIC_KARRAS = ("DPM++ 2M", "DPM++ SDE")
+
+
+def sampler_name(sampler: str, schedule: str | None = None) -> str:
+    """The pegu scheduler name for A1111's ``Sampler`` and ``Schedule type`` fields."""
+    name = check_scheduler(sampler)
+    if schedule is None or schedule in ("Uniform",) or name.endswith(" Karras"):
+        return name
+    if schedule == "Karras" or (schedule == "Automatic" and name in _AUTOMATIC_KARRAS):
+        if f"{name} Karras" not in SCHEDULERS:
+            raise ValueError(f"pegu does not reproduce A1111's {name!r} with the Karras "
+                             "schedule (diffusers has no such option for it)")
+        return f"{name} Karras"
+    if schedule == "Automatic":
+        if name == "DPM++ 2M SDE":
+            raise ValueError("A1111's 'DPM++ 2M SDE' with schedule 'Automatic' is its "
+                             "exponential schedule, which pegu does not reproduce; the "
+                             "closest it has is 'DPM++ 2M SDE Karras'")
+        return name
+    raise ValueError(f"pegu does not reproduce A1111's schedule type {schedule!r}; it has "
+                     "Uniform, Karras and Automatic")
 
 
 def check_scheduler(name: str) -> str:
-    """The canonical spelling of a scheduler name; a ValueError suggests close ones."""
+    """The canonical spelling of a scheduler name; a ValueError names what to use instead."""
     for s in SCHEDULERS:
         if name.lower() == s.lower():
             return s
+    for s, (closest, why) in NOT_REPRODUCED.items():
+        if name.lower() == s.lower():
+            raise ValueError(f"pegu does not reproduce A1111's {s!r}: {why}. The closest "
+                             f"pegu has is {closest!r}")
     from .registry import did_you_mean
 
     hint = did_you_mean(name, SCHEDULERS, cutoff=0.4)

