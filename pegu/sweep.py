@@ -290,13 +290,9 @@ def sweep_processes(grid, out, processes: int, *, device="auto", clip: str | Non
 
     runs = load_grid(grid)  # fail here, not in every worker
     if isinstance(grid, dict):
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        path = out / ".grid.json"
-        tmp = path.with_name(f".grid.json.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(grid))
-        os.replace(tmp, path)
-        grid = path
+        grid_path = Path(out) / ".grid.json"
+        write_row(grid_path, grid)  # the same atomic JSON write as the rows
+        grid = grid_path
     processes = max(1, min(processes, len(runs)))
     cmd = [sys.executable, "-m", "pegu.cli", "sweep", "--grid", str(grid), "--out", str(out),
            "--device", device] + (["--clip", clip] if clip else ["--no-clip"])
