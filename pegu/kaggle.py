@@ -192,19 +192,17 @@ def setup_plan(gpus: list[Gpu], arch_list: list[str], torch_version: str,
             return plan
     if not missing:
         return plan
-    have = {p.name.split("-")[0].lower().replace("_", "-") for p in Path(wheels).glob("*.whl")} \
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    have = {canonicalize_name(p.name.split("-")[0]) for p in Path(wheels).glob("*.whl")} \
         if wheels is not None else set()
-
-    def in_dataset(need: Need) -> bool:
-        from packaging.requirements import Requirement
-
-        return Requirement(need.requirement).name.lower().replace("_", "-") in have
-
     source = (["--find-links", str(wheels)] if wheels is not None else []) \
         + ([] if internet else ["--no-index"])
     pinned = [n for n in missing if n.dataset]
     rest = [n for n in missing if not n.dataset]
-    absent = [n.requirement for n in (pinned if internet else missing) if not in_dataset(n)]
+    absent = [n.requirement for n in (pinned if internet else missing)
+              if canonicalize_name(Requirement(n.requirement).name) not in have]
     if absent and (not internet or pinned):
         where = f"the dataset at {wheels}" if wheels is not None else "no pegu-wheels dataset"
         plan.stop = (f"pegu needs {', '.join(absent)}, which this image lacks and {where} does "
