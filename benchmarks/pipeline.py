@@ -191,12 +191,36 @@ def flop_table(steps: int = 25, target: int = 2048):
     return table
 
 
+def kernel_time(fn) -> None:
+    """Where one call's wall time goes: GPU kernel time against wall, and the top kernels."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    try:
+        fn()
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            t0 = time.perf_counter()
+            fn()
+            torch.cuda.synchronize()
+            wall = time.perf_counter() - t0
+        events = prof.key_averages()
+        gpu = sum(getattr(e, "self_device_time_total", 0) for e in events
+                  if str(getattr(e, "device_type", "")).endswith("CUDA")) / 1e6
+        print(f"\nProfile of one pegu x4plus call: wall {wall:.3f} s (profiled), GPU kernels "
+              f"{gpu:.3f} s ({100 * gpu / wall:.0f}% busy)")
+        print(events.table(sort_by="self_device_time_total", row_limit=10), flush=True)
+    except Exception as e:  # the profile explains; it must not end the benchmark
+        print(f"(profile skipped: {type(e).__name__}: {e})")
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--smoke", action="store_true",
                     help="tiny networks and sizes on the CPU: checks that everything runs")
     ap.add_argument("--steps", type=int, default=None, help="denoising steps (default 25)")
     ap.add_argument("--compile", action="store_true", help="add a torch.compile upscaler row")
+    ap.add_argument("--upscaler-only", action="store_true", help="only the upscaler table")
     ap.add_argument("--flops", action="store_true",
                     help="only count each path's FLOPs (full-size networks, meta device, "
                          "no GPU needed)")
@@ -275,8 +299,17 @@ def main(argv=None) -> None:
     flops = _flops(lambda: x4.run(photo))
     rows.append(row(f"pegu {str(x4.dtype)[6:]} tile {x4.tile} ({out.tiles} tile)", m, flops,
                     **{"max /255": 0}))
+    for dt in ("bf16", "fp32"):  # the other precisions pegu offers
+        xd = pegu.load_upscaler(x4_weights, device=dev, offline=True, dtype=dt)
+        out, m = measured(lambda: xd.run(photo))
+        rows.append(row(f"pegu {dt} tile {xd.tile}", m, flops,
+                        **{"max /255": int(np.abs(out.image.astype(int) - ref).max())}))
+        del xd
     if args.compile:
         xc = pegu.load_upscaler(x4_weights, device=dev, offline=True, compile=True)
+        t0 = time.perf_counter()
+        xc.run(photo)
+        print(f"(torch.compile: first call {time.perf_counter() - t0:.0f} s)", flush=True)
         out, m = measured(lambda: xc.run(photo))
         rows.append(row("pegu compiled", m, flops,
                         **{"max /255": int(np.abs(out.image.astype(int) - ref).max())}))
@@ -304,6 +337,10 @@ def main(argv=None) -> None:
                  if ref_cls is not None else None)
     print(f"\nUpscaler x4plus, {base}² -> {target}² ({weights})")
     print(table.to_string(index=False), flush=True)
+    if cuda:
+        kernel_time(lambda: x4.run(photo))
+    if args.upscaler_only:
+        return
 
     # ---- pipelines ----
     x2 = pegu.load_upscaler(rrdb_file(2), device=dev)
