@@ -113,7 +113,7 @@ def build(family: str, dev, dtype, smoke: bool):
                                    beta_schedule="scaled_linear", timestep_spacing="leading",
                                    steps_offset=1)
     with torch.device(dev):  # initialised where it runs: fast, even at 2.6 B parameters
-        vae = AutoencoderKL(**fit(VAE))
+        vae = AutoencoderKL(**fit(VAE), sample_size=1024 if family == "sdxl" else 512)
         if family == "sd15":
             pipe = StableDiffusionPipeline(
                 vae=vae, text_encoder=text(CLIP_L, False), tokenizer=tok,
