@@ -14,6 +14,9 @@ precision, untiled and tile 512). Pipeline table (prompt -> 2048²):
   sd15 512² + x4plus    SD 1.5 at 512², then pegu's x4plus to 2048²
   sdxl 1024² + x2plus   SDXL at 1024², then pegu's x2plus to 2048²
   sdxl 2048² direct     SDXL generating 2048² directly (VAE decoded in tiles)
+On a GPU a profile of one upscaler call follows its table (GPU busy time against wall, the
+top kernels). --upscaler-only / --pipelines-only print one table; --compile adds a
+torch.compile upscaler row. Pipeline FLOPs are counted once on the meta device (--flops).
 Columns: seconds (warm, wall), "x direct" (direct's time over the row's), peak GiB (peak
 allocated VRAM; RSS on the CPU), TFLOP (counted with torch's FlopCounterMode), TFLOP/s
 achieved, and % of the card's dense fp16 tensor peak.
@@ -27,6 +30,7 @@ import os
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -199,7 +203,9 @@ def kernel_time(fn) -> None:
     try:
         fn()
         torch.cuda.synchronize()
-        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        with warnings.catch_warnings(), \
+                profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            warnings.simplefilter("ignore")  # "Profiler clears events at the end of each cycle"
             t0 = time.perf_counter()
             fn()
             torch.cuda.synchronize()
