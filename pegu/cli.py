@@ -83,6 +83,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="re-run the settings saved in IMAGE (flags given here override them)")
     g.add_argument("--model", help="text-to-image model (default realistic-vision-v6)")
     g.add_argument("--negative", help="negative prompt (default: the model's recommendation)")
+    g.add_argument("--prompt-syntax", choices=("a1111", "plain"),
+                   help="a1111 (default): (word:1.2), [word], BREAK, any length; plain: the "
+                   "text as it is, cut at 77 tokens")
     g.add_argument("--seed", type=int)
     g.add_argument("--count", type=int, default=1,
                    help="N images, seeds SEED..SEED+N-1 (on two GPUs the upscaler works on "
@@ -229,6 +232,9 @@ def _models(args) -> int:
         where = generator_availability(g)
         print(f"  {g.name:22} {g.family:6} {g.native:>6}  {where:12}  "
               f"{g.repo or 'built in code'}  ({g.description})")
+        if g.sizes:
+            print(f"  {'':22} {'':6} {'':>6}  {'':12}  its card's sizes: "
+                  + ", ".join(f"{w}x{h}" for w, h in g.sizes))
     print(f"\nUpscalers (cache: {cache_dir() / 'upscalers'})")
     print(f"  {'name':28} {'scale':>5}  {'arch':5}  {'available':18}  description")
     for s in UPSCALERS.values():
@@ -275,7 +281,7 @@ def _generate(args) -> int:
         base = RunSettings(GenerateSettings(prompt))
     g = {k: v for k, v in dict(
         prompt=prompt, negative_prompt=args.negative, seed=args.seed, steps=args.steps,
-        guidance=args.guidance, scheduler=args.scheduler,
+        guidance=args.guidance, scheduler=args.scheduler, prompt_syntax=args.prompt_syntax,
         width=args.size[0] if args.size else None,
         height=args.size[1] if args.size else None).items() if v is not None}
     u = {k: v for k, v in dict(model=args.upscaler, tile=args.tile, dtype=args.upscaler_dtype,

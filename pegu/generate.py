@@ -158,14 +158,12 @@ class Generator:
 
         t0 = time.perf_counter()
         s = self.resolve(settings)
-        notes = [n for n in (self._prompt_note("prompt", s.prompt),
-                             self._prompt_note("negative prompt", s.negative_prompt)) if n]
+        conditioning, notes = self._conditioning(s)
         for n in notes:
             warnings.warn(n, stacklevel=2)
         self._apply_memory(s.width, s.height, s.batch_size)
         images, fallback = self._call(
-            self.pipe, s.scheduler, progress, prompt=s.prompt,
-            negative_prompt=s.negative_prompt or None, width=s.width, height=s.height,
+            self.pipe, s.scheduler, progress, **conditioning, width=s.width, height=s.height,
             num_inference_steps=s.steps, guidance_scale=s.guidance,
             num_images_per_prompt=s.batch_size,
             generator=[torch.Generator("cpu").manual_seed(x) for x in s.seeds])
@@ -198,9 +196,9 @@ class Generator:
         if getattr(self, "_img2img", None) is None:
             self._img2img = AutoPipelineForImage2Image.from_pipe(self.pipe)
         run = steps or s.steps
+        conditioning, _ = self._conditioning(s)
         images, fallback = self._call(
-            self._img2img, s.scheduler, progress, prompt=s.prompt,
-            negative_prompt=s.negative_prompt or None, image=image, strength=strength,
+            self._img2img, s.scheduler, progress, **conditioning, image=image, strength=strength,
             num_inference_steps=max(run, math.ceil(run / strength)),
             guidance_scale=s.guidance, generator=torch.Generator("cpu").manual_seed(s.seed))
         return images[0], fallback
@@ -221,6 +219,24 @@ class Generator:
         if fallback:
             images = self._decode_fp32(final["latents"])
         return pipe.numpy_to_pil(images), fallback
+
+    def _conditioning(self, s: GenerateSettings) -> tuple[dict, list[str]]:
+        """The pipeline's text keywords for ``s`` and the warnings about them: embeddings
+        built A1111's way (pegu.prompts), or the plain text that diffusers cuts at 77."""
+        if s.prompt_syntax == "plain":
+            notes = [n for n in (self._prompt_note("prompt", s.prompt),
+                                 self._prompt_note("negative prompt", s.negative_prompt)) if n]
+            return dict(prompt=s.prompt, negative_prompt=s.negative_prompt or None), notes
+        from .prompts import embeddings, extra_networks
+
+        for what, text in (("prompt", s.prompt), ("negative prompt", s.negative_prompt or "")):
+            found = extra_networks(text)[1]
+            if found:
+                tags = ", ".join(f"<{kind}:{':'.join(args)}>" for kind, args in found)
+                raise ValueError(f"the {what} holds {tags}: pegu does not load A1111 extra "
+                                 "networks (LoRA, hypernetworks) yet; remove the tag, or use "
+                                 "prompt_syntax='plain' to pass it as text")
+        return embeddings(self.pipe, s.prompt, s.negative_prompt), []
 
     def _prompt_note(self, what: str, text: str) -> str | None:
         """A warning naming the words CLIP will not read (it reads 77 tokens)."""

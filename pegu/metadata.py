@@ -36,6 +36,8 @@ def a1111_parameters(settings: RunSettings, extra: dict | None = None) -> str:
                            "Hires upscaler": settings.upscale.model})
         fields.update({"Postprocess upscaler": settings.upscale.model,
                        "Postprocess upscale to": f"{settings.target[0]}x{settings.target[1]}"})
+    if g.prompt_syntax == "plain":  # A1111's name for reading brackets as text
+        fields["Emphasis"] = "None"
     fields.update(extra.get("a1111", {}) if extra else {})
     text = g.prompt
     if g.negative_prompt:
@@ -96,25 +98,86 @@ def read_settings(path) -> RunSettings:
     AUTOMATIC1111) what its ``parameters`` say. Running them again remakes the image."""
     record = read_record(path)
     if record["pegu"] is not None:
-        return RunSettings.from_dict(record["pegu"]["settings"])
+        settings = dict(record["pegu"]["settings"])
+        # written before prompt_syntax existed: the prompt was read as plain text
+        settings["generate"] = {"prompt_syntax": "plain", **settings["generate"]}
+        return RunSettings.from_dict(settings)
     if record["parameters"]:
         return _from_a1111(parse_parameters(record["parameters"]))
     raise ValueError(f"{path} carries no generation settings (no 'pegu' or 'parameters' "
                      "text chunk)")
 
 
+# A1111 infotext fields that change the image and that pegu cannot (yet) reproduce; each is
+# named in one warning when an A1111 PNG is read (fields from A1111's modules/processing.py)
+_UNMAPPED = ("Clip skip", "ENSD", "Eta", "Variation seed", "Variation seed strength",
+             "Seed resize from", "Face restoration", "VAE", "Lora hashes", "TI hashes",
+             "Hires sampler", "Hires schedule type", "Hires prompt", "Hires negative prompt",
+             "Hires CFG Scale", "Hires checkpoint", "Refiner", "RNG", "Emphasis", "Noise multiplier")
+_DEFAULTS = {"Clip skip": "1", "RNG": "CPU", "Emphasis": "Original", "ENSD": "0", "Eta": "1"}
+_HIRES = ("Hires upscale", "Hires resize", "Hires steps", "Hires upscaler")
+
+
+def _size(text: str, what: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"{what} {text!r} is not WIDTHxHEIGHT") from None
+    return w, h
+
+
 def _from_a1111(p: dict) -> RunSettings:
-    """Best-effort RunSettings from A1111 parameters."""
-    w, h = (int(v) for v in p.get("Size", "512x512").split("x"))
+    """RunSettings from A1111 parameters: prompts read A1111's way, sampler and schedule,
+    the model by name, and the hires fix as pegu's refine; what pegu cannot map is named in
+    one warning."""
+    import warnings
+
+    from .registry import generator_spec, upscaler_spec
+
+    ignored = [f"{k}: {p[k]}" for k in _UNMAPPED
+               if k in p and p[k] != _DEFAULTS.get(k) and not (k == "Emphasis" and p[k] == "None")]
+    w, h = _size(p.get("Size", "512x512"), "Size")
+    steps = int(p.get("Steps", 20))
     sampler = sampler_name(p.get("Sampler", "DPM++ 2M Karras"), p.get("Schedule type"))
     g = GenerateSettings(prompt=p["Prompt"], negative_prompt=p.get("Negative prompt", ""),
-                         width=w, height=h, steps=int(p.get("Steps", 25)),
-                         guidance=float(p.get("CFG scale", 7)), scheduler=sampler,
-                         seed=int(p.get("Seed", 0)))
-    target = p.get("Postprocess upscale to") or p.get("Hires resize") or f"{4 * w}x{4 * h}"
-    tw, th = (int(v) for v in target.split("x"))
-    refine = p.get("Denoising strength")
-    return RunSettings(generate=g, model=p.get("Model", "realistic-vision-v6"),
-                       upscale=UpscaleSettings(p.get("Postprocess upscaler")
-                                               or p.get("Hires upscaler") or "RealESRGAN_x4plus"),
-                       target=(tw, th), refine=float(refine) if refine else None)
+                         width=w, height=h, steps=steps, guidance=float(p.get("CFG scale", 7)),
+                         scheduler=sampler, seed=int(p.get("Seed", 0)),
+                         prompt_syntax="plain" if p.get("Emphasis") == "None" else "a1111")
+    model = p.get("Model", "realistic-vision-v6")
+    try:
+        model = generator_spec(model).name
+    except ValueError:
+        pass  # kept as written: `pegu generate --from IMAGE --model NAME` picks another
+    refine = refine_steps = refine_size = None
+    upscaler = p.get("Postprocess upscaler") or "RealESRGAN_x4plus"
+    target = None
+    strength = p.get("Denoising strength")
+    if strength is not None and any(k in p for k in _HIRES):  # txt2img hires fix
+        refine = float(strength)
+        if "Hires resize" in p:
+            hw, hh = _size(p["Hires resize"], "Hires resize")
+        else:  # A1111: int(width * scale), int(height * scale)
+            scale = float(p.get("Hires upscale", 2))
+            hw, hh = int(w * scale), int(h * scale)
+        hw, hh = (8 * max(8, round(v / 8)) for v in (hw, hh))
+        refine_size, target = max(hw, hh), (hw, hh)
+        hires_steps = int(p.get("Hires steps", 0) or 0)
+        # A1111 runs "Hires steps" as given; 0 means int(strength * steps) (img2img default)
+        refine_steps = hires_steps or max(1, int(min(refine, 0.999) * steps))
+        name = p.get("Hires upscaler", "Latent")
+        try:
+            upscaler = upscaler_spec(name).name
+        except ValueError:
+            ignored.append(f"Hires upscaler: {name} (pegu refines a Real-ESRGAN upscale; "
+                           f"it uses {upscaler})")
+    elif strength is not None:
+        ignored.append(f"Denoising strength: {strength} (an img2img image; pegu re-runs it "
+                       "as text-to-image)")
+    if p.get("Postprocess upscale to"):
+        target = _size(p["Postprocess upscale to"], "Postprocess upscale to")
+    if ignored:
+        warnings.warn("pegu cannot reproduce these A1111 settings and ignores them: "
+                      + "; ".join(ignored), stacklevel=3)
+    return RunSettings(generate=g, model=model, upscale=UpscaleSettings(upscaler),
+                       target=target or (4 * w, 4 * h), refine=refine,
+                       refine_steps=refine_steps, refine_size=refine_size)

@@ -59,7 +59,7 @@ UPSCALERS: dict[str, UpscalerSpec] = {s.name: s for s in (
         "RealESRGAN_x2plus", "rrdb", 2, _rrdb(23, 2),
         f"{_RELEASES}/v0.2.1/RealESRGAN_x2plus.pth",
         "49fafd45f8fd7aa8d31ab2a22d14d91b536c34494a5cfe31eb5d89c2fa266abb",
-        "2x, general photos (SDXL 1024 -> 2048)", aliases=("x2plus", "realesrgan-x2plus")),
+        "2x, general photos (SDXL 1024 -> 2048)", aliases=("x2plus", "realesrgan-x2plus", "R-ESRGAN 2x+")),
     UpscalerSpec(
         "realesr-general-x4v3", "srvgg", 4, _srvgg(32),
         f"{_RELEASES}/v0.2.5.0/realesr-general-x4v3.pth",
@@ -130,7 +130,7 @@ class GeneratorSpec:
     vae: str | None = None
     variant: str | None = None
     negative: str = ""
-    hires_strength: float = 0.35
+    sizes: tuple[tuple[int, int], ...] = ()  # the sizes its card recommends, if any
     aliases: tuple[str, ...] = ()
 
     @property
@@ -153,9 +153,16 @@ GENERATORS: dict[str, GeneratorSpec] = {s.name: s for s in (
     GeneratorSpec(
         "realistic-vision-v6", "sd15", "SG161222/Realistic_Vision_V6.0_B1_noVAE", 512,
         "DPM++ SDE Karras", 25, 5.0, "Realistic Vision V6.0 B1 (noVAE), SD 1.5, photoreal people",
-        "model card: VAE sd-vae-ft-mse, CFG 3.5-7, hires fix at denoising 0.25-0.45, its "
-        "negative-prompt template", vae="stabilityai/sd-vae-ft-mse", negative=_RV_NEGATIVE,
-        aliases=("rv6", "Realistic_Vision_V6.0_B1_noVAE")),
+        "model card (huggingface.co/SG161222/Realistic_Vision_V6.0_B1_noVAE, README): VAE "
+        "sd-vae-ft-mse, sizes 896x896, 768x1024, 640x1152, 1024x768, 1152x640, its negative "
+        "prompt, DPM++ SDE Karras 25+ steps; CFG 5 lies in the 3.5-7 of SG161222's V3-V5.1 "
+        "cards; native 512 is SD 1.5's training size (pegu's fast path)",
+        vae="stabilityai/sd-vae-ft-mse", negative=_RV_NEGATIVE,
+        sizes=((896, 896), (768, 1024), (640, 1152), (1024, 768), (1152, 640)),
+        # A1111 writes "Model: <checkpoint file stem>": the repo's single files, and
+        # Civitai's V6.0 B1 (baked VAE) file
+        aliases=("rv6", "Realistic_Vision_V6.0_B1_noVAE", "Realistic_Vision_V6.0_NV_B1",
+                 "Realistic_Vision_V6.0_NV_B1_fp16", "realisticVisionV60B1_v60B1VAE")),
     GeneratorSpec(
         "epicrealism", "sd15", "emilianJR/epiCRealism", 512, "DPM++ 2M Karras", 25, 6.0,
         "epiCRealism, SD 1.5, photoreal", "the card gives no settings: SD 1.5 photoreal defaults",

@@ -69,6 +69,9 @@ def check_scheduler(name: str) -> str:
     raise ValueError(f"unknown scheduler {name!r}.{hint} Known: {', '.join(SCHEDULERS)}")
 
 
+PROMPT_SYNTAXES = ("a1111", "plain")
+
+
 def check_multiple_of_8(name: str, value: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool):
         raise ValueError(f"{name} must be an integer, got {value!r}")
@@ -98,7 +101,9 @@ class _Data:
 class GenerateSettings(_Data):
     """What to generate. ``None`` means "the model's recommendation" (registry).
 
-    prompt / negative_prompt: text; CLIP reads 77 tokens, longer prompts are warned about.
+    prompt / negative_prompt: text. prompt_syntax "a1111" (default): AUTOMATIC1111's
+        emphasis ``(word:1.2)``, ``[word]``, ``BREAK`` and any length (pegu.prompts);
+        "plain": the text as it is, cut at CLIP's 77 tokens (with a warning).
     width, height: pixels, multiples of 8 (default: the model's native size).
     steps: denoising steps ≥ 1. guidance: classifier-free guidance scale ≥ 0 (≤ 1: off).
     scheduler: one of SCHEDULERS. seed: 0 … 2**63−1; image i of a batch uses seed + i.
@@ -114,8 +119,12 @@ class GenerateSettings(_Data):
     scheduler: str | None = None
     seed: int = 0
     batch_size: int = 1
+    prompt_syntax: str = "a1111"
 
     def __post_init__(self):
+        if self.prompt_syntax not in PROMPT_SYNTAXES:
+            raise ValueError(f"prompt_syntax must be 'a1111' or 'plain', got "
+                             f"{self.prompt_syntax!r}")
         if not isinstance(self.prompt, str):
             raise ValueError(f"prompt must be text, got {type(self.prompt).__name__}")
         if self.negative_prompt is not None and not isinstance(self.negative_prompt, str):

@@ -59,7 +59,12 @@ def _text_encoder(vocab_size: int, projection: bool):
                             num_attention_heads=4, num_hidden_layers=2, projection_dim=32,
                             max_position_embeddings=77, bos_token_id=vocab_size - 2,
                             eos_token_id=vocab_size - 1, pad_token_id=vocab_size - 1)
-    return (CLIPTextModelWithProjection if projection else CLIPTextModel)(config)
+    model = (CLIPTextModelWithProjection if projection else CLIPTextModel)(config)
+    # a learned-looking final LayerNorm bias: a fresh one (0) makes every embedding's mean
+    # exactly 0, which no trained CLIP has and A1111's emphasis divides by
+    bias = next(p for n, p in model.named_parameters() if n.endswith("final_layer_norm.bias"))
+    bias.data.uniform_(-0.5, 0.5)
+    return model
 
 
 def _vae(sample_size: int):
@@ -107,20 +112,30 @@ def build_tiny(family: str):
     raise ValueError(f"unknown family {family!r}; use 'sd15' or 'sdxl'")
 
 
+BUILD = "2"  # raise when build_tiny changes: cached folders of another build are rebuilt
+
+
 def tiny_folder(name: str, family: str, root: Path) -> Path:
-    """``root/name``, holding the saved tiny pipeline (built and saved atomically if absent)."""
+    """``root/name``, holding the saved tiny pipeline of this BUILD (built and saved
+    atomically if absent or of another build)."""
     folder = Path(root) / name
-    if (folder / "model_index.json").is_file():
+    stamp = folder / "pegu-tiny-build"
+    if stamp.is_file() and stamp.read_text() == BUILD:
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = folder.with_name(f".{name}.{os.getpid()}.tmp")
+    old = folder.with_name(f".{name}.{os.getpid()}.old")
     try:
         build_tiny(family).save_pretrained(tmp)
+        (tmp / "pegu-tiny-build").write_text(BUILD)
+        if folder.exists():
+            os.replace(folder, old)
         try:
             os.replace(tmp, folder)
         except OSError:  # another process finished first
-            if not (folder / "model_index.json").is_file():
+            if not stamp.is_file():
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
     return folder

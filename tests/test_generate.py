@@ -123,10 +123,11 @@ def test_the_sde_sampler_repeats_with_its_seed(sd15):
     assert not np.array_equal(first, pixels(other.image))
 
 
-def test_long_prompt_warns_with_the_dropped_words(sd15):
+def test_long_plain_prompt_warns_with_the_dropped_words(sd15):
     long = ", ".join(["portrait of a smiling old man with grey hair"] * 10) + ", zebra"
     with pytest.warns(UserWarning, match="CLIP reads 77; this part is dropped:.*zebra"):
-        r = sd15.generate(GenerateSettings(long, steps=1, width=64, height=64), progress=False)
+        r = sd15.generate(GenerateSettings(long, steps=1, width=64, height=64,
+                                           prompt_syntax="plain"), progress=False)
     assert "zebra" in r.warnings[0]
 
 
@@ -199,6 +200,11 @@ def test_registry_has_the_four_models_and_the_tiny_ones():
         assert spec.native == (1024 if spec.family == "sdxl" else 512)
         assert spec.scheduler in SCHEDULERS
         assert "SMOKE TEST" in spec.description if spec.tiny else spec.repo
+        for w, h in spec.sizes:  # every listed size is one the settings accept
+            GenerateSettings("x", width=w, height=h)
+    # the V6 card's sizes, and its published checkpoint names as A1111 writes them
+    assert (896, 896) in rv.sizes and (640, 1152) in rv.sizes and "README" in rv.source
+    assert generator_spec("Realistic_Vision_V6.0_NV_B1_fp16") is rv
 
 
 def test_unknown_model_and_missing_files(tmp_path):

@@ -1,6 +1,7 @@
 """The pipeline end to end on the CPU: tiny text-to-image models, real upscaler weights."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -125,11 +126,14 @@ def test_parameters_parse_as_a1111_writes_them(tmp_path):
     info = PngInfo()
     info.add_text("parameters", A1111)
     Image.new("RGB", (8, 8)).save(tmp_path / "a1111.png", pnginfo=info)
-    s = read_settings(tmp_path / "a1111.png")
+    with pytest.warns(UserWarning, match="cannot reproduce these A1111 settings.*Lora hashes"):
+        s = read_settings(tmp_path / "a1111.png")
     g = s.generate
-    assert (g.width, g.height, g.steps, g.guidance, g.seed, g.scheduler) == (
-        512, 768, 20, 7.0, 1234, "DPM++ 2M Karras")
-    assert s.refine == 0.35 and pegu.load_upscaler(s.upscale.model).name == "RealESRGAN_x4plus"
+    assert (g.width, g.height, g.steps, g.guidance, g.seed, g.scheduler, g.prompt_syntax) == (
+        512, 768, 20, 7.0, 1234, "DPM++ 2M Karras", "a1111")
+    assert pegu.load_upscaler(s.upscale.model).name == "RealESRGAN_x4plus"
+    # the hires fix: 2x to 1024x1536, strength 0.35, no Hires steps -> int(0.35 * 20) steps
+    assert (s.refine, s.refine_size, s.target, s.refine_steps) == (0.35, 1536, (1024, 1536), 7)
     # and pegu's own text survives values with commas, colons and newlines
     ours = settings(g=dict(prompt="a, b: c\nd", negative_prompt="x, y"),
                     upscale=UpscaleSettings("/models/my, odd: name.pth"))
@@ -305,3 +309,47 @@ def test_cli_demo(tmp_path):
     for name in ("realesr-animevideov3", "bicubic", "lanczos"):
         assert Image.open(tmp_path / f"astronaut_{name}_192x192.png").size == (192, 192)
     assert (tmp_path / "astronaut_comparison_192x192.png").is_file()
+
+
+def test_a1111_png_with_weights_break_and_a_long_prompt_reruns(sd15, tmp_path):
+    """An A1111 PNG of a seed model (by its checkpoint name) re-runs with A1111's reading
+    of its prompt: weights, BREAK and every token of a long prompt reach the model."""
+    from PIL.PngImagePlugin import PngInfo
+
+    from pegu.prompts import chunks, embeddings
+
+    long = ", ".join(["portrait of a smiling old man with grey hair"] * 8)
+    text = (f"(RAW photo:1.2), [cartoon] BREAK {long}\nNegative prompt: (blurry:1.4)\n"
+            "Steps: 2, Sampler: Euler a, CFG scale: 5, Seed: 9, Size: 64x64, "
+            "Model: Realistic_Vision_V6.0_NV_B1_fp16, Denoising strength: 0.5, "
+            "Hires upscale: 2, Hires steps: 1, Hires upscaler: R-ESRGAN AnimeVideo")
+    info = PngInfo()
+    info.add_text("parameters", text)
+    Image.new("RGB", (64, 64)).save(tmp_path / "a1111.png", pnginfo=info)
+    s = read_settings(tmp_path / "a1111.png")
+    assert s.model == "realistic-vision-v6" and s.upscale.model == "realesr-animevideov3"
+    assert (s.refine, s.refine_steps, s.target) == (0.5, 1, (128, 128))
+    tok = sd15.pipe.tokenizer
+    found = chunks(tok, s.generate.prompt)
+    assert found[0][1][1] == pytest.approx(1.2) and len(found) >= 3  # BREAK, then the long part
+    e = embeddings(sd15.pipe, s.generate.prompt, s.generate.negative_prompt)
+    assert e["prompt_embeds"].shape[1] == e["negative_prompt_embeds"].shape[1] == 77 * len(found)
+    r = run(dataclasses.replace(s, model="tiny-sd15"), sd15, progress=False)
+    assert r.status == "ok" and r.image.size == (128, 128)
+    again = read_settings(r.save(tmp_path / "again.png"))
+    assert again.generate.prompt_syntax == "a1111" and again.generate.prompt == s.generate.prompt
+
+
+def test_old_pegu_pngs_rerun_plain(sd15, fast_up, tmp_path):
+    """A PNG pegu wrote before prompt_syntax existed was made with the text as it is."""
+    import json
+
+    from PIL.PngImagePlugin import PngInfo
+
+    first = run(settings(target=(256, 256)), sd15, fast_up, progress=False)
+    record = json.loads(json.dumps({"settings": first.settings.to_dict()}))
+    del record["settings"]["generate"]["prompt_syntax"]
+    info = PngInfo()
+    info.add_itxt("pegu", json.dumps(record))
+    first.image.save(tmp_path / "old.png", pnginfo=info)
+    assert read_settings(tmp_path / "old.png").generate.prompt_syntax == "plain"

@@ -1,0 +1,213 @@
+"""AUTOMATIC1111's prompt syntax and any prompt length, turned into text-encoder embeddings.
+
+What A1111 does, and so what pegu does (sources: A1111's modules/prompt_parser.py,
+``parse_prompt_attention`` and its docstring examples; modules/sd_hijack_clip.py, chunking;
+modules/sd_emphasis.py, the "Original" emphasis; its wiki, Features → Attention/emphasis):
+
+* ``(x)`` multiplies x's weight by 1.1, ``(x:w)`` by w, ``[x]`` divides by 1.1; brackets
+  nest and multiply; an unclosed bracket applies to the end; ``\\(`` ``\\)`` ``\\[`` ``\\]``
+  ``\\\\`` are literal characters; ``BREAK`` (capitals) ends the current chunk.
+* Tokens are packed into chunks of 75 (plus start and end), padded with the end token; when a
+  chunk fills up, the words after its last comma (if within the last 20 tokens) move to the
+  next chunk. Each chunk is encoded on its own and the chunks are concatenated, so a prompt
+  has no length limit.
+* Each chunk's embedding is multiplied token by token by its weights, then rescaled so its
+  mean is what it was before weighting.
+* Prompt and negative prompt are padded to the same number of chunks with the embedding of
+  an empty prompt (A1111's "pad prompt/negative prompt to be same length").
+* SDXL: both text encoders, chunk by chunk (penultimate hidden states, concatenated); the
+  pooled embedding is the second encoder's of the first chunk.
+"""
+from __future__ import annotations
+
+import re
+
+CHUNK = 75
+COMMA_BACKTRACK = 20  # A1111's default "comma_padding_backtrack"
+ROUND, SQUARE = 1.1, 1 / 1.1
+
+# A1111 >= 1.7: escapes, brackets, ":weight)" (spaces allowed), plain text, stray ":"
+_ATTENTION = re.compile(r"""
+\\\(|\\\)|\\\[|\\]|\\\\|\\|
+\(|\[|
+:\s*([+-]?[.\d]+)\s*\)|
+\)|]|
+[^\\()\[\]:]+|
+:
+""", re.X)
+_BREAK = re.compile(r"\s*\bBREAK\b\s*", re.S)
+# extra networks: <lora:name:weight>, <hypernet:name:weight> (A1111 modules/extra_networks.py)
+EXTRA_NETWORK = re.compile(r"<(\w+):([^>]+)>")
+
+
+def parse(text: str) -> list[tuple[str, float]]:
+    """``text`` as (fragment, weight) pairs, A1111's way; ``("BREAK", -1)`` marks a BREAK.
+
+    >>> parse("an (important) word")
+    [('an ', 1.0), ('important', 1.1), (' word', 1.0)]
+    """
+    out: list[list] = []
+    rounds: list[int] = []
+    squares: list[int] = []
+
+    def scale(start: int, factor: float) -> None:
+        for item in out[start:]:
+            item[1] *= factor
+
+    for m in _ATTENTION.finditer(text):
+        piece, weight = m.group(0), m.group(1)
+        if piece.startswith("\\"):  # an escape; a lone backslash is dropped, as in A1111
+            out.append([piece[1:], 1.0])
+        elif piece == "(":
+            rounds.append(len(out))
+        elif piece == "[":
+            squares.append(len(out))
+        elif weight is not None and rounds:
+            scale(rounds.pop(), float(weight))
+        elif piece == ")" and rounds:
+            scale(rounds.pop(), ROUND)
+        elif piece == "]" and squares:
+            scale(squares.pop(), SQUARE)
+        else:
+            for i, part in enumerate(_BREAK.split(piece)):
+                if i:
+                    out.append(["BREAK", -1])
+                out.append([part, 1.0])
+    for start in rounds:
+        scale(start, ROUND)
+    for start in squares:
+        scale(start, SQUARE)
+    merged: list[list] = []
+    for item in out or [["", 1.0]]:
+        if merged and merged[-1][1] == item[1]:
+            merged[-1][0] += item[0]
+        else:
+            merged.append(item)
+    return [(t, w) for t, w in merged]
+
+
+def extra_networks(text: str) -> tuple[str, list[tuple[str, list[str]]]]:
+    """``text`` without its ``<kind:args>`` tags, and the tags as (kind, [args])."""
+    found = [(m.group(1), m.group(2).split(":")) for m in EXTRA_NETWORK.finditer(text)]
+    return EXTRA_NETWORK.sub("", text), found
+
+
+def chunks(tokenizer, text: str, weighted: bool = True) -> list[tuple[list[int], list[float]]]:
+    """Token ids and weights of ``text`` in chunks of 77 (start, 75, end), A1111's way.
+
+    weighted=False reads the text literally (no brackets, no BREAK) but still chunks it.
+    Runs of tokens added by textual inversion (ids past the base vocabulary) stay in one
+    chunk.
+    """
+    parsed = parse(text) if weighted else [(text, 1.0)]
+    start, end = tokenizer.bos_token_id, tokenizer.eos_token_id
+    comma = tokenizer.get_vocab().get(",</w>")
+    base = getattr(tokenizer, "vocab_size", None) or len(tokenizer)
+    done: list[tuple[list[int], list[float]]] = []
+    ids: list[int] = []
+    weights: list[float] = []
+    last_comma = -1
+
+    def close() -> None:
+        nonlocal ids, weights, last_comma
+        pad = CHUNK - len(ids)
+        done.append(([start] + ids + [end] * pad + [end], [1.0] + weights + [1.0] * pad + [1.0]))
+        ids, weights, last_comma = [], [], -1
+
+    for fragment, weight in parsed:
+        if weight == -1 and fragment == "BREAK":
+            close()
+            continue
+        tokens = tokenizer(fragment, truncation=False, add_special_tokens=False).input_ids
+        i = 0
+        while i < len(tokens):
+            unit = 1
+            while tokens[i] >= base and i + unit < len(tokens) and tokens[i + unit] >= base:
+                unit += 1  # a multi-vector embedding: never split across chunks
+            if tokens[i] == comma:
+                last_comma = len(ids)
+            elif (len(ids) == CHUNK and last_comma != -1
+                  and len(ids) - last_comma <= COMMA_BACKTRACK):
+                keep = last_comma + 1
+                moved = ids[keep:], weights[keep:]
+                ids, weights = ids[:keep], weights[:keep]
+                close()
+                ids, weights = list(moved[0]), list(moved[1])
+            if len(ids) + unit > CHUNK:
+                close()
+            ids += tokens[i:i + unit]
+            weights += [weight] * unit
+            i += unit
+    if ids or not done:
+        close()
+    return done
+
+
+def _emphasis(z, weights):
+    """A1111's "Original" emphasis: weight each token, then restore the chunk's mean."""
+    if bool((weights == 1).all()):
+        return z
+    before = z.mean()
+    z = z * weights[..., None]
+    ratio = before / z.mean()
+    return z * ratio if bool(ratio.isfinite()) else z  # a zero mean has nothing to restore
+
+
+def _encode_chunks(pipe, text: str, weighted: bool, device):
+    """(embeddings 1×(77·n)×C, pooled 1×P or None) of ``text`` for ``pipe``'s encoders."""
+    import torch
+
+    pairs = [(getattr(pipe, "tokenizer", None), getattr(pipe, "text_encoder", None)),
+             (getattr(pipe, "tokenizer_2", None), getattr(pipe, "text_encoder_2", None))]
+    pairs = [(t, e) for t, e in pairs if t is not None and e is not None]
+    sdxl = hasattr(pipe, "text_encoder_2")
+    per_encoder, pooled = [], None
+    for k, (tok, enc) in enumerate(pairs):
+        text_k = pipe.maybe_convert_prompt(text, tok) if hasattr(pipe, "maybe_convert_prompt") \
+            else text
+        zs = []
+        for n, (ids, weights) in enumerate(chunks(tok, text_k, weighted)):
+            pad = tok.pad_token_id
+            if pad is not None and pad != tok.eos_token_id:  # OpenCLIP pads after the end
+                first_end = ids.index(tok.eos_token_id)
+                ids = ids[:first_end + 1] + [pad] * (len(ids) - first_end - 1)
+            t = torch.tensor([ids], device=device)
+            with torch.no_grad():
+                out = enc(t, output_hidden_states=sdxl)
+            z = out.hidden_states[-2] if sdxl else out[0]
+            if sdxl and k == len(pairs) - 1 and n == 0:
+                pooled = out[0]
+            zs.append(_emphasis(z, torch.tensor([weights], device=z.device, dtype=z.dtype)))
+        per_encoder.append(zs)
+    if len(per_encoder) == 2 and len(per_encoder[0]) != len(per_encoder[1]):
+        n = min(len(per_encoder[0]), len(per_encoder[1]))  # tokenizers split differently
+        per_encoder = [zs[:n] for zs in per_encoder]
+    joined = [torch.cat(zs, dim=-1) for zs in zip(*per_encoder)]
+    return torch.cat(joined, dim=1), pooled
+
+
+def embeddings(pipe, prompt: str, negative: str | None, *, weighted: bool = True) -> dict:
+    """The ``prompt_embeds`` keywords (and SDXL's pooled ones) for a diffusers call, with
+    prompt and negative padded to the same number of chunks. An empty negative on a model
+    configured with ``force_zeros_for_empty_prompt`` (SDXL base) is zeros, as diffusers does."""
+    import torch
+
+    device = pipe._execution_device
+    pos, pos_pooled = _encode_chunks(pipe, prompt, weighted, device)
+    zeros = not negative and getattr(pipe.config, "force_zeros_for_empty_prompt", False)
+    if zeros:
+        neg, neg_pooled = torch.zeros_like(pos), (torch.zeros_like(pos_pooled)
+                                                  if pos_pooled is not None else None)
+    else:
+        neg, neg_pooled = _encode_chunks(pipe, negative or "", weighted, device)
+    if pos.shape[1] != neg.shape[1]:
+        empty = torch.zeros_like(pos[:, :77]) if zeros else _encode_chunks(pipe, "", False,
+                                                                           device)[0]
+        short, long_ = (pos, neg) if pos.shape[1] < neg.shape[1] else (neg, pos)
+        reps = (long_.shape[1] - short.shape[1]) // empty.shape[1]
+        short = torch.cat([short] + [empty] * reps, dim=1)
+        pos, neg = (short, long_) if pos.shape[1] < neg.shape[1] else (long_, short)
+    out = {"prompt_embeds": pos, "negative_prompt_embeds": neg}
+    if pos_pooled is not None:
+        out.update(pooled_prompt_embeds=pos_pooled, negative_pooled_prompt_embeds=neg_pooled)
+    return out
