@@ -355,22 +355,14 @@ def load_generator(name_or_path: str | Path = "tiny-sd15", *, device="auto", dty
     if scheduler is not None:
         scheduler = check_scheduler(scheduler)
     offline = offline_mode() if offline is None else offline
-    with _compat.diffusers_loading():
-        spec, pipe, source = _load_pipeline(str(name_or_path), dt, revision, config, offline)
-    family = "sdxl" if type(pipe).__name__.startswith("StableDiffusionXL") else "sd15"
+    name = str(name_or_path)
+    spec = _registered(name)
     vae = vae if vae is not None else (spec.vae if spec else None)
-    if vae:
-        from diffusers import AutoencoderKL
-
-        local = Path(vae).expanduser()
-        where = str(local) if local.is_dir() else (
-            kaggle_model_dir(vae, marker="config.json") or vae)
-        try:
-            with _compat.diffusers_loading():
-                pipe.vae = AutoencoderKL.from_pretrained(
-                    str(where), torch_dtype=dt, local_files_only=offline or Path(where).is_dir())
-        except OSError as e:
-            raise _not_found(vae, offline, e) from e
+    # the replacement VAE is loaded first and passed in: the model's own is never fetched
+    extra = {"vae": _load_vae(vae, dt, offline)} if vae else {}
+    with _compat.diffusers_loading():
+        spec, pipe, source = _load_pipeline(name, dt, revision, config, offline, extra)
+    family = "sdxl" if type(pipe).__name__.startswith("StableDiffusionXL") else "sd15"
     if dev.type == "cuda":
         gpu_levers(pipe)
     native = spec.native if spec else int(pipe.unet.config.sample_size) * pipe.vae_scale_factor
@@ -391,15 +383,48 @@ def gpu_levers(pipe) -> None:
     pipe.vae.to(memory_format=torch.channels_last)
 
 
-def _load_pipeline(name: str, dtype, revision, config, offline: bool):
+def _registered(name: str):
+    """The registry entry of ``name``, or None for a path or an unregistered Hub id."""
+    if Path(name).expanduser().exists() or name.endswith((".safetensors", ".ckpt")):
+        return None
+    try:
+        return generator_spec(name)
+    except ValueError:
+        if name.count("/") != 1:
+            raise
+        return None
+
+
+def _load_vae(vae: str, dtype, offline: bool):
+    """An AutoencoderKL from a folder, an attached Kaggle input or the Hub."""
+    from diffusers import AutoencoderKL
+
+    from . import _compat
+
+    local = Path(vae).expanduser()
+    where = str(local) if local.is_dir() else (kaggle_model_dir(vae, marker="config.json") or vae)
+    try:
+        with _compat.diffusers_loading():
+            return AutoencoderKL.from_pretrained(
+                str(where), torch_dtype=dtype, local_files_only=offline or Path(where).is_dir())
+    except OSError as e:
+        raise _not_found(vae, offline, e) from e
+
+
+# SD 1.5 repos list a safety checker and its CLIPFeatureExtractor (a class transformers 5
+# removed); neither is loaded, so neither is downloaded (diffusers skips passed components)
+_SD15_UNUSED = dict(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+
+
+def _load_pipeline(name: str, dtype, revision, config, offline: bool, extra: dict):
     """(registry spec or None, pipeline on the CPU, where it came from)."""
     from diffusers import DiffusionPipeline
 
     path = Path(name).expanduser()
-    common = dict(torch_dtype=dtype)
-    no_checker = dict(common, safety_checker=None, requires_safety_checker=False)  # SD 1.5
+    common = dict(torch_dtype=dtype, **extra)
+    no_checker = dict(common, **_SD15_UNUSED)
     if path.is_file() or path.suffix in (".safetensors", ".ckpt"):
-        return None, _single_file(path, config, dtype, offline), str(path)
+        return None, _single_file(path, config, dtype, offline, extra), str(path)
     if path.is_dir():
         if not (path / "model_index.json").is_file():
             raise FileNotFoundError(f"{path} is not a diffusers folder (no model_index.json)")
@@ -460,7 +485,7 @@ def _from_pretrained(cls, where: str, kwargs: dict, local: bool):
     return pipe
 
 
-def _single_file(path: Path, config, dtype, offline: bool):
+def _single_file(path: Path, config, dtype, offline: bool, extra: dict):
     """A single-file checkpoint; ``config`` (a diffusers folder) makes it work offline."""
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
@@ -473,11 +498,11 @@ def _single_file(path: Path, config, dtype, offline: bool):
         raise ValueError(f"{path.name} is a single-file checkpoint; offline, give config= a "
                          f"diffusers folder of the same family ({family}), e.g. a saved "
                          "pipeline, so pegu knows its layout")
-    kwargs = dict(torch_dtype=dtype, local_files_only=offline)
+    kwargs = dict(torch_dtype=dtype, local_files_only=offline, **extra)
     if config is not None:
         kwargs["config"] = str(Path(config).expanduser())
     if family == "sd15":
-        kwargs.update(safety_checker=None, requires_safety_checker=False)
+        kwargs.update(_SD15_UNUSED)
     return cls.from_single_file(str(path), **kwargs)
 
 

@@ -100,7 +100,7 @@ class Need:
 # tb-nightly, lmdb, addict, yapf and future (and realesrgan's gfpgan/facexlib) are for
 # training and face restoration, which pegu never imports.
 KERNEL_NEEDS = (
-    Need("torch>=2.1", "torch"), Need("torchvision>=0.16", "torchvision"),
+    Need("torch>=2.6", "torch"), Need("torchvision>=0.21", "torchvision"),
     Need("diffusers>=0.30", "diffusers"), Need("transformers>=4.44", "transformers"),
     Need("accelerate>=0.33", "accelerate"), Need("huggingface_hub", "huggingface_hub"),
     Need("safetensors", "safetensors"), Need("numpy", "numpy"), Need("pillow", "PIL"),

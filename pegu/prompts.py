@@ -118,7 +118,8 @@ def chunks(tokenizer, text: str, weighted: bool = True) -> list[tuple[list[int],
         if weight == -1 and fragment == "BREAK":
             close()
             continue
-        tokens = tokenizer(fragment, truncation=False, add_special_tokens=False).input_ids
+        tokens = tokenizer(fragment, truncation=False, add_special_tokens=False,
+                           verbose=False).input_ids
         i = 0
         while i < len(tokens):
             unit = 1

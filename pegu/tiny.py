@@ -25,9 +25,37 @@ blurry low worst ugly deformed bad hands text watermark""".split()
 
 
 def tiny_tokenizer():
-    """A CLIP BPE tokenizer built in memory: bytes, plus merges that spell ``_WORDS``."""
+    """A CLIP BPE tokenizer of bytes plus merges that spell ``_WORDS``, loaded from the files
+    a CLIP repo ships (vocab.json, merges.txt), as every transformers release reads them."""
+    import tempfile
+
     from transformers import CLIPTokenizer
 
+    with tempfile.TemporaryDirectory() as folder:
+        write_tokenizer_files(Path(folder))
+        return CLIPTokenizer.from_pretrained(folder)
+
+
+def write_tokenizer_files(folder: Path) -> None:
+    """The tiny tokenizer as a CLIP repo's tokenizer/ folder: vocab.json, merges.txt,
+    special_tokens_map.json, tokenizer_config.json (no tokenizer.json)."""
+    import json
+
+    vocab, merges = tiny_vocab()
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "tokenizer.json").unlink(missing_ok=True)
+    (folder / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
+    (folder / "merges.txt").write_text(
+        "#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges), encoding="utf-8")
+    special = {"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>",
+               "unk_token": "<|endoftext|>", "pad_token": "<|endoftext|>"}
+    (folder / "special_tokens_map.json").write_text(json.dumps(special))
+    (folder / "tokenizer_config.json").write_text(json.dumps(
+        {"tokenizer_class": "CLIPTokenizer", "model_max_length": 77, **special}))
+
+
+def tiny_vocab() -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """The tiny tokenizer's vocabulary and BPE merges (what vocab.json, merges.txt hold)."""
     chars = _byte_chars()
     vocab = {c: i for i, c in enumerate(chars + [c + "</w>" for c in chars])}
     merges = []
@@ -41,7 +69,7 @@ def tiny_tokenizer():
             vocab.setdefault(left, len(vocab))
     for special in ("<|startoftext|>", "<|endoftext|>"):
         vocab[special] = len(vocab)
-    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
+    return vocab, merges
 
 
 def _byte_chars() -> list[str]:
