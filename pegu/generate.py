@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -96,6 +96,8 @@ class GenerateResult:
     seeds: each image's seed. dtype, memory, device: what ran. vae_fp32_fallback: the fp16
     VAE produced NaNs and the latents were decoded again in fp32. seconds: wall time.
     warnings: what the user should know (e.g. the part of a long prompt CLIP dropped).
+    embeddings: the textual-inversion embeddings the prompts used, {name: short hash}.
+    loras: the LoRAs the prompt's ``<lora:name:weight>`` tags activated, {name: weight}.
     """
 
     images: list
@@ -108,6 +110,8 @@ class GenerateResult:
     vae_fp32_fallback: bool
     seconds: float
     warnings: tuple[str, ...] = ()
+    embeddings: dict = field(default_factory=dict)  # textual inversions used: {name: hash}
+    loras: dict = field(default_factory=dict)  # LoRAs active: {name: weight}
 
     @property
     def image(self):
@@ -132,6 +136,8 @@ class Generator:
         self.scheduler = scheduler
         self.source = source
         self._scheduler_config = pipe.scheduler.config  # the model's own, never a previous call's
+        self.last_embeddings: dict = {}
+        self.last_loras: dict = {}
 
     def __repr__(self) -> str:
         return (f"Generator({self.name!r}, {self.family}, native {self.native}², "
@@ -169,7 +175,9 @@ class Generator:
             generator=[torch.Generator("cpu").manual_seed(x) for x in s.seeds])
         if fallback:
             notes.append("the fp16 VAE overflowed (NaN); decoded again in fp32")
-        return GenerateResult(
+        a1111 = s.prompt_syntax == "a1111"
+        return GenerateResult(embeddings=dict(self.last_embeddings) if a1111 else {},
+                              loras=dict(self.last_loras) if a1111 else {},
             images=images, settings=s, model=self.name, seeds=s.seeds,
             dtype=str(self.dtype).removeprefix("torch."), memory=self.memory,
             device=str(self.device), vae_fp32_fallback=fallback,
@@ -224,19 +232,21 @@ class Generator:
         """The pipeline's text keywords for ``s`` and the warnings about them: embeddings
         built A1111's way (pegu.prompts), or the plain text that diffusers cuts at 77."""
         if s.prompt_syntax == "plain":
+            from .prompts import apply_loras
+
+            self.last_loras, self.last_embeddings = apply_loras(self.pipe, []), {}  # all off
             notes = [n for n in (self._prompt_note("prompt", s.prompt),
                                  self._prompt_note("negative prompt", s.negative_prompt)) if n]
             return dict(prompt=s.prompt, negative_prompt=s.negative_prompt or None), notes
-        from .prompts import embeddings, extra_networks
+        from .prompts import (apply_loras, embeddings, extra_networks, file_hash,
+                              load_embeddings, lora_tags)
 
-        for what, text in (("prompt", s.prompt), ("negative prompt", s.negative_prompt or "")):
-            found = extra_networks(text)[1]
-            if found:
-                tags = ", ".join(f"<{kind}:{':'.join(args)}>" for kind, args in found)
-                raise ValueError(f"the {what} holds {tags}: pegu does not load A1111 extra "
-                                 "networks (LoRA, hypernetworks) yet; remove the tag, or use "
-                                 "prompt_syntax='plain' to pass it as text")
-        return embeddings(self.pipe, s.prompt, s.negative_prompt), []
+        # A1111 activates the LoRA tags of the prompt and removes every tag from both texts
+        self.last_loras = apply_loras(self.pipe, lora_tags(s.prompt))
+        prompt, negative = (extra_networks(t or "")[0] for t in (s.prompt, s.negative_prompt))
+        used = load_embeddings(self.pipe, (prompt, negative))
+        self.last_embeddings = {name: file_hash(path) for name, path in used}
+        return embeddings(self.pipe, prompt, negative), []
 
     def _prompt_note(self, what: str, text: str) -> str | None:
         """A warning naming the words CLIP will not read (it reads 77 tokens)."""

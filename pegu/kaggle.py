@@ -102,7 +102,8 @@ class Need:
 KERNEL_NEEDS = (
     Need("torch>=2.6", "torch"), Need("torchvision>=0.21", "torchvision"),
     Need("diffusers>=0.30", "diffusers"), Need("transformers>=4.44", "transformers"),
-    Need("accelerate>=0.33", "accelerate"), Need("huggingface_hub", "huggingface_hub"),
+    Need("accelerate>=0.33", "accelerate"), Need("peft>=0.17", "peft"),
+    Need("huggingface_hub", "huggingface_hub"),
     Need("safetensors", "safetensors"), Need("numpy", "numpy"), Need("pillow", "PIL"),
     Need("opencv-python-headless", "cv2"), Need("scipy", "scipy"),
     Need("requests", "requests"), Need("tqdm", "tqdm"), Need("pyyaml", "yaml"),

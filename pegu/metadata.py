@@ -111,7 +111,7 @@ def read_settings(path) -> RunSettings:
 # A1111 infotext fields that change the image and that pegu cannot (yet) reproduce; each is
 # named in one warning when an A1111 PNG is read (fields from A1111's modules/processing.py)
 _UNMAPPED = ("Clip skip", "ENSD", "Eta", "Variation seed", "Variation seed strength",
-             "Seed resize from", "Face restoration", "VAE", "Lora hashes", "TI hashes",
+             "Seed resize from", "Face restoration", "VAE",
              "Hires sampler", "Hires schedule type", "Hires prompt", "Hires negative prompt",
              "Hires CFG Scale", "Hires checkpoint", "Refiner", "RNG", "Emphasis", "Noise multiplier")
 _DEFAULTS = {"Clip skip": "1", "RNG": "CPU", "Emphasis": "Original", "ENSD": "0", "Eta": "1"}
@@ -134,6 +134,7 @@ def _from_a1111(p: dict) -> RunSettings:
 
     from .registry import generator_spec, upscaler_spec
 
+    _check_embeddings(p.get("TI hashes"))
     ignored = [f"{k}: {p[k]}" for k in _UNMAPPED
                if k in p and p[k] != _DEFAULTS.get(k) and not (k == "Emphasis" and p[k] == "None")]
     w, h = _size(p.get("Size", "512x512"), "Size")
@@ -181,3 +182,27 @@ def _from_a1111(p: dict) -> RunSettings:
     return RunSettings(generate=g, model=model, upscale=UpscaleSettings(upscaler),
                        target=target or (4 * w, 4 * h), refine=refine,
                        refine_steps=refine_steps, refine_size=refine_size)
+
+
+def _check_embeddings(field: str | None) -> None:
+    """A1111's ``TI hashes: name: hash, ...``: each embedding must be in pegu's embeddings
+    folder (a different file under the same name is only warned about)."""
+    import warnings
+
+    from .prompts import embedding_files, file_hash, networks_dir
+
+    if not field:
+        return
+    have = embedding_files()
+    wanted = dict(part.rsplit(":", 1) for part in field.split(",") if ":" in part)
+    wanted = {k.strip(): v.strip() for k, v in wanted.items()}
+    missing = [n for n in wanted if n not in have]
+    if missing:
+        raise FileNotFoundError(
+            f"the image used textual-inversion embeddings {', '.join(missing)}, which are not "
+            f"in {networks_dir() / 'embeddings'}: put the files there (NAME.safetensors, .pt "
+            "or .bin) or point $PEGU_NETWORKS at the folder that holds embeddings/")
+    for name, short in wanted.items():
+        if short and file_hash(have[name])[:len(short)] != short:
+            warnings.warn(f"the embedding {have[name]} is not the file the image used (hash "
+                          f"{file_hash(have[name])}, the image says {short})", stacklevel=4)

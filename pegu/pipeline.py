@@ -78,6 +78,9 @@ class RunResult:
                                   "replace it")
         path.parent.mkdir(parents=True, exist_ok=True)
         extra = {"refine_size": self.choices.get("refine_size", "")}
+        if self.choices.get("embeddings"):  # as A1111 writes them
+            extra["a1111"] = {"TI hashes": ", ".join(
+                f"{n}: {h}" for n, h in self.choices["embeddings"].items())}
         info = pnginfo(self.settings, self.record(), a1111_parameters(self.settings, extra))
         return write_png(self.image, path, pnginfo=info)
 
@@ -205,7 +208,8 @@ def _generate(settings: RunSettings, generator, progress: bool) -> RunResult:
         return result
     result.base = gen.image
     result.choices.update(memory=generator.memory, vae_fp32_fallback=gen.vae_fp32_fallback,
-                          warnings=list(gen.warnings))
+                          warnings=list(gen.warnings), embeddings=dict(gen.embeddings),
+                          loras=dict(gen.loras))
     if settings.mode == "direct":
         result.image = gen.image
     return result

@@ -20,7 +20,9 @@ modules/sd_emphasis.py, the "Original" emphasis; its wiki, Features → Attentio
 """
 from __future__ import annotations
 
+import os
 import re
+from pathlib import Path
 
 CHUNK = 75
 COMMA_BACKTRACK = 20  # A1111's default "comma_padding_backtrack"
@@ -212,3 +214,142 @@ def embeddings(pipe, prompt: str, negative: str | None, *, weighted: bool = True
     if pos_pooled is not None:
         out.update(pooled_prompt_embeds=pos_pooled, negative_pooled_prompt_embeds=neg_pooled)
     return out
+
+
+# ---- textual inversion: A1111's embeddings/ folder ----
+
+EMBEDDING_SUFFIXES = (".safetensors", ".pt", ".bin")
+
+
+def networks_dir() -> Path:
+    """Where pegu looks for A1111 extra networks: ``$PEGU_NETWORKS``, else
+    ``<pegu cache>/networks``; textual-inversion embeddings in its ``embeddings/`` folder
+    (used when their file name appears in a prompt as a word, as in A1111)."""
+    from .weights import cache_dir
+
+    env = os.environ.get("PEGU_NETWORKS")
+    return Path(env).expanduser() if env else cache_dir() / "networks"
+
+
+def embedding_files() -> dict[str, Path]:
+    """{name: file} of the embeddings in ``networks_dir()/embeddings``."""
+    folder = networks_dir() / "embeddings"
+    if not folder.is_dir():
+        return {}
+    return {f.stem: f for f in sorted(folder.iterdir())
+            if f.suffix.lower() in EMBEDDING_SUFFIXES and f.is_file()}
+
+
+def _named(name: str, texts) -> bool:
+    word = re.compile(rf"(?<![\w-]){re.escape(name)}(?![\w-])")
+    return any(word.search(t or "") for t in texts)
+
+
+def _embedding_state(path: Path) -> dict:
+    if path.suffix.lower() == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    import torch
+
+    return torch.load(str(path), map_location="cpu", weights_only=True)
+
+
+def load_embeddings(pipe, texts) -> list[tuple[str, Path]]:
+    """Load into ``pipe`` the embeddings whose names ``texts`` use (once per pipeline);
+    returns (name, file) of each one the texts use. SD 1.5 files hold one tensor (A1111's
+    ``string_to_param``, or diffusers' format); SDXL files hold ``clip_l`` and ``clip_g``."""
+    used = [(n, f) for n, f in embedding_files().items() if _named(n, texts)]
+    for name, path in used:
+        if name in pipe.tokenizer.get_vocab():
+            continue  # loaded by an earlier call
+        try:
+            if hasattr(pipe, "text_encoder_2"):
+                state = _embedding_state(path)
+                if not {"clip_l", "clip_g"} <= set(state):
+                    raise ValueError("an SDXL embedding holds clip_l and clip_g tensors; this "
+                                     f"one holds {sorted(state)} (an SD 1.5 embedding?)")
+                pipe.load_textual_inversion(state["clip_l"], token=name,
+                                            text_encoder=pipe.text_encoder,
+                                            tokenizer=pipe.tokenizer)
+                pipe.load_textual_inversion(state["clip_g"], token=name,
+                                            text_encoder=pipe.text_encoder_2,
+                                            tokenizer=pipe.tokenizer_2)
+            else:
+                pipe.load_textual_inversion(str(path), token=name)
+        except (ValueError, KeyError, RuntimeError) as e:
+            raise ValueError(f"cannot use the embedding {path}: {e}") from e
+    return used
+
+
+def file_hash(path: Path) -> str:
+    """The first 12 hex digits of the file's SHA-256 (A1111's short hash for embeddings)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:12]
+
+
+# ---- LoRA: <lora:name:weight> from networks_dir()/lora ----
+
+def lora_files() -> dict[str, Path]:
+    """{name: file} of the LoRAs in ``networks_dir()/lora`` (or A1111's ``Lora``)."""
+    found: dict[str, Path] = {}
+    for sub in ("lora", "Lora"):
+        folder = networks_dir() / sub
+        if folder.is_dir():
+            for f in sorted(folder.iterdir()):
+                if f.suffix.lower() in (".safetensors", ".pt", ".bin") and f.is_file():
+                    found.setdefault(f.stem, f)
+    return found
+
+
+def lora_tags(text: str) -> list[tuple[str, float]]:
+    """(name, weight) of each ``<lora:name>`` / ``<lora:name:weight>`` in ``text`` (A1111's
+    default weight is 1); other extra-network kinds are an error."""
+    out = []
+    for kind, args in extra_networks(text)[1]:
+        if kind.lower() != "lora":
+            raise ValueError(f"<{kind}:{':'.join(args)}>: pegu loads LoRAs (<lora:NAME:WEIGHT>) "
+                             f"but not A1111's {kind!r} networks; remove the tag")
+        try:
+            weight = float(args[1]) if len(args) > 1 and args[1] else 1.0
+        except ValueError:
+            raise ValueError(f"<lora:{':'.join(args)}>: the weight must be a number, e.g. "
+                             f"<lora:{args[0]}:0.8>") from None
+        out.append((args[0], weight))
+    return out
+
+
+def apply_loras(pipe, tags: list[tuple[str, float]]) -> dict[str, float]:
+    """Activate exactly ``tags`` on ``pipe`` (UNet and text encoders, A1111's single weight),
+    loading each file once; no tags turns every LoRA off. Returns {name: weight}."""
+    loaded = set(pipe.get_list_adapters().get("unet", [])) if hasattr(
+        pipe, "get_list_adapters") and getattr(pipe.unet, "peft_config", None) else set()
+    if not tags:
+        if loaded:
+            pipe.disable_lora()
+        return {}
+    files = lora_files()
+    missing = [n for n, _ in tags if n not in files]
+    if missing:
+        raise FileNotFoundError(
+            f"LoRA {', '.join(missing)} not found in {networks_dir() / 'lora'}: put "
+            "NAME.safetensors there, or point $PEGU_NETWORKS at the folder that holds lora/")
+    weights: dict[str, float] = {}
+    for name, weight in tags:
+        weights[name] = weights.get(name, 0.0) + weight  # A1111 adds repeated tags
+    for name in weights:
+        adapter = re.sub(r"\W", "_", name)
+        if adapter not in loaded:
+            try:
+                pipe.load_lora_weights(str(files[name].parent), weight_name=files[name].name,
+                                       adapter_name=adapter)
+            except (ValueError, KeyError, RuntimeError) as e:
+                raise ValueError(f"cannot use the LoRA {files[name]}: {e}") from e
+    pipe.enable_lora()
+    pipe.set_adapters([re.sub(r"\W", "_", n) for n in weights], list(weights.values()))
+    return weights

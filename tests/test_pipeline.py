@@ -109,7 +109,8 @@ red hair
 Negative prompt: lowres, bad anatomy,
 blurry
 Steps: 20, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 7, Seed: 1234, \
-Size: 512x768, Model hash: 6ce0161689, Model: v1-5-pruned-emaonly, Denoising strength: 0.35, \
+Size: 512x768, Model hash: 6ce0161689, Model: v1-5-pruned-emaonly, Clip skip: 2, \
+Denoising strength: 0.35, \
 Hires upscale: 2, Hires upscaler: R-ESRGAN 4x+, Lora hashes: "add_detail: 7c6bad76eb54, \
 more: 1234", Version: v1.7.0"""
 
@@ -126,7 +127,7 @@ def test_parameters_parse_as_a1111_writes_them(tmp_path):
     info = PngInfo()
     info.add_text("parameters", A1111)
     Image.new("RGB", (8, 8)).save(tmp_path / "a1111.png", pnginfo=info)
-    with pytest.warns(UserWarning, match="cannot reproduce these A1111 settings.*Lora hashes"):
+    with pytest.warns(UserWarning, match="cannot reproduce these A1111 settings: Clip skip: 2"):
         s = read_settings(tmp_path / "a1111.png")
     g = s.generate
     assert (g.width, g.height, g.steps, g.guidance, g.seed, g.scheduler, g.prompt_syntax) == (

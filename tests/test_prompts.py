@@ -159,9 +159,138 @@ def test_sdxl_both_encoders_chunked_pooled_from_the_first():
     assert r.image.size == (64, 64)
 
 
-def test_extra_network_tags_are_a_clear_error(sd15):
-    with pytest.raises(ValueError, match="<lora:add_detail:0.5>.*does not load"):
+def test_extra_network_tags_are_clear_errors(sd15, tmp_path, monkeypatch):
+    monkeypatch.setenv("PEGU_NETWORKS", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=f"LoRA add_detail not found in {tmp_path}"):
         sd15.generate(GenerateSettings("a photo <lora:add_detail:0.5>", steps=1, width=64,
+                                       height=64), progress=False)
+    with pytest.raises(ValueError, match="not A1111's 'hypernet'"):
+        sd15.generate(GenerateSettings("a photo <hypernet:x:1>", steps=1, width=64,
                                        height=64), progress=False)
     with pytest.raises(ValueError, match="prompt_syntax must be 'a1111' or 'plain'"):
         GenerateSettings("x", prompt_syntax="compel")
+
+
+def _tiny_lora(path):
+    """A LoRA for tiny-sd15 made with peft (UNet attention layers), saved in the diffusers
+    LoRA format, with non-zero weights so that it changes the image. (Text-encoder LoRAs go
+    through transformers' peft integration, which transformers 5.24 refuses with peft 0.21,
+    the newest release: pegu then says so, naming the file.)"""
+    from diffusers import StableDiffusionPipeline
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    from pegu.tiny import build_tiny
+
+    pipe = build_tiny("sd15")
+    pipe.unet.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=[
+        "to_k", "to_q", "to_v", "to_out.0"]))
+    torch.manual_seed(2)
+    for name, param in pipe.unet.named_parameters():
+        if "lora_B" in name:
+            param.data.normal_(0, 0.5)
+    StableDiffusionPipeline.save_lora_weights(
+        path.parent, weight_name=path.name,
+        unet_lora_layers=get_peft_model_state_dict(pipe.unet))
+
+
+def test_lora_tags_load_from_the_lora_folder_and_switch_off(tmp_path, monkeypatch):
+    """<lora:name:w> activates NAME.safetensors from lora/ at weight w; the next call
+    without the tag gives the image it gave before the LoRA."""
+    from pegu.pipeline import run
+    from pegu.settings import RunSettings, UpscaleSettings
+
+    monkeypatch.setenv("PEGU_NETWORKS", str(tmp_path))
+    (tmp_path / "lora").mkdir()
+    _tiny_lora(tmp_path / "lora" / "tinylora.safetensors")
+    g = load_generator("tiny-sd15")
+    s = dict(width=64, height=64, steps=2, seed=5)
+    before = np.asarray(g.generate(GenerateSettings("a photo", **s), progress=False).image)
+    r = g.generate(GenerateSettings("a photo <lora:tinylora:0.8>", **s), progress=False)
+    assert r.loras == {"tinylora": 0.8}
+    assert not np.array_equal(before, np.asarray(r.image))
+    half = g.generate(GenerateSettings("a photo <lora:tinylora:0.3>", **s), progress=False)
+    assert not np.array_equal(np.asarray(r.image), np.asarray(half.image))
+    after = g.generate(GenerateSettings("a photo", **s), progress=False)
+    assert after.loras == {} and np.array_equal(before, np.asarray(after.image))
+    plain = g.generate(GenerateSettings("a photo", prompt_syntax="plain", **s), progress=False)
+    assert np.array_equal(before, np.asarray(plain.image))
+    # the tag stays in the saved prompt, so the PNG re-runs with it
+    out = run(RunSettings(GenerateSettings("a photo <lora:tinylora:0.8>", **s),
+                          model="tiny-sd15", upscale=UpscaleSettings("realesr-animevideov3"),
+                          target=(128, 128)), g, progress=False)
+    assert out.choices["loras"] == {"tinylora": 0.8}
+    assert np.array_equal(np.asarray(out.base), np.asarray(r.image))
+
+
+def _a1111_embedding(path, vectors):
+    """A textual-inversion file in A1111's format (string_to_param)."""
+    torch.save({"string_to_token": {"*": 265}, "string_to_param": {"*": vectors},
+                "name": path.stem, "step": 1000}, path)
+
+
+def test_textual_inversion_from_the_embeddings_folder(sd15, tmp_path, monkeypatch):
+    """A word naming a file in embeddings/ is that embedding (all its vectors, kept in one
+    chunk); the PNG records it as A1111 does, and an image naming one that is missing is a
+    clear error."""
+    from PIL import Image
+
+    from pegu.metadata import read_settings
+    from pegu.pipeline import run
+    from pegu.settings import RunSettings, UpscaleSettings
+
+    monkeypatch.setenv("PEGU_NETWORKS", str(tmp_path / "networks"))
+    (tmp_path / "networks" / "embeddings").mkdir(parents=True)
+    torch.manual_seed(1)
+    _a1111_embedding(tmp_path / "networks" / "embeddings" / "tinyneg.pt", torch.randn(2, 32))
+    pipe = sd15.pipe
+    without = embeddings(pipe, "a photo", "blurry")["negative_prompt_embeds"]
+    s = GenerateSettings("a photo", negative_prompt="(tinyneg:1.2), blurry", steps=1,
+                         width=64, height=64)
+    r = sd15.generate(s, progress=False)
+    assert list(r.embeddings) == ["tinyneg"] and len(r.embeddings["tinyneg"]) == 12
+    vocab = pipe.tokenizer.get_vocab()
+    ids, weights = chunks(pipe.tokenizer, pipe.maybe_convert_prompt("(tinyneg:1.2), blurry",
+                                                                    pipe.tokenizer))[0]
+    assert ids[1:3] == [vocab["tinyneg"], vocab["tinyneg_1"]] and weights[1:3] == [1.2, 1.2]
+    # the embedding's vectors are what the encoder reads at those positions
+    table = pipe.text_encoder.get_input_embeddings().weight
+    assert torch.allclose(table[vocab["tinyneg_1"]], torch.load(
+        tmp_path / "networks" / "embeddings" / "tinyneg.pt")["string_to_param"]["*"][1])
+    with_ti = embeddings(pipe, "a photo", "tinyneg, blurry")["negative_prompt_embeds"]
+    assert not torch.equal(without, with_ti)
+
+    result = run(RunSettings(s, model="tiny-sd15", upscale=UpscaleSettings(
+        "realesr-animevideov3"), target=(128, 128)), sd15, progress=False)
+    path = result.save(tmp_path / "ti.png")
+    with Image.open(path) as im:
+        assert f"TI hashes: \"tinyneg: {r.embeddings['tinyneg']}\"" in im.text["parameters"]
+    # an A1111 PNG that used it re-runs; without the file it is a clear error
+    a1111 = tmp_path / "a1111.png"
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text("parameters", im.text["parameters"].replace("Model: tiny-sd15, ", ""))
+    Image.new("RGB", (8, 8)).save(a1111, pnginfo=info)
+    assert "tinyneg" in read_settings(a1111).generate.negative_prompt
+    monkeypatch.setenv("PEGU_NETWORKS", str(tmp_path / "elsewhere"))
+    with pytest.raises(FileNotFoundError, match="tinyneg.*elsewhere.*embeddings"):
+        read_settings(a1111)
+
+
+def test_sdxl_embeddings_need_both_encoders(tmp_path, monkeypatch):
+    from safetensors.torch import save_file
+
+    monkeypatch.setenv("PEGU_NETWORKS", str(tmp_path))
+    (tmp_path / "embeddings").mkdir()
+    save_file({"clip_l": torch.randn(1, 32), "clip_g": torch.randn(1, 32)},
+              str(tmp_path / "embeddings" / "xlneg.safetensors"))
+    _a1111_embedding(tmp_path / "embeddings" / "sd15neg.pt", torch.randn(1, 32))
+    g = load_generator("tiny-sdxl")
+    r = g.generate(GenerateSettings("a photo", negative_prompt="xlneg", steps=1, width=64,
+                                    height=64), progress=False)
+    assert list(r.embeddings) == ["xlneg"]
+    assert "xlneg" in g.pipe.tokenizer.get_vocab() and "xlneg" in g.pipe.tokenizer_2.get_vocab()
+    with pytest.raises(ValueError, match="sd15neg.pt.*clip_l and clip_g"):
+        g.generate(GenerateSettings("a photo", negative_prompt="sd15neg", steps=1, width=64,
+                                    height=64), progress=False)
