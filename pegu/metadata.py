@@ -132,7 +132,7 @@ def _from_a1111(p: dict) -> RunSettings:
     one warning."""
     import warnings
 
-    from .registry import generator_spec, upscaler_spec
+    from .registry import generator_by_hash, generator_spec, upscaler_spec
 
     _check_embeddings(p.get("TI hashes"))
     ignored = [f"{k}: {p[k]}" for k in _UNMAPPED
@@ -147,8 +147,9 @@ def _from_a1111(p: dict) -> RunSettings:
     model = p.get("Model", "realistic-vision-v6")
     try:
         model = generator_spec(model).name
-    except ValueError:
-        pass  # kept as written: `pegu generate --from IMAGE --model NAME` picks another
+    except ValueError:  # by the file's hash, else kept as written (--model NAME picks one)
+        by_hash = generator_by_hash(p.get("Model hash", ""))
+        model = by_hash.name if by_hash else model
     refine = refine_steps = refine_size = None
     upscaler = p.get("Postprocess upscaler") or "RealESRGAN_x4plus"
     target = None

@@ -132,6 +132,7 @@ class GeneratorSpec:
     negative: str = ""
     sizes: tuple[tuple[int, int], ...] = ()  # the sizes its card recommends, if any
     aliases: tuple[str, ...] = ()
+    hashes: tuple[str, ...] = ()  # A1111 "Model hash" (AutoV2: a file's SHA-256, 10 digits)
 
     @property
     def tiny(self) -> bool:
@@ -162,7 +163,12 @@ GENERATORS: dict[str, GeneratorSpec] = {s.name: s for s in (
         # A1111 writes "Model: <checkpoint file stem>": the repo's single files, and
         # Civitai's V6.0 B1 (baked VAE) file
         aliases=("rv6", "Realistic_Vision_V6.0_B1_noVAE", "Realistic_Vision_V6.0_NV_B1",
-                 "Realistic_Vision_V6.0_NV_B1_fp16", "realisticVisionV60B1_v60B1VAE")),
+                 "Realistic_Vision_V6.0_NV_B1_fp16", "realisticVisionV60B1_v60B1VAE"),
+        # SHA-256 of the published files, from Hugging Face's LFS details of mirrors:
+        # Realistic_Vision_V6.0_NV_B1_fp16.safetensors, 2.13 GB (fofr/comfyui);
+        # realisticVisionV60B1_v60B1VAE.safetensors, 4.27 GB (alexgenovese/checkpoint) and
+        # its 2.13 GB pruned file (asiryan/realistic-vision)
+        hashes=("c48bfd159c", "e5f3cbc5f7", "fe7578cb5e")),
     GeneratorSpec(
         "epicrealism", "sd15", "emilianJR/epiCRealism", 512, "DPM++ 2M Karras", 25, 6.0,
         "epiCRealism, SD 1.5, photoreal", "the card gives no settings: SD 1.5 photoreal defaults",
@@ -183,6 +189,12 @@ GENERATORS: dict[str, GeneratorSpec] = {s.name: s for s in (
 )}
 
 DEFAULT_GENERATOR = "realistic-vision-v6"
+
+
+def generator_by_hash(model_hash: str) -> GeneratorSpec | None:
+    """The registry entry one of whose published files has this A1111 ``Model hash``."""
+    h = model_hash.strip().lower()
+    return next((s for s in GENERATORS.values() if h and h[:10] in s.hashes), None)
 
 
 def generator_spec(name: str) -> GeneratorSpec:

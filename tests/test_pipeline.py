@@ -127,7 +127,7 @@ def test_parameters_parse_as_a1111_writes_them(tmp_path):
     info = PngInfo()
     info.add_text("parameters", A1111)
     Image.new("RGB", (8, 8)).save(tmp_path / "a1111.png", pnginfo=info)
-    with pytest.warns(UserWarning, match="cannot reproduce these A1111 settings: Clip skip: 2"):
+    with pytest.warns(UserWarning, match="cannot reproduce these A1111 settings.*Clip skip: 2"):
         s = read_settings(tmp_path / "a1111.png")
     g = s.generate
     assert (g.width, g.height, g.steps, g.guidance, g.seed, g.scheduler, g.prompt_syntax) == (
@@ -135,6 +135,14 @@ def test_parameters_parse_as_a1111_writes_them(tmp_path):
     assert pegu.load_upscaler(s.upscale.model).name == "RealESRGAN_x4plus"
     # the hires fix: 2x to 1024x1536, strength 0.35, no Hires steps -> int(0.35 * 20) steps
     assert (s.refine, s.refine_size, s.target, s.refine_steps) == (0.35, 1536, (1024, 1536), 7)
+    assert s.model == "v1-5-pruned-emaonly"  # unknown name and hash: kept as written
+    # a renamed Realistic Vision file is still found by its A1111 "Model hash"
+    renamed = A1111.replace("6ce0161689", "c48bfd159c").replace("v1-5-pruned-emaonly", "rv")
+    info = PngInfo()
+    info.add_text("parameters", renamed)
+    Image.new("RGB", (8, 8)).save(tmp_path / "renamed.png", pnginfo=info)
+    with pytest.warns(UserWarning):
+        assert read_settings(tmp_path / "renamed.png").model == "realistic-vision-v6"
     # and pegu's own text survives values with commas, colons and newlines
     ours = settings(g=dict(prompt="a, b: c\nd", negative_prompt="x, y"),
                     upscale=UpscaleSettings("/models/my, odd: name.pth"))
