@@ -65,9 +65,11 @@ def _packages() -> list[Check]:
 
     fixes = {"basicsr": "pip install --no-build-isolation basicsr==1.4.2 (see README, Install)",
              "realesrgan": "pip install --no-deps realesrgan==0.3.0",
-             "ipywidgets": "pip install ipywidgets (the explorer notebook needs it)"}
+             "ipywidgets": "pip install ipywidgets (the explorer notebook needs it)",
+             "peft": "pip install peft (<lora:NAME:WEIGHT> tags need it)"}
     loaders = {"basicsr": _compat.rrdbnet_class, "realesrgan": _compat.srvggnet_class,
-               "ipywidgets": lambda: importlib.import_module("ipywidgets")}
+               "ipywidgets": lambda: importlib.import_module("ipywidgets"),
+               "peft": lambda: importlib.import_module("peft")}
     out = []
     for name, load in loaders.items():
         try:

@@ -24,7 +24,7 @@ def test_doctor_reports_this_machine(monkeypatch):
         assert "GPU T4 x2" in items["gpu"].fix
         assert items["fp16"].detail.startswith("not on the CPU")
     assert "RealESRGAN_x4plus" in items["upscaler weights"].detail  # the offline copies
-    for name in ("basicsr", "realesrgan", "ipywidgets"):
+    for name in ("basicsr", "realesrgan", "ipywidgets", "peft"):
         assert items[name].status == "ok", items[name]
     assert items["hub"].status == "info" and "offline mode" in items["hub"].detail
 
