@@ -36,12 +36,16 @@ def test_registry_model_from_the_hub_cache(model, hub_cache, tmp_path):
     r = subprocess.run(
         [str(Path(sys.executable).parent / "pegu"), "generate", "a (RAW photo:1.2) of an old man",
          "--model", model, "--offline", "--size", "64x64", "--steps", "1",
-         "--target", "128x128", "--upscaler", "realesr-animevideov3", "--out", str(out)],
+         "--target", "128x128", "--upscaler", "realesr-animevideov3", "--out", str(out)]
+        + (["--prompt-syntax", "plain"] if model == "epicrealism" else []),
         env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     with Image.open(out) as im:
         assert im.size == (128, 128)
         record = json.loads(im.text["pegu"])
+    syntax = record["settings"]["generate"]["prompt_syntax"]
+    assert syntax == ("plain" if model == "epicrealism" else "a1111")
+    assert ("Emphasis: None" in im.text["parameters"]) == (syntax == "plain")
     spec = generator_spec(model)
     assert record["choices"]["generator_source"] == f"hf://{spec.repo}@main"
     # what must not be loaded is absent from the cache: the safety checker, the feature
