@@ -116,6 +116,7 @@ def run(settings: RunSettings, generator=None, upscaler=None, *, device="auto",
     """
     from .generate import load_generator
 
+    _check_upscaler(settings, upscaler)
     if generator is None:
         generator = load_generator(settings.model, device=device)
     result = _generate(settings, generator, progress)
@@ -178,6 +179,15 @@ def run_many(settings: list[RunSettings], generator=None, upscaler=None, *, devi
     return [r.result() if isinstance(r, Future) else r for r in out]
 
 
+def _check_upscaler(settings: RunSettings, upscaler) -> None:
+    """What a result records must be what ran: refuse, before any work, a loaded upscaler
+    that differs from the settings in any field."""
+    if upscaler is not None and settings.mode != "direct" and not upscaler.matches(
+            settings.upscale):
+        raise ValueError(f"the upscaler passed is {upscaler!r}, but the settings ask for "
+                         f"{settings.upscale}; pass a matching one, or none to load it")
+
+
 def _generate(settings: RunSettings, generator, progress: bool) -> RunResult:
     """Stage 1: the base image (the final one in direct mode), or an "oom" result."""
     import torch
@@ -228,6 +238,7 @@ def _upscale(result: RunResult, generator, upscaler, progress: bool) -> RunResul
     if upscaler is None:
         upscaler = stage("load upscaler", generator.device,
                          lambda: load_upscaler_from(settings.upscale, generator.device))
+
     if not Path(settings.upscale.model).suffix:  # a registry alias: record the real name
         settings = replace(settings, upscale=replace(settings.upscale, model=upscaler.name))
         result.settings = settings

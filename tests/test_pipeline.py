@@ -207,6 +207,14 @@ def test_an_upscaler_matches_only_the_settings_that_made_it(fast_up):
     assert (ncnn.engine, ncnn.tile) == ("ncnn", 128) and ncnn.matches(want)
 
 
+def test_run_refuses_an_upscaler_its_settings_do_not_name(sd15, fast_up):
+    """What a result records is what ran: a loaded upscaler that differs from the settings
+    in any field is refused before any work."""
+    with pytest.raises(ValueError, match="upscaler passed is.*settings ask for.*engine='ncnn'"):
+        run(settings(upscale=UpscaleSettings("realesr-animevideov3", engine="ncnn"),
+                     target=(256, 256)), sd15, fast_up, progress=False)
+
+
 def test_run_many_overlaps_upscaling_with_the_next_generation(sd15, fast_up, monkeypatch):
     """Two devices in one machine (here the CPU stands in for both GPUs, a thread each):
     image i is upscaled on the upscaler's thread while image i+1 generates; the same
