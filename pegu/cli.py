@@ -96,7 +96,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--size", type=_size, metavar="WxH", help="base size (default: native)")
     g.add_argument("--target", type=_size, metavar="WxH", help="final size (default 2048x2048)")
     g.add_argument("--fit", choices=("cover", "contain"))
-    g.add_argument("--upscaler", help="upscaler name or weights (default RealESRGAN_x4plus)")
+    g.add_argument("--upscaler", help="upscaler name or weights (default auto: "
+                   "RealESRGAN_x2plus when the target is at most twice the base, else x4plus)")
     g.add_argument("--tile", type=int, help="upscaler tile edge in px (0 = untiled)")
     g.add_argument("--upscaler-dtype", choices=UPSCALER_DTYPES,
                    help="upscaler precision (bf16: the fast CPU path)")

@@ -116,10 +116,15 @@ def run(settings: RunSettings, generator=None, upscaler=None, *, device="auto",
     """
     from .generate import load_generator
 
-    _check_upscaler(settings, upscaler)
+    if settings.upscale.model != "auto":
+        _check_upscaler(settings, upscaler)  # before any work
     if generator is None:
         generator = load_generator(settings.model, device=device)
+    settings, why = resolve_upscaler(settings, generator)
+    _check_upscaler(settings, upscaler)
     result = _generate(settings, generator, progress)
+    if why:
+        result.choices["upscaler_choice"] = why
     if result.image is not None or result.status != "ok":
         return result
     return _upscale(result, generator, upscaler, progress)
@@ -152,6 +157,8 @@ def run_many(settings: list[RunSettings], generator=None, upscaler=None, *, devi
     if generator is None:
         generator = load_generator(first.model, device="cuda:0" if overlap and
                                    device == "auto" else device)
+    settings = [resolve_upscaler(s, generator)[0] for s in settings]
+    first = settings[0]
     if upscaler is None and any(s.mode == "upscale" for s in settings):
         upscaler = load_upscaler_from(first.upscale, device="cuda:1" if overlap and
                                       device == "auto" else generator.device)
@@ -177,6 +184,19 @@ def run_many(settings: list[RunSettings], generator=None, upscaler=None, *, devi
             pending = pool.submit(_upscale, started, generator, upscaler, progress)
             out.append(pending)
     return [r.result() if isinstance(r, Future) else r for r in out]
+
+
+def resolve_upscaler(settings: RunSettings, generator) -> tuple[RunSettings, str | None]:
+    """``settings`` with upscaler model "auto" replaced by the network it means for this
+    generator's base size and the target (pegu.upscale.auto_upscaler), and why; unchanged
+    settings and None otherwise."""
+    from .upscale import auto_upscaler
+
+    if settings.upscale.model != "auto" or settings.mode == "direct":
+        return settings, None
+    g = generator.resolve(settings.generate)
+    name, why = auto_upscaler((g.width, g.height), settings.target)
+    return replace(settings, upscale=replace(settings.upscale, model=name)), why
 
 
 def _check_upscaler(settings: RunSettings, upscaler) -> None:

@@ -163,9 +163,12 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-
 class UpscaleSettings(_Data):
     """The upscaler stage: a registry name or weights path, its tiling and denoise, and its
     speed path (dtype "auto"/"fp32"/"fp16"/"bf16", engine "torch"/"ncnn"; see
-    ``load_upscaler``)."""
+    ``load_upscaler``). model "auto" (the default): the official network that reaches the
+    target with the least work — RealESRGAN_x2plus when the target is at most twice the base
+    (SDXL 1024² -> 2048²), else RealESRGAN_x4plus (SD 1.5 512² -> 2048²); the run records
+    the one it used."""
 
-    model: str = "RealESRGAN_x4plus"
+    model: str = "auto"
     tile: int | None = None      # None: 512 on CUDA, 256 on the CPU
     tile_overlap: int = 32
     denoise: float | None = None  # realesr-general-x4v3 only

