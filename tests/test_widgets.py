@@ -62,3 +62,15 @@ def test_random_seed_and_nothing_to_save(tmp_path):
     assert "nothing to save" in ex.status.value
     seeds = {ex.random_seed() for _ in range(5)}
     assert len(seeds) > 1 and ex.seed.value in seeds
+
+
+def test_auto_upscaler_is_the_default(tmp_path):
+    """The explorer starts on "auto" and resolves it as the pipeline does (x2 to the target
+    offline without x2plus weights: x4plus); the full auto path runs in test_pipeline."""
+    from pegu.pipeline import resolve_upscaler
+
+    ex = Explorer(model="tiny-sd15", device="cpu", out_dir=str(tmp_path / "saved"))
+    assert ex.upscaler.value == "auto" and ex.settings().upscale.model == "auto"
+    ex.size.value, ex.target.value = "512x512", "1024x1024"
+    chosen, why = resolve_upscaler(ex.settings(), pegu.load_generator("tiny-sd15"))
+    assert chosen.upscale.model == "RealESRGAN_x4plus" and "x2plus would do" in why
