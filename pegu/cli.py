@@ -15,6 +15,8 @@ def _size(text: str) -> tuple[int, int]:
         w = h = 0
     if w <= 0 or h <= 0:
         raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT like 2048x2048, got {text!r}")
+    if max(w, h) > 16384:  # pegu's cap on any side (a 16384² RGB image is 0.8 GB)
+        raise argparse.ArgumentTypeError(f"{text}: each side must be at most 16384 pixels")
     return w, h
 
 

@@ -20,6 +20,9 @@ def read_image(path):
             im.load()
             if not (im.mode in ("RGB", "RGBA") and _sixteen_bit(path, im)):
                 return im.copy()
+    except Image.DecompressionBombError as e:  # a header claiming a gigantic image
+        raise ValueError(f"{path} is too large to read safely ({e}); upscale a smaller "
+                         "image, or crop it first") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ValueError(f"{path} is not a readable image ({e})") from e
     import cv2

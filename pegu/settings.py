@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 
 MAX_SEED = 2**63 - 1
+MAX_STEPS = 1000  # SD 1.5 and SDXL are trained on 1000 timesteps
 
 # A1111 sampler names pegu reproduces, each built as pegu.generate.SAMPLERS says (with its
 # source); " Karras" is A1111's pre-1.9 spelling of "Schedule type: Karras".
@@ -132,12 +133,14 @@ class GenerateSettings(_Data):
         for name in ("width", "height"):
             if getattr(self, name) is not None:
                 check_multiple_of_8(name, getattr(self, name))
-        if self.steps is not None and (not isinstance(self.steps, int) or self.steps < 1):
-            raise ValueError(f"steps must be a whole number ≥ 1, got {self.steps!r}")
+        if self.steps is not None and (not isinstance(self.steps, int) or isinstance(
+                self.steps, bool) or not 1 <= self.steps <= MAX_STEPS):
+            raise ValueError(f"steps must be a whole number from 1 to {MAX_STEPS} (the models' "
+                             f"training timesteps; A1111 offers up to 150), got {self.steps!r}")
         if self.guidance is not None:
-            if not isinstance(self.guidance, (int, float)) or not self.guidance >= 0:
-                raise ValueError(f"guidance must be ≥ 0 (1 or less turns it off), "
-                                 f"got {self.guidance!r}")
+            if not isinstance(self.guidance, (int, float)) or not 0 <= self.guidance <= 100:
+                raise ValueError(f"guidance must be a number from 0 to 100 (1 or less turns it "
+                                 f"off; model cards use 3-9), got {self.guidance!r}")
             object.__setattr__(self, "guidance", float(self.guidance))
         if self.scheduler is not None:
             object.__setattr__(self, "scheduler", check_scheduler(self.scheduler))
@@ -248,8 +251,9 @@ class RunSettings(_Data):
             if self.mode == "direct":
                 raise ValueError("refine applies to mode='upscale', not 'direct'")
         if self.refine_steps is not None and (not isinstance(self.refine_steps, int)
-                                              or self.refine_steps < 1):
-            raise ValueError(f"refine_steps must be ≥ 1, got {self.refine_steps!r}")
+                                              or not 1 <= self.refine_steps <= MAX_STEPS):
+            raise ValueError(f"refine_steps must be a whole number from 1 to {MAX_STEPS}, "
+                             f"got {self.refine_steps!r}")
         if self.refine_size is not None:
             check_multiple_of_8("refine_size", self.refine_size)
 

@@ -297,6 +297,9 @@ def _ramp(spans, i: int, s: int, band: int):
 
 # ---- output size ----
 
+MAX_SIDE = 16384  # pegu's largest output side, as RunSettings.target
+
+
 def plan_size(size: tuple[int, int], *, scale=None, target=None, fit=None,
               default_scale: int = 4):
     """Output plan for an input of ``size`` (w, h).
@@ -314,6 +317,9 @@ def plan_size(size: tuple[int, int], *, scale=None, target=None, fit=None,
         if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
             raise ValueError(f"scale must be a positive number, got {scale!r}")
         target = (max(1, round(w * scale)), max(1, round(h * scale)))
+        if max(target) > MAX_SIDE:
+            raise ValueError(f"scale {scale:g} makes {target[0]}x{target[1]}; each side must "
+                             f"be at most {MAX_SIDE} pixels")
         return target, None, target
     try:
         tw, th = (int(v) for v in target)
@@ -321,6 +327,8 @@ def plan_size(size: tuple[int, int], *, scale=None, target=None, fit=None,
         raise ValueError(f"target must be (width, height), got {target!r}") from None
     if tw <= 0 or th <= 0:
         raise ValueError(f"target must be positive, got {tw}x{th}; e.g. target=(2048, 2048)")
+    if max(tw, th) > MAX_SIDE:  # checked before any work: 16384² RGB is 0.8 GB already
+        raise ValueError(f"target {tw}x{th}: each side must be at most {MAX_SIDE} pixels")
     mismatch = abs((tw / th) / (w / h) - 1)
     if mismatch <= ASPECT_TOLERANCE:
         return (tw, th), None, (tw, th)

@@ -81,6 +81,9 @@ def test_upscale_bad_input_leaves_nothing(photo, tmp_path, capsys):
     assert "fp16 on the CPU" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         run("upscale", photo, "--target", "0x2048")
+    with pytest.raises(SystemExit):  # bounded before any model loads
+        run("upscale", photo, "--target", "100000x100000")
+    assert "at most 16384 pixels" in capsys.readouterr().err
     assert not out.exists() or not any(out.iterdir())
 
 

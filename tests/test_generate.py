@@ -224,10 +224,12 @@ def test_unknown_model_and_missing_files(tmp_path):
 def test_bad_settings_say_what_to_do():
     with pytest.raises(ValueError, match="multiple of 8, got 500; use 496 or 504"):
         GenerateSettings(PROMPT, height=500)
-    with pytest.raises(ValueError, match="steps must be a whole number ≥ 1"):
-        GenerateSettings(PROMPT, steps=0)
-    with pytest.raises(ValueError, match="guidance must be ≥ 0"):
-        GenerateSettings(PROMPT, guidance=-1)
+    for steps in (0, 1001, 10**9, True):  # bounded before any model loads
+        with pytest.raises(ValueError, match="steps must be a whole number from 1 to 1000"):
+            GenerateSettings(PROMPT, steps=steps)
+    for guidance in (-1, float("inf"), float("nan"), 1e6):
+        with pytest.raises(ValueError, match="guidance must be a number from 0 to 100"):
+            GenerateSettings(PROMPT, guidance=guidance)
     with pytest.raises(ValueError, match="Did you mean 'Euler a'"):
         GenerateSettings(PROMPT, scheduler="Euler A2")
     with pytest.raises(ValueError, match="seed"):

