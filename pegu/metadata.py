@@ -90,7 +90,15 @@ def read_record(path) -> dict:
     except (UnidentifiedImageError, OSError) as e:
         raise ValueError(f"{path} is not a readable image ({e})") from e
     pegu = text.get("pegu")
-    return {"parameters": text.get("parameters"), "pegu": json.loads(pegu) if pegu else None}
+    if pegu:
+        try:
+            pegu = json.loads(pegu)
+        except ValueError:
+            pegu = None
+        if not isinstance(pegu, dict) or not isinstance(pegu.get("settings"), dict):
+            raise ValueError(f"{path}: its 'pegu' text chunk is not pegu's record (JSON with "
+                             "the settings); the image was edited or made by another tool")
+    return {"parameters": text.get("parameters"), "pegu": pegu or None}
 
 
 def read_settings(path) -> RunSettings:
@@ -99,9 +107,13 @@ def read_settings(path) -> RunSettings:
     record = read_record(path)
     if record["pegu"] is not None:
         settings = dict(record["pegu"]["settings"])
-        # written before prompt_syntax existed: the prompt was read as plain text
-        settings["generate"] = {"prompt_syntax": "plain", **settings["generate"]}
-        return RunSettings.from_dict(settings)
+        try:
+            # written before prompt_syntax existed: the prompt was read as plain text
+            settings["generate"] = {"prompt_syntax": "plain", **settings["generate"]}
+            return RunSettings.from_dict(settings)
+        except (TypeError, KeyError, ValueError) as e:
+            raise ValueError(f"{path}: the settings in its 'pegu' chunk are not valid ({e})") \
+                from None
     if record["parameters"]:
         return _from_a1111(parse_parameters(record["parameters"]))
     raise ValueError(f"{path} carries no generation settings (no 'pegu' or 'parameters' "

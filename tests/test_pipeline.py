@@ -399,3 +399,15 @@ def test_auto_upscaler_takes_the_least_work_and_is_recorded(sd15, monkeypatch):
     # a loaded upscaler passed with "auto" settings must be the one auto means
     with pytest.raises(ValueError, match="settings ask for"):
         run(s, sd15, pegu.load_upscaler("realesr-animevideov3", device="cpu"), progress=False)
+
+
+@pytest.mark.parametrize("chunk", ["[1, 2, 3]", '{"foo": 1}', '{"settings": "hello"}',
+                                   '{"settings": {"generate": 5}}', "not json"])
+def test_malformed_pegu_chunks_are_one_clear_error(chunk, tmp_path):
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_itxt("pegu", chunk)
+    Image.new("RGB", (8, 8)).save(tmp_path / "odd.png", pnginfo=info)
+    with pytest.raises(ValueError, match="odd.png.*'pegu' (text )?chunk"):
+        read_settings(tmp_path / "odd.png")
