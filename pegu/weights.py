@@ -99,10 +99,11 @@ def load_state_dict(path: Path) -> dict:
         raise WeightsError(
             f"{path} holds pickled objects other than tensors; pegu does not run code from "
             f"weight files. Re-save it as a plain state dict or .safetensors. ({e})") from e
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as e:
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile,
+            IndexError, KeyError, TypeError, AttributeError) as e:  # torch's unpickler on junk
         raise WeightsError(
-            f"{path} is not a readable weights file (truncated or corrupted?): {e}. "
-            "Delete it and download it again.") from e
+            f"{path} is not a readable weights file (truncated, corrupted, or not weights): "
+            f"{type(e).__name__}: {e}. Delete it and download it again.") from e
     if isinstance(data, dict):
         for key in ("params_ema", "params"):
             if isinstance(data.get(key), dict):

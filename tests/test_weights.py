@@ -114,13 +114,21 @@ def test_truncated_and_corrupted_weights(anime_state, tmp_path):
     torch.save(anime_state, tmp_path / "w.pth")
     data = (tmp_path / "w.pth").read_bytes()
     (tmp_path / "cut.pth").write_bytes(data[: len(data) // 2])
-    with pytest.raises(WeightsError, match="truncated or corrupted"):
+    with pytest.raises(WeightsError, match="truncated, corrupted"):
         pegu.load_upscaler(tmp_path / "cut.pth")
     (tmp_path / "junk.safetensors").write_bytes(b"\x00" * 100)
-    with pytest.raises(WeightsError, match="truncated or corrupted"):
+    with pytest.raises(WeightsError, match="truncated, corrupted"):
         pegu.load_upscaler(tmp_path / "junk.safetensors")
     with pytest.raises(FileNotFoundError):
         pegu.load_upscaler(tmp_path / "missing.pth")
+    # files that are not weights at all: pegu's error, not torch's unpickler's
+    import pickle
+
+    for name, data in (("notes.pth", b"hello world, not weights"), ("one.pth", b"\x80"),
+                       ("pickle.safetensors", pickle.dumps({"a": 1}))):
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(WeightsError, match=f"{name} is not a readable weights file"):
+            pegu.load_upscaler(tmp_path / name)
 
 
 class Payload:  # a pickled object that is not a tensor
