@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import os
 import sys
 import time
@@ -23,6 +24,9 @@ AXES = {"models": "model", "prompts": "generate.prompt", "seeds": "generate.seed
         "targets": "target", "refine": "refine"}
 
 
+MAX_RUNS = 10_000  # one sweep; a grid beyond this is refused before its run list is built
+
+
 def read_grid(grid) -> dict:
     """A grid as a dict: ``grid`` itself, or the mapping in the YAML file it names."""
     if isinstance(grid, dict):
@@ -32,7 +36,10 @@ def read_grid(grid) -> dict:
     path = Path(grid)
     if not path.is_file():
         raise FileNotFoundError(f"grid file not found: {path}")
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path} is not valid YAML: {e}") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path} must hold a mapping (base: ..., models: [...], ...)")
     return data
@@ -56,6 +63,15 @@ def load_grid(grid) -> list[dict]:
         if "prompts" in axes:
             raise ValueError("give either prompts or attributes (which make the prompts)")
         axes["prompts"] = attribute_prompts(grid["attributes"])
+    empty = [k for k, v in axes.items() if not v]
+    if empty:
+        raise ValueError(f"grid axes {empty} are empty lists: give at least one value, or "
+                         "leave the axis out")
+    total = math.prod(len(v) for v in axes.values())
+    if total > MAX_RUNS:  # counted before the run list is built
+        raise ValueError(f"the grid makes {total:,} runs (the product of its axes' lengths); "
+                         f"pegu runs at most {MAX_RUNS:,} per sweep: split it into sweeps "
+                         "or shorten axes")
     runs = []
     for combo in itertools.product(*axes.values()):
         d = json.loads(json.dumps(grid.get("base") or {}))

@@ -411,3 +411,14 @@ def test_malformed_pegu_chunks_are_one_clear_error(chunk, tmp_path):
     Image.new("RGB", (8, 8)).save(tmp_path / "odd.png", pnginfo=info)
     with pytest.raises(ValueError, match="odd.png.*'pegu' (text )?chunk"):
         read_settings(tmp_path / "odd.png")
+
+
+def test_a1111_size_that_is_not_a_size(tmp_path):
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text("parameters", "a photo\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 1, "
+                  "Size: big, Model: x")
+    Image.new("RGB", (8, 8)).save(tmp_path / "big.png", pnginfo=info)
+    with pytest.raises(ValueError, match="Size 'big' is not WIDTHxHEIGHT"):
+        read_settings(tmp_path / "big.png")

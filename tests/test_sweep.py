@@ -37,6 +37,16 @@ def test_grid_expands_every_combination(tmp_path):
         load_grid({"seed": [1]})
     with pytest.raises(FileNotFoundError):
         load_grid(tmp_path / "missing.yaml")
+    (tmp_path / "bad.yaml").write_text("models: [tiny-sd15\nseeds: 1\n")
+    with pytest.raises(ValueError, match="bad.yaml is not valid YAML"):
+        load_grid(tmp_path / "bad.yaml")
+    with pytest.raises(ValueError, match="grid axes \\['seeds'\\] are empty"):
+        load_grid({"models": ["tiny-sd15"], "seeds": []})
+    # 10^8 runs: refused from the axes' lengths, before any list is built
+    huge = {"seeds": list(range(10_000)), "steps": list(range(1, 101)),
+            "guidance": [float(g) for g in range(100)]}
+    with pytest.raises(ValueError, match="makes 100,000,000 runs"):
+        load_grid(huge)
 
 
 def test_sweep_with_a_failing_configuration_then_resume(tmp_path, monkeypatch):
