@@ -116,6 +116,7 @@ def run(settings: RunSettings, generator=None, upscaler=None, *, device="auto",
     """
     from .generate import load_generator
 
+    _precheck(settings)
     if settings.upscale.model != "auto":
         _check_upscaler(settings, upscaler)  # before any work
     if generator is None:
@@ -184,6 +185,30 @@ def run_many(settings: list[RunSettings], generator=None, upscaler=None, *, devi
             pending = pool.submit(_upscale, started, generator, upscaler, progress)
             out.append(pending)
     return [r.result() if isinstance(r, Future) else r for r in out]
+
+
+def _precheck(settings: RunSettings) -> None:
+    """What can be refused before any model loads: an unknown upscaler or missing weights
+    file, and a base size whose aspect ratio differs from the target's without ``fit``."""
+    from .registry import generator_spec, upscaler_spec
+    from .upscale import plan_size
+
+    if settings.mode == "direct":
+        return
+    name = settings.upscale.model
+    if Path(name).suffix:
+        if not Path(name).expanduser().is_file():
+            raise FileNotFoundError(f"upscaler weights not found: {name}")
+    elif name != "auto":
+        upscaler_spec(name)  # a ValueError naming close names
+    g = settings.generate
+    try:
+        native = generator_spec(settings.model).native
+    except ValueError:  # a path or an unregistered Hub id: known once loaded
+        native = None
+    w, h = g.width or native, g.height or native
+    if w and h:
+        plan_size((w, h), target=settings.target, fit=settings.fit)
 
 
 def resolve_upscaler(settings: RunSettings, generator) -> tuple[RunSettings, str | None]:

@@ -422,3 +422,22 @@ def test_a1111_size_that_is_not_a_size(tmp_path):
     Image.new("RGB", (8, 8)).save(tmp_path / "big.png", pnginfo=info)
     with pytest.raises(ValueError, match="Size 'big' is not WIDTHxHEIGHT"):
         read_settings(tmp_path / "big.png")
+
+
+def test_refused_before_any_model_loads(monkeypatch, tmp_path):
+    """Unknown upscalers, missing weights files and an aspect ratio the target cannot take
+    without fit are refused before a model loads (no work wasted)."""
+    import pegu.generate
+
+    def no_loading(*a, **k):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(pegu.generate, "load_generator", no_loading)
+    base = GenerateSettings(PROMPT, steps=1)
+    with pytest.raises(ValueError, match="Did you mean"):
+        run(RunSettings(base, model="tiny-sd15", upscale=UpscaleSettings("x4plsu")))
+    with pytest.raises(FileNotFoundError, match="upscaler weights not found"):
+        run(RunSettings(base, model="tiny-sd15",
+                        upscale=UpscaleSettings(str(tmp_path / "none.pth"))))
+    with pytest.raises(ValueError, match="aspect ratio"):
+        run(RunSettings(base, model="tiny-sd15", target=(2048, 1024)))  # 512² base
