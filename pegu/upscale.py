@@ -4,13 +4,15 @@ Image contract (the one place it is stated)
 -------------------------------------------
 ``Upscaler.upscale(image, ...)`` takes
 
-* a PIL image in mode RGB, RGBA, L, LA, P (converted to RGB/RGBA), ``I;16`` (16-bit gray)
-  or ``I`` holding 16-bit values, or
+* a PIL image in mode RGB, RGBA, L, LA, P (converted to RGB/RGBA), CMYK, YCbCr, LAB, HSV
+  (converted to RGB by PIL), ``I;16`` (16-bit gray) or ``I`` holding 16-bit values, or
 * a numpy array H×W (gray), H×W×1, H×W×3 (RGB) or H×W×4 (RGBA), dtype uint8 or uint16
-  (16 bits, e.g. from ``cv2.imread(path, cv2.IMREAD_UNCHANGED)`` after BGR→RGB),
+  (16 bits, e.g. from ``cv2.imread(path, cv2.IMREAD_UNCHANGED)`` after BGR→RGB), or
+  float16/32/64 with values in [0, 1],
 
-and returns the same kind: a PIL image in the input's mode (P becomes RGB/RGBA), or a
-numpy array with the input's dtype and channel count. 16-bit input gives 16-bit output.
+and returns the same kind: a PIL image in the input's mode (P becomes RGB/RGBA, CMYK and
+the other colour spaces RGB), or a numpy array with the input's channel count and dtype
+(floats come back as float32 in [0, 1]). 16-bit input gives 16-bit output.
 Colour channels are RGB, values span the full range of the dtype. Alpha is upscaled by
 the same network (as Real-ESRGAN does); gray is upscaled as RGB and converted back
 with ITU-R 601 luma weights.
@@ -372,7 +374,7 @@ def _pad_center(x, size: tuple[int, int]):
 class _Meta:
     kind: str          # "pil" or "numpy"
     mode: str          # PIL mode to return, or numpy layout "HW", "HW1", "HW3", "HW4"
-    max_value: int     # 255 or 65535
+    max_value: int     # 255, 65535, or 1 for float arrays
     gray: bool
 
 
@@ -389,6 +391,9 @@ def _decode(image):
         elif mode == "1":
             image = image.convert("L")
             mode = "L"
+        elif mode in ("CMYK", "YCbCr", "LAB", "HSV", "RGBX"):  # e.g. a print-shop CMYK JPEG
+            image = image.convert("RGB")  # PIL's conversion; the result is RGB
+            mode = "RGB"
         if mode in ("I;16", "I;16B", "I;16L", "I"):
             arr = np.asarray(image).astype(np.int64)
             if arr.min() < 0 or arr.max() > 65535:
@@ -404,16 +409,21 @@ def _decode(image):
                              "e.g. image.convert('RGB')")
     elif isinstance(image, np.ndarray):
         arr = image
-        if arr.dtype not in (np.uint8, np.uint16):
-            raise ValueError(f"numpy images must be uint8 or uint16, got {arr.dtype}; "
-                             "e.g. (x * 255).round().astype(np.uint8) for floats in [0, 1]")
+        floats = arr.dtype in (np.float16, np.float32, np.float64)
+        if floats and arr.size and not (np.isfinite(arr).all() and arr.min() >= 0
+                                        and arr.max() <= 1):
+            raise ValueError("float images must hold finite values in [0, 1] (got "
+                             f"{np.nanmin(arr):g}..{np.nanmax(arr):g}); scale them first")
+        if not floats and arr.dtype not in (np.uint8, np.uint16):
+            raise ValueError(f"numpy images must be uint8, uint16 or floats in [0, 1], got "
+                             f"{arr.dtype}")
         if arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (1, 3, 4)):
             layout = "HW" if arr.ndim == 2 else f"HW{arr.shape[2]}"
         else:
             raise ValueError(f"numpy images must be HxW, HxWx1, HxWx3 or HxWx4, got shape "
                              f"{arr.shape}")
-        meta = _Meta("numpy", layout, 65535 if arr.dtype == np.uint16 else 255,
-                     layout in ("HW", "HW1"))
+        meta = _Meta("numpy", layout, 1 if floats else 65535 if arr.dtype == np.uint16
+                     else 255, layout in ("HW", "HW1"))
     else:
         raise TypeError(f"expected a PIL image or a numpy array, got {type(image).__name__}")
     if arr.shape[0] == 0 or arr.shape[1] == 0:
@@ -437,8 +447,11 @@ def _encode(x, meta: _Meta):
     from PIL import Image
 
     x = (torch.cat([_luma(x[:3]), x[3:]]) if meta.gray else x).numpy()
-    dtype = np.uint16 if meta.max_value == 65535 else np.uint8
-    arr = np.rint(x * meta.max_value).astype(dtype).transpose(1, 2, 0)
+    if meta.max_value == 1:  # floats in, float32 in [0, 1] out
+        arr = np.clip(x, 0, 1).astype(np.float32).transpose(1, 2, 0)
+    else:
+        dtype = np.uint16 if meta.max_value == 65535 else np.uint8
+        arr = np.rint(x * meta.max_value).astype(dtype).transpose(1, 2, 0)
     if meta.kind == "numpy":
         return arr[..., 0] if meta.mode == "HW" else arr
     if meta.mode in ("L", "I;16"):

@@ -189,8 +189,10 @@ def test_gray_and_palette(animevideo, astronaut):
 
 
 def test_bad_images(animevideo):
-    with pytest.raises(ValueError, match="uint8 or uint16"):
-        animevideo.upscale(np.zeros((8, 8, 3), np.float32))
+    with pytest.raises(ValueError, match="float images must hold finite values in \\[0, 1\\]"):
+        animevideo.upscale(np.full((8, 8, 3), 2.0, np.float32))
+    with pytest.raises(ValueError, match="uint8, uint16 or floats"):
+        animevideo.upscale(np.zeros((8, 8, 3), np.int32))
     with pytest.raises(ValueError, match="HxWx3"):
         animevideo.upscale(np.zeros((8, 8, 5), np.uint8))
     with pytest.raises(ValueError, match="empty"):
@@ -198,7 +200,27 @@ def test_bad_images(animevideo):
     with pytest.raises(TypeError, match="PIL image or a numpy array"):
         animevideo.upscale("photo.png")
     with pytest.raises(ValueError, match="convert"):
-        animevideo.upscale(Image.new("CMYK", (8, 8)))
+        animevideo.upscale(Image.new("F", (8, 8)))
+
+
+def test_images_as_users_have_them(animevideo, astronaut):
+    """A CMYK JPEG (print workflows) comes back RGB, equal to upscaling its RGB conversion;
+    floats in [0, 1] come back float32 in [0, 1], within 1/255 of the uint8 path."""
+    import io
+
+    crop = Image.fromarray(np.ascontiguousarray(astronaut[:48, :48]))
+    buf = io.BytesIO()
+    crop.convert("CMYK").save(buf, "JPEG", quality=95)
+    cmyk = Image.open(io.BytesIO(buf.getvalue()))
+    assert cmyk.mode == "CMYK"
+    out = animevideo.upscale(cmyk)
+    assert out.mode == "RGB" and out.size == (192, 192)
+    assert np.array_equal(np.asarray(out), np.asarray(animevideo.upscale(cmyk.convert("RGB"))))
+    as_float = np.asarray(crop).astype(np.float32) / 255
+    f = animevideo.upscale(as_float)
+    assert f.dtype == np.float32 and f.shape == (192, 192, 3) and 0 <= f.min() <= f.max() <= 1
+    u8 = animevideo.upscale(np.asarray(crop)).astype(np.float32) / 255
+    assert np.abs(f - u8).max() <= 1 / 255 + 1e-6
 
 
 def test_a_png_claiming_a_gigantic_size_is_refused_by_pegu(tmp_path):
