@@ -441,12 +441,7 @@ def _load_pipeline(name: str, dtype, revision, config, offline: bool, extra: dic
         xl = "StableDiffusionXL" in (path / "model_index.json").read_text()
         return None, _from_pretrained(DiffusionPipeline, str(path),
                                       common if xl else no_checker, local=True), str(path)
-    try:
-        spec = generator_spec(name)
-    except ValueError:
-        if name.count("/") != 1:
-            raise
-        spec = None  # an unregistered Hub id
+    spec = _registered(name)  # None: an unregistered Hub id
     if spec is not None and spec.family == "sdxl":
         no_checker = common
     if spec is not None and spec.tiny:

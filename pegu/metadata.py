@@ -216,6 +216,7 @@ def _check_embeddings(field: str | None) -> None:
             f"in {networks_dir() / 'embeddings'}: put the files there (NAME.safetensors, .pt "
             "or .bin) or point $PEGU_NETWORKS at the folder that holds embeddings/")
     for name, short in wanted.items():
-        if short and file_hash(have[name])[:len(short)] != short:
+        ours = file_hash(have[name]) if short else ""
+        if ours[:len(short)] != short:
             warnings.warn(f"the embedding {have[name]} is not the file the image used (hash "
-                          f"{file_hash(have[name])}, the image says {short})", stacklevel=4)
+                          f"{ours}, the image says {short})", stacklevel=4)

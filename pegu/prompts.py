@@ -231,13 +231,21 @@ def networks_dir() -> Path:
     return Path(env).expanduser() if env else cache_dir() / "networks"
 
 
+def _network_files(*subfolders: str) -> dict[str, Path]:
+    """{name: file} of the weight files in ``networks_dir()/<subfolder>``, first one wins."""
+    found: dict[str, Path] = {}
+    for sub in subfolders:
+        folder = networks_dir() / sub
+        if folder.is_dir():
+            for f in sorted(folder.iterdir()):
+                if f.suffix.lower() in EMBEDDING_SUFFIXES and f.is_file():
+                    found.setdefault(f.stem, f)
+    return found
+
+
 def embedding_files() -> dict[str, Path]:
     """{name: file} of the embeddings in ``networks_dir()/embeddings``."""
-    folder = networks_dir() / "embeddings"
-    if not folder.is_dir():
-        return {}
-    return {f.stem: f for f in sorted(folder.iterdir())
-            if f.suffix.lower() in EMBEDDING_SUFFIXES and f.is_file()}
+    return _network_files("embeddings")
 
 
 def _named(name: str, texts) -> bool:
@@ -284,27 +292,16 @@ def load_embeddings(pipe, texts) -> list[tuple[str, Path]]:
 
 def file_hash(path: Path) -> str:
     """The first 12 hex digits of the file's SHA-256 (A1111's short hash for embeddings)."""
-    import hashlib
+    from .weights import sha256_file
 
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:12]
+    return sha256_file(path)[:12]
 
 
 # ---- LoRA: <lora:name:weight> from networks_dir()/lora ----
 
 def lora_files() -> dict[str, Path]:
     """{name: file} of the LoRAs in ``networks_dir()/lora`` (or A1111's ``Lora``)."""
-    found: dict[str, Path] = {}
-    for sub in ("lora", "Lora"):
-        folder = networks_dir() / sub
-        if folder.is_dir():
-            for f in sorted(folder.iterdir()):
-                if f.suffix.lower() in (".safetensors", ".pt", ".bin") and f.is_file():
-                    found.setdefault(f.stem, f)
-    return found
+    return _network_files("lora", "Lora")
 
 
 def lora_tags(text: str) -> list[tuple[str, float]]:
@@ -342,8 +339,8 @@ def apply_loras(pipe, tags: list[tuple[str, float]]) -> dict[str, float]:
     weights: dict[str, float] = {}
     for name, weight in tags:
         weights[name] = weights.get(name, 0.0) + weight  # A1111 adds repeated tags
-    for name in weights:
-        adapter = re.sub(r"\W", "_", name)
+    adapters = {name: re.sub(r"\W", "_", name) for name in weights}
+    for name, adapter in adapters.items():
         if adapter not in loaded:
             try:
                 pipe.load_lora_weights(str(files[name].parent), weight_name=files[name].name,
@@ -351,5 +348,5 @@ def apply_loras(pipe, tags: list[tuple[str, float]]) -> dict[str, float]:
             except (ValueError, KeyError, RuntimeError) as e:
                 raise ValueError(f"cannot use the LoRA {files[name]}: {e}") from e
     pipe.enable_lora()
-    pipe.set_adapters([re.sub(r"\W", "_", n) for n in weights], list(weights.values()))
+    pipe.set_adapters(list(adapters.values()), list(weights.values()))
     return weights
