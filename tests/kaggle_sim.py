@@ -1,7 +1,9 @@
 """The Kaggle simulation: pegu's kernels run as a user runs them, from a clean image, on the CPU.
 
 1. The image: a virtualenv holding only ``tests/data/kaggle-image.txt`` (Kaggle's packages that
-   pegu touches; nothing of pegu's), built once into ``.kaggle-sim/image/``.
+   pegu touches; nothing of pegu's), built once into ``.kaggle-sim/image/``; torch's CUDA stack
+   is the running environment's, seen through ``.kaggle-sim/torch-layer/`` (5 GB not installed
+   twice).
 2. The dataset: ``pegu kaggle package`` writes it where Kaggle mounts datasets since 2026,
    ``<input>/datasets/<owner>/pegu-wheels/``; ``<input>`` stands in for ``/kaggle/input``.
 3. The kernels: ``pegu kaggle push --dry-run`` stages each notebook, setup cell first.
@@ -56,17 +58,68 @@ def _site(venv: Path) -> Path:
     return venv / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}" / "site-packages"
 
 
+# torch's CUDA stack (~5 GB) is not installed a second time: the image sees the running
+# environment's copy through a folder of links outside the image (pip never writes outside its
+# environment), pinned by a constraint so that pip fails rather than installs another torch.
+_HEAVY = ("cuda-", "nvidia-")
+_HEAVY_NAMES = {"torch", "torchvision", "triton"}
+
+
+def _torch_layer(layer: Path) -> list[str]:
+    """Links to the running environment's torch stack in ``layer``; its pins (none if absent)."""
+    import importlib.metadata as md
+
+    shutil.rmtree(layer, ignore_errors=True)
+    names = {d: (d.metadata["Name"] or "").lower().replace("_", "-") for d in md.distributions()}
+    dists = [d for d, n in names.items() if n in _HEAVY_NAMES or n.startswith(_HEAVY)]
+    if not any(d.metadata["Name"].lower() == "torch" for d in dists):
+        return []
+    owners: dict[str, set] = {}
+    for d in dists:
+        for f in d.files or ():
+            owners.setdefault(f.parts[0], set()).add(d.metadata["Name"])
+    for d in dists:
+        for f in d.files or ():
+            if f.parts[0] == ".." or f.parts[0].endswith(".pth"):
+                continue
+            shared = len(owners[f.parts[0]]) > 1 and len(f.parts) > 1
+            rel = Path(*f.parts[:2]) if shared else Path(f.parts[0])
+            dst = layer / rel
+            if not os.path.lexists(dst):
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                dst.symlink_to(Path(d.locate_file(rel)).resolve())
+    return sorted({f"{d.metadata['Name']}=={d.version}" for d in dists})
+
+
 def image(work: Path) -> Path:
     """The image virtualenv (built once per content of the package list)."""
     venv = work / "image"
-    want = hashlib.sha256(IMAGE_LIST.read_bytes()).hexdigest()
+    layer = work / "torch-layer"
+    pins = _torch_layer(layer)
+    want = hashlib.sha256(IMAGE_LIST.read_bytes() + " ".join(pins).encode()).hexdigest()
     stamp = venv / ".image-stamp"
     if stamp.is_file() and stamp.read_text() == want:
         return venv
     shutil.rmtree(venv, ignore_errors=True)
     _run([sys.executable, "-m", "venv", venv])
+    constraints = work / "torch-pins.txt"
+    constraints.write_text("".join(f"{pin}\n" for pin in pins))
+    if pins:
+        (_site(venv) / "torch_layer.pth").write_text(f"{layer}\n")
     _run([venv / "bin" / "python", "-m", "pip", "install", "-q", "--disable-pip-version-check",
-          "-r", IMAGE_LIST])
+          "-r", IMAGE_LIST, "-c", constraints])
+    stamp.write_text(want)
+    return venv
+    shutil.rmtree(venv, ignore_errors=True)
+    _run([sys.executable, "-m", "venv", venv])
+    layer = work / "torch-layer"
+    pins = _torch_layer(layer)
+    constraints = work / "torch-pins.txt"
+    constraints.write_text("".join(f"{pin}\n" for pin in pins))
+    if pins:
+        (_site(venv) / "torch_layer.pth").write_text(f"{layer}\n")
+    _run([venv / "bin" / "python", "-m", "pip", "install", "-q", "--disable-pip-version-check",
+          "-r", IMAGE_LIST, "-c", constraints])
     stamp.write_text(want)
     return venv
 
@@ -137,7 +190,8 @@ def kernel(work: Path, image_venv: Path, inputs: Path, notebooks: dict[str, Path
     venv = base / "venv"
     _run([sys.executable, "-m", "venv", "--without-pip", venv])
     site = _site(venv)
-    (site / "kaggle_image.pth").write_text(str(_site(image_venv)) + "\n")
+    (site / "kaggle_image.pth").write_text(
+        "".join(f"{p}\n" for p in [_site(image_venv), work / "torch-layer"] if p.exists()))
     env = kernel_env(base, venv, inputs, mode)
     for name, notebook in notebooks.items():
         out_dir = base / "working" / name
@@ -167,7 +221,7 @@ def kernel(work: Path, image_venv: Path, inputs: Path, notebooks: dict[str, Path
 
 def simulate(modes=("on", "off"), work: Path | None = None) -> list[KernelRun]:
     """Image, dataset and staged kernels once; then each internet mode from a fresh kernel."""
-    work = Path(work or ROOT / ".kaggle-sim")
+    work = Path(work or ROOT / ".kaggle-sim").resolve()
     work.mkdir(parents=True, exist_ok=True)
     image_venv = image(work)
     inputs = dataset(work)
