@@ -138,6 +138,7 @@ class Generator:
         self._scheduler_config = pipe.scheduler.config  # the model's own, never a previous call's
         self.last_embeddings: dict = {}
         self.last_loras: dict = {}
+        self.warmed: set = set()  # run shapes already warmed up (pegu.pipeline.warm_up)
 
     def __repr__(self) -> str:
         return (f"Generator({self.name!r}, {self.family}, native {self.native}², "

@@ -134,8 +134,13 @@ def attribute_control(clip: Clip, images, prompts) -> float:
     (variants of one base prompt that differ in one attribute, same seed); it counts when
     CLIP ranks its own prompt first among all the variants. Range 0–1, higher is better;
     chance is 1/len(prompts)."""
+    return float(np.mean(attribute_hits(clip, images, prompts)))
+
+
+def attribute_hits(clip: Clip, images, prompts) -> list[bool]:
+    """For each image of :func:`attribute_control`, whether CLIP ranks its own prompt first."""
     sims = clip.similarity(list(images), list(prompts))
-    return float(np.mean(np.argmax(sims, axis=1) == np.arange(len(sims))))
+    return [bool(h) for h in np.argmax(sims, axis=1) == np.arange(len(sims))]
 
 
 def attribute_variants(base: str, attribute: str, values) -> list[str]:

@@ -28,6 +28,9 @@ class RunResult:
     with every default resolved (what ``save`` stores). stages: one StageCost per stage.
     choices: what was actually used (device, dtype, memory level, tile, fallbacks, sources).
     status: "ok" or "oom" (direct mode ran out of GPU memory; ``error`` says where).
+    repeat_seconds: with :func:`timed_run`, every repeat's total seconds (this result is
+    the median one). warmed_up: whether first-call costs were kept out (an untimed warm-up
+    of this shape ran before, :func:`warm_up`).
     """
 
     settings: RunSettings
@@ -38,6 +41,8 @@ class RunResult:
     choices: dict = field(default_factory=dict)
     status: str = "ok"
     error: str | None = None
+    repeat_seconds: list[float] = field(default_factory=list)
+    warmed_up: bool = False
 
     @property
     def seconds(self) -> float:
@@ -59,8 +64,9 @@ class RunResult:
 
     def record(self) -> dict:
         """Timings, choices and versions: the ``pegu`` PNG chunk beside the settings."""
+        timing = {"warmed_up": self.warmed_up, "repeat_seconds": self.repeat_seconds}
         return {"stages": [vars(s) for s in self.stages], "choices": self.choices,
-                "status": self.status, "versions": _versions()}
+                "timing": timing, "status": self.status, "versions": _versions()}
 
     def save(self, path, overwrite: bool = False) -> Path:
         """Write the final image as PNG with its recipe (A1111 ``parameters`` and ``pegu``
@@ -114,21 +120,66 @@ def run(settings: RunSettings, generator=None, upscaler=None, *, device="auto",
     refine, upscale to the intermediate size and (3) img2img there; (4) upscale to the exact
     target. A CUDA out-of-memory error in direct mode is a result (status "oom"), not a crash.
     """
+    from .device import resolve_device
     from .generate import load_generator
 
     _precheck(settings)
     if settings.upscale.model != "auto":
         _check_upscaler(settings, upscaler)  # before any work
+    loading: list[StageCost] = []
     if generator is None:
-        generator = load_generator(settings.model, device=device)
+        dev = resolve_device(device)
+        generator = measure_stage(loading, "load generator", dev,
+                                  lambda: load_generator(settings.model, device=dev))
     settings, why = resolve_upscaler(settings, generator)
     _check_upscaler(settings, upscaler)
     result = _generate(settings, generator, progress)
+    result.stages[:0] = loading
     if why:
         result.choices["upscaler_choice"] = why
     if result.image is not None or result.status != "ok":
         return result
     return _upscale(result, generator, upscaler, progress)
+
+
+def warm_up(settings: RunSettings, generator, upscaler=None) -> bool:
+    """Run ``settings`` once, untimed and cut short (2 steps, 1 refine step), unless this
+    generator and upscaler have already run its shape (mode, sizes, sampler, refine, tile):
+    one-off first-call costs (CUDA context, cuDNN autotuning, lazy imports, allocator
+    growth) then stay out of the measured runs. Returns whether it ran."""
+    settings, _ = resolve_upscaler(settings, generator)
+    g = generator.resolve(settings.generate)
+    used = upscaler if settings.mode == "upscale" else None
+    key = (settings.mode, g.width, g.height, g.scheduler, settings.target, settings.fit,
+           settings.refine is not None, settings.refine_size)
+    if key in generator.warmed and (used is None or key in used.warmed):
+        return False
+    quick = replace(settings, generate=replace(settings.generate, steps=min(g.steps, 2)),
+                    refine_steps=None if settings.refine is None else 1)
+    run(quick, generator, used, progress=False)
+    generator.warmed.add(key)
+    if used is not None:
+        used.warmed.add(key)
+    return True
+
+
+def timed_run(settings: RunSettings, generator, upscaler=None, *, repeats: int = 1,
+              warmup: bool = True, progress: bool = False) -> RunResult:
+    """``run`` measured as a benchmark: :func:`warm_up` first (unless ``warmup`` is False),
+    then ``repeats`` runs. Returns the run whose total time is the median (the lower one of
+    the middle two for an even count), its image and stage costs, with every repeat's total
+    in ``repeat_seconds``. Clocks are read after CUDA synchronizes (pegu.device.Measure)."""
+    if not isinstance(repeats, int) or isinstance(repeats, bool) or not 1 <= repeats <= 100:
+        raise ValueError(f"repeats must be a whole number from 1 to 100, got {repeats!r}")
+    if warmup:
+        warm_up(settings, generator, upscaler)
+    results = [run(settings, generator, upscaler, progress=progress) for _ in range(repeats)]
+    totals = [r.seconds for r in results]
+    median = sorted(range(repeats), key=lambda i: totals[i])[(repeats - 1) // 2]
+    result = results[median]
+    result.repeat_seconds = [round(t, 3) for t in totals]
+    result.warmed_up = warmup
+    return result
 
 
 def run_many(settings: list[RunSettings], generator=None, upscaler=None, *, device="auto",
@@ -152,6 +203,8 @@ def run_many(settings: list[RunSettings], generator=None, upscaler=None, *, devi
     settings = list(settings)
     if not settings:
         return []
+    for s in settings:
+        _precheck(s)  # before any model loads
     if overlap == "auto":
         overlap = device == "auto" and gpu_count() > 1
     first = settings[0]

@@ -7,45 +7,60 @@ from dataclasses import replace
 import numpy as np
 
 
-def tile_study(upscaler_name: str, image, tiles, target=None, device="auto"):
-    """Upscale ``image`` with each tile size (0 = the whole image at once).
+def tile_study(upscaler_name: str, image, tiles, target=None, device="auto",
+               repeats: int = 3):
+    """Upscale ``image`` with each tile size (0 = the whole image at once): one untimed
+    warm-up, then ``repeats`` timed runs per tile.
 
     Returns a DataFrame: tile (requested), tile_used (largest tile edge run), tiles (network
-    passes), seconds, peak_mib (VRAM on CUDA, RSS on the CPU), max_diff / mean_diff (8-bit
-    steps from the untiled output; lower is better, 0 = identical).
+    passes), seconds (median of the repeats; seconds_min / seconds_max their spread),
+    peak_mib (VRAM on CUDA, RSS on the CPU), max_diff / mean_diff (8-bit steps from the
+    untiled output; lower is better, 0 = identical).
     """
     import pandas as pd
 
     from .device import Measure
     from .upscale import load_upscaler
 
+    if not isinstance(repeats, int) or not 1 <= repeats <= 100:
+        raise ValueError(f"repeats must be a whole number from 1 to 100, got {repeats!r}")
     rows, outputs = [], {}
     for tile in sorted(set(tiles) | {0}, key=lambda t: (t == 0, t)):
         up = load_upscaler(upscaler_name, device=device, tile=tile)
-        with Measure(up.device) as m:
-            r = up.run(image, target=target)
+        up.run(image, target=target)  # warm-up: first-call costs stay out of the times
+        times, peak = [], 0
+        for _ in range(repeats):
+            with Measure(up.device) as m:
+                r = up.run(image, target=target)
+            times.append(m.seconds)
+            peak = max(peak, m.peak_bytes)
         outputs[tile] = np.asarray(r.image).astype(np.int64)
         rows.append({"tile": tile, "tile_used": r.tile, "tiles": r.tiles,
-                     "seconds": round(m.seconds, 2), "peak_mib": round(m.peak_bytes / 2**20)})
+                     "seconds": round(float(np.median(times)), 3),
+                     "seconds_min": round(min(times), 3), "seconds_max": round(max(times), 3),
+                     "peak_mib": round(peak / 2**20)})
     for row in rows:
         d = np.abs(outputs[row["tile"]] - outputs[0])
         row.update(max_diff=int(d.max()), mean_diff=round(float(d.mean()), 4))
     return pd.DataFrame(rows)
 
 
-def upscale_vs_direct(settings, generator, upscaler, clip=None, refine: float | None = 0.3):
+def upscale_vs_direct(settings, generator, upscaler, clip=None, refine: float | None = 0.3,
+                      repeats: int = 1):
     """The project's central comparison on one prompt: generate-then-upscale (without and
-    with refine) against generating at the target directly.
+    with refine) against generating at the target directly. Each method gets an untimed
+    warm-up, then ``repeats`` timed runs (pegu.pipeline.timed_run).
 
     clip: a CLIP name or loaded Clip (None / "": no CLIP columns).
-    Returns (DataFrame with method, status, seconds, peak_mib, sharpness and, with ``clip``,
-    clip_realism and clip_score; {method: final image or None}). Direct runs that run out of
-    GPU memory are rows with status "oom".
+    Returns (DataFrame with method, status, seconds (the median run; seconds_min /
+    seconds_max), peak_mib, sharpness and, with ``clip``, clip_realism and clip_score;
+    {method: final image or None}). Direct runs that run out of GPU memory are rows with
+    status "oom".
     """
     import pandas as pd
 
     from . import metrics as M
-    from .pipeline import run
+    from .pipeline import timed_run
 
     clip = M.as_clip(clip, device=generator.device)
     plans = {"generate + upscale": replace(settings, refine=None, mode="upscale")}
@@ -55,8 +70,10 @@ def upscale_vs_direct(settings, generator, upscaler, clip=None, refine: float | 
     plans["direct at target"] = replace(settings, refine=None, mode="direct")
     rows, images = [], {}
     for method, s in plans.items():
-        r = run(s, generator, upscaler if s.mode == "upscale" else None, progress=False)
-        row = {"method": method, "status": r.status, "seconds": round(r.seconds, 2),
+        r = timed_run(s, generator, upscaler if s.mode == "upscale" else None,
+                      repeats=repeats)
+        row = {"method": method, "status": r.status, "seconds": round(r.seconds, 3),
+               "seconds_min": min(r.repeat_seconds), "seconds_max": max(r.repeat_seconds),
                "peak_mib": round(r.peak_bytes / 2**20)}
         if r.image is not None:
             row["sharpness"] = round(M.sharpness(r.image), 2)
@@ -87,45 +104,125 @@ def overview(table):
     return table[[c for c in first if c in table]]
 
 
+# the columns summarize reads: name -> (what it is, unit, whether higher is better)
+_READ = {"seconds": ("Fastest", "s per image", False),
+         "peak_mib": ("Least memory", "MiB peak", False),
+         "clip_realism": ("Most photographic (CLIP)", "", True),
+         "clip_score": ("Best prompt match (CLIP score)", "", True),
+         "attribute_hit": ("Follows attribute edits best", "", True),
+         "sharpness": ("Sharpest", "", True)}
+
+
+def bootstrap_ci(values, level: float = 0.95, resamples: int = 2000) -> tuple[float, float]:
+    """Percentile-bootstrap interval of the mean of ``values`` (scipy.stats.bootstrap, fixed
+    seed, so a table reads the same twice); (nan, nan) for fewer than two values."""
+    import warnings
+
+    from scipy import stats
+
+    x = np.asarray([v for v in values if v == v], dtype=float)  # NaN: a metric not measured
+    if len(x) < 2:
+        return float("nan"), float("nan")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # identical values: a zero-width interval
+        ci = stats.bootstrap((x,), np.mean, confidence_level=level, n_resamples=resamples,
+                             method="percentile", random_state=0).confidence_interval
+    return float(ci.low), float(ci.high)
+
+
+def confidence_table(table, by: str = "model", level: float = 0.95):
+    """Per ``by`` value, over its successful rows (prompts × seeds): n, and for each measured
+    column of ``_READ`` its mean with a bootstrap ``level`` interval (``<col>.lo`` /
+    ``<col>.hi``; NaN with a single row)."""
+    import pandas as pd
+
+    ok = table[table["status"] == "ok"]
+    cols = [c for c in _READ if c in ok and ok[c].notna().any()]
+    rows = []
+    for name, group in ok.groupby(by, sort=True):
+        row = {by: name, "n": len(group)}
+        for c in cols:
+            v = pd.to_numeric(group[c], errors="coerce")
+            row[c] = float(v.mean())
+            row[f"{c}.lo"], row[f"{c}.hi"] = bootstrap_ci(v, level)
+        rows.append(row)
+    return pd.DataFrame(rows).set_index(by)
+
+
 def summarize(table) -> str:
-    """A short reading of a sweep's table, in Markdown: per model the mean cost and quality,
-    then who is fastest, most photographic, best matched and best controlled, failures, and
-    (when the sweep has both modes) upscale against direct."""
+    """A short reading of a sweep's table, in Markdown: per model the mean cost and quality
+    with 95% bootstrap intervals over prompts × seeds, who is fastest, lightest, most
+    photographic, best matched and best controlled (or "no measured difference" where the
+    leader's interval overlaps the runner-up's), chance levels, failures, how the times
+    were taken, and (when the sweep has both modes) upscale against direct."""
     if not len(table):
         return "No runs."
     ok = table[table["status"] == "ok"]
     lines = [f"**{len(table)} runs, {len(ok)} succeeded.**"]
     if not len(ok):
         return "\n".join(lines + ["Every run failed: see the `error` column."])
-    cols = [c for c in ("seconds", "peak_mib", "clip_score", "clip_realism",
-                        "attribute_control", "sharpness") if c in ok]
-    per_model = ok.groupby("model")[cols].mean()
-    fastest = per_model["seconds"].idxmin()
-    lines.append(f"- Fastest: **{fastest}**, {per_model.loc[fastest, 'seconds']:.1f} s per "
-                 f"image ({3600 / per_model.loc[fastest, 'seconds']:.0f} images per hour).")
-    lightest = per_model["peak_mib"].idxmin()
-    lines.append(f"- Least memory: **{lightest}**, peak "
-                 f"{per_model.loc[lightest, 'peak_mib']:.0f} MiB.")
-    for col, what in (("clip_realism", "Most photographic (CLIP)"),
-                      ("clip_score", "Best prompt match (CLIP score)"),
-                      ("attribute_control", "Follows attribute edits best")):
-        if col in per_model and per_model[col].notna().any():
-            best = per_model[col].idxmax()
-            lines.append(f"- {what}: **{best}** ({per_model.loc[best, col]:.3g}).")
+    ci = confidence_table(table)
+    for col, (what, unit, higher) in _READ.items():
+        if col in ci and col != "sharpness":
+            lines.append(_leader(ci, col, what, unit, higher, table))
     failed = table[table["status"] != "ok"]
     if len(failed):
         kinds = failed.groupby("status").size().to_dict()
         lines.append("- Failed: " + ", ".join(f"{n} {k}" for k, n in kinds.items())
                      + " (see the `error` column).")
     if "mode" in ok and ok["mode"].nunique() > 1:
-        by_mode = ok.groupby("mode")[["seconds", "peak_mib"]].mean()
+        by_mode = confidence_table(table, by="mode")
         if {"upscale", "direct"} <= set(by_mode.index):
             up, di = by_mode.loc["upscale"], by_mode.loc["direct"]
-            lines.append(f"- Generate-then-upscale: {up.seconds:.1f} s and {up.peak_mib:.0f} "
-                         f"MiB against direct {di.seconds:.1f} s and {di.peak_mib:.0f} MiB "
-                         f"({di.seconds / up.seconds:.1f}× the time).")
-    lines += ["", _markdown(per_model.round(3))]
+            lines.append(f"- Generate-then-upscale: {_mean_ci(up, 'seconds')} s and "
+                         f"{up.peak_mib:.0f} MiB against direct {_mean_ci(di, 'seconds')} s "
+                         f"and {di.peak_mib:.0f} MiB ({di.seconds / up.seconds:.1f}× the time).")
+    lines.append("- " + _timing_note(ok))
+    shown = ci[["n"] + [c for c in _READ if c in ci]]
+    table_md = shown.apply(lambda r: [int(r.n)] + [_mean_ci(ci.loc[r.name], c)
+                                                   for c in shown.columns[1:]],
+                           axis=1, result_type="expand")
+    table_md.columns = [{"attribute_hit": "attribute_control"}.get(c, c) for c in shown.columns]
+    lines += ["", "Means with 95% bootstrap intervals [low, high] over prompts × seeds:", "",
+              _markdown(table_md)]
     return "\n".join(lines)
+
+
+def _mean_ci(row, col: str) -> str:
+    """``mean [lo, hi]`` with three significant digits (no interval from one value)."""
+    mean, lo, hi = row[col], row[f"{col}.lo"], row[f"{col}.hi"]
+    return f"{mean:.3g}" if lo != lo else f"{mean:.3g} [{lo:.3g}, {hi:.3g}]"
+
+
+def _leader(ci, col: str, what: str, unit: str, higher: bool, table) -> str:
+    """One line: the best model on ``col``, or no measured difference from the runner-up."""
+    order = ci[col].dropna().sort_values(ascending=not higher)
+    best = order.index[0]
+    text = f"- {what}: **{best}**, {_mean_ci(ci.loc[best], col)}{' ' + unit if unit else ''}"
+    if col == "seconds":
+        text += f" ({3600 / ci.loc[best, col]:.0f} images per hour)"
+    if col == "attribute_hit" and "attribute_chance" in table:
+        text += f"; chance {table['attribute_chance'].dropna().mean():.2g}"
+    if len(order) > 1:
+        second = order.index[1]
+        lo, hi = ci.loc[best, f"{col}.lo"], ci.loc[best, f"{col}.hi"]
+        lo2, hi2 = ci.loc[second, f"{col}.lo"], ci.loc[second, f"{col}.hi"]
+        if lo != lo or lo2 != lo2:
+            text += " (too few runs for an interval)"
+        elif lo <= hi2 and lo2 <= hi:
+            text += (f" — no measured difference from **{second}** "
+                     f"({_mean_ci(ci.loc[second], col)}; the intervals overlap)")
+    return text + "."
+
+
+def _timing_note(ok) -> str:
+    """How the times were taken: warm-up and repeats, as the rows record them."""
+    warm = "warmed_up" in ok and ok["warmed_up"].fillna(False).astype(bool).all()
+    repeats = int(ok["repeats"].max()) if "repeats" in ok and ok["repeats"].notna().any() else 1
+    how = "after an untimed warm-up per model and shape" if warm else \
+        "without warm-up (first runs carry one-off costs)"
+    each = f"the median of {repeats} timed runs" if repeats > 1 else "one timed run"
+    return f"Times: each row is {each}, {how}; model loading is not included."
 
 
 def _markdown(df) -> str:

@@ -51,13 +51,14 @@ def load_grid(grid) -> list[dict]:
     ``base`` holds fixed RunSettings fields (nested ``generate``/``upscale`` dicts); each axis
     (``models``, ``prompts``, ``seeds``, ``schedulers``, ``steps``, ``guidance``, ``upscalers``,
     ``modes``, ``targets``, ``refine``) lists values; the runs are every combination.
-    Settings are validated when each run starts, so one bad combination fails alone.
+    ``timing`` (optional) is :func:`grid_timing`'s. Settings are validated when each run starts, so one bad combination fails alone.
     """
     grid = read_grid(grid)
-    unknown = sorted(set(grid) - set(AXES) - {"base", "attributes"})
+    unknown = sorted(set(grid) - set(AXES) - {"base", "attributes", "timing"})
     if unknown:
-        raise ValueError(f"unknown grid keys {unknown}; use 'base', 'attributes' and "
-                         f"{sorted(AXES)}")
+        raise ValueError(f"unknown grid keys {unknown}; use 'base', 'attributes', 'timing' "
+                         f"and {sorted(AXES)}")
+    grid_timing(grid)
     axes = {k: v if isinstance(v, list) else [v] for k, v in grid.items() if k in AXES}
     if grid.get("attributes"):
         if "prompts" in axes:
@@ -87,6 +88,21 @@ def load_grid(grid) -> list[dict]:
     return runs
 
 
+def grid_timing(grid: dict) -> tuple[bool, int]:
+    """A grid's ``timing: {warmup: true, repeats: 1}``: whether each model and shape gets an
+    untimed warm-up run first, and how many timed runs each row's median is taken over."""
+    timing = grid.get("timing") or {}
+    if not isinstance(timing, dict) or set(timing) - {"warmup", "repeats"}:
+        raise ValueError("timing takes warmup (true/false) and repeats (1-100), e.g. "
+                         f"timing: {{warmup: true, repeats: 3}}; got {timing!r}")
+    warmup, repeats = timing.get("warmup", True), timing.get("repeats", 1)
+    if not isinstance(warmup, bool):
+        raise ValueError(f"timing.warmup must be true or false, got {warmup!r}")
+    if not isinstance(repeats, int) or isinstance(repeats, bool) or not 1 <= repeats <= 100:
+        raise ValueError(f"timing.repeats must be a whole number from 1 to 100, got {repeats!r}")
+    return warmup, repeats
+
+
 def attribute_prompts(spec: dict) -> list[str]:
     """Prompt variants for attribute control: {"template": "a woman with {hair} hair",
     "hair": ["red", "black"]} -> one prompt per value (one attribute per template)."""
@@ -107,10 +123,12 @@ def attribute_prompts(spec: dict) -> list[str]:
 def add_attribute_control(table, clip, grid) -> None:
     """Fill ``attribute_control`` for attribute grids: among runs that differ only in the
     prompt, the share whose image CLIP matches to its own prompt variant (0–1, higher is
-    better). Needs every run of a group to have succeeded."""
+    better); per row ``attribute_hit`` (1 if this image matched its own variant, else 0) and
+    ``attribute_chance`` (1 / number of variants: what guessing scores). Needs every run of
+    a group to have succeeded."""
     from PIL import Image
 
-    from .metrics import attribute_control
+    from .metrics import attribute_hits
 
     if clip is None or not grid.get("attributes") or not len(table):
         return
@@ -121,8 +139,10 @@ def add_attribute_control(table, clip, grid) -> None:
     for _, group in table.groupby([table[k].astype(str) for k in keys], dropna=False):
         if (group["status"] == "ok").all() and len(group) > 1:
             images = [Image.open(p).convert("RGB") for p in group["image"]]
-            share = attribute_control(clip, images, list(group["generate.prompt"]))
-            table.loc[group.index, "attribute_control"] = round(share, 4)
+            hits = attribute_hits(clip, images, list(group["generate.prompt"]))
+            table.loc[group.index, "attribute_hit"] = [float(h) for h in hits]
+            table.loc[group.index, "attribute_control"] = round(sum(hits) / len(hits), 4)
+            table.loc[group.index, "attribute_chance"] = round(1 / len(hits), 4)
 
 
 def run_id(settings: dict) -> str:
@@ -152,7 +172,10 @@ def result_row(result, image_path: Path | None, clip=None) -> dict:
            "seconds": round(result.seconds, 3),
            "peak_mib": round(result.peak_bytes / 2**20, 1),
            "memory": result.choices.get("memory"), "device": result.choices.get("device"),
-           "image": str(image_path) if image_path else None}
+           "warmed_up": result.warmed_up, "image": str(image_path) if image_path else None}
+    if result.repeat_seconds:
+        row.update(repeats=len(result.repeat_seconds), seconds_min=min(result.repeat_seconds),
+                   seconds_max=max(result.repeat_seconds))
     for s in result.stages:
         row[f"{s.stage}.seconds"] = round(s.seconds, 3)
         row[f"{s.stage}.peak_mib"] = round(s.peak_bytes / 2**20, 1)
@@ -212,7 +235,11 @@ def sweep(grid, out, *, device="auto", clip: str | None = None, shard: tuple[int
           progress: bool = False, processes: int | str = "auto"):
     """Run every run of ``grid`` (see :func:`load_grid`) into ``out``; returns the table.
 
-    Models are loaded once per run of consecutive runs that use them. clip: a CLIP model
+    Models are loaded once per run of consecutive runs that use them (that row's
+    ``load_seconds``, not part of its ``seconds``). Timing (the grid's ``timing``, see
+    :func:`grid_timing`): by default each model and shape first gets an untimed warm-up run,
+    and each row is the median of ``repeats`` runs (``seconds_min`` / ``seconds_max``
+    beside it). clip: a CLIP model
     name for the clip_score / clip_realism columns (None: weight-free metrics only).
     clip may also be a loaded Clip. processes: "auto" = one process per GPU when this
     machine has several and ``device`` is "auto" (Kaggle's GPU T4 x2: two), else this
@@ -226,13 +253,15 @@ def sweep(grid, out, *, device="auto", clip: str | None = None, shard: tuple[int
     from .generate import load_generator
     from .images import ensure_writable_dir
     from .metrics import as_clip
-    from .pipeline import resolve_upscaler, run
+    from .device import Measure
+    from .pipeline import _precheck, resolve_upscaler, timed_run
     from .settings import RunSettings
     from .upscale import load_upscaler_from
 
     out = ensure_writable_dir(Path(out))
     grid = read_grid(grid)  # read once: the runs, then attribute control, use it
     runs = load_grid(grid)
+    warmup, repeats = grid_timing(grid)
     index, count = shard or shard_from_env()
     if processes == "auto":
         processes = max(1, gpu_count()) if count == 1 and device == "auto" else 1
@@ -260,23 +289,31 @@ def sweep(grid, out, *, device="auto", clip: str | None = None, shard: tuple[int
         if row_path.exists():
             continue
         t0 = time.perf_counter()
+        load_seconds = 0.0  # the one-off cost of loading what this run needed first
         try:
             settings = RunSettings.from_dict(d)
+            _precheck(settings)  # a size / target / upscaler mismatch loads nothing
             g = loaded["generator"]
             if g is None or settings.model not in (g.name, g.source):
                 loaded["generator"] = None  # free the previous model first
-                g = loaded["generator"] = load_generator(settings.model, device=dev)
+                with Measure(dev) as m:
+                    g = loaded["generator"] = load_generator(settings.model, device=dev)
+                load_seconds += m.seconds
             chosen = resolve_upscaler(settings, g)[0]  # "auto" -> the network it means
             u = loaded["upscaler"]
             if chosen.mode == "upscale" and (u is None or not u.matches(chosen.upscale)):
                 loaded["upscaler"] = None  # free the previous one first
-                u = loaded["upscaler"] = load_upscaler_from(chosen.upscale, dev)
-            result = run(settings, g, u if settings.mode == "upscale" else None,
-                         progress=progress)
+                with Measure(dev) as m:
+                    u = loaded["upscaler"] = load_upscaler_from(chosen.upscale, dev)
+                load_seconds += m.seconds
+            result = timed_run(settings, g, u if settings.mode == "upscale" else None,
+                               repeats=repeats, warmup=warmup, progress=progress)
             image = None
             if result.image is not None:
                 image = result.save(out / "images" / f"{rid}.png", overwrite=True)
             row = result_row(result, image, scorer)
+            if load_seconds:
+                row["load_seconds"] = round(load_seconds, 3)
         except Exception as e:  # a failed run is a row, and the sweep goes on
             if isinstance(e, torch.OutOfMemoryError) and dev.type == "cuda":
                 torch.cuda.empty_cache()

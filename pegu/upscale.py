@@ -74,6 +74,7 @@ class Upscaler:
         self.denoise = denoise
         self._ncnn = ncnn_net
         self._unshuffle = unshuffle  # x2plus / x1 RRDB nets pixel-unshuffle their input
+        self.warmed: set = set()  # run shapes already warmed up (pegu.pipeline.warm_up)
 
     def matches(self, want) -> bool:
         """Whether this is the upscaler UpscaleSettings ``want`` names, every field: model,
@@ -337,8 +338,8 @@ def plan_size(size: tuple[int, int], *, scale=None, target=None, fit=None,
     if fit is None:
         raise ValueError(
             f"target {tw}x{th} has another aspect ratio than the {w}x{h} image "
-            f"({mismatch:.1%} apart); pass fit='cover' to center-crop the input or "
-            "fit='contain' to pad the output")
+            f"({mismatch:.1%} apart); pass fit='cover' (pegu CLI: --fit cover) to "
+            "center-crop the input or fit='contain' (--fit contain) to pad the output")
     if fit == "cover":
         if tw / th > w / h:  # target wider: keep width, crop height
             ch, cw = max(1, round(w * th / tw)), w

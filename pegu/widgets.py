@@ -13,6 +13,7 @@ SIZES = ("native", "512x512", "512x768", "768x512", "768x768", "1024x1024", "832
          "1216x832")
 TARGETS = ("1024x1024", "1536x1536", "2048x2048", "2048x3072", "3072x2048")
 TILES = ("auto", "0", "128", "256", "512")
+FITS = ("none", "cover", "contain")
 
 
 class Explorer:
@@ -40,13 +41,19 @@ class Explorer:
         self.model = w.Combobox(value=model, options=list(GENERATORS), description="model",
                                 ensure_option=False)
         self.scheduler = w.Dropdown(options=["(model's)", *SCHEDULERS], description="scheduler")
-        self.steps = w.IntSlider(value=25, min=1, max=100, description="steps")
+        # ticked "(model's)": the model's recommended steps / guidance, shown on the slider
+        self.steps = w.IntSlider(value=25, min=1, max=100, description="steps", disabled=True)
+        self.steps_model = w.Checkbox(value=True, description="(model's)", indent=False)
         self.guidance = w.FloatSlider(value=6.0, min=0.0, max=20.0, step=0.5,
-                                      description="guidance")
+                                      description="guidance", disabled=True)
+        self.guidance_model = w.Checkbox(value=True, description="(model's)", indent=False)
         self.seed = w.IntText(value=0, description="seed")
         self.random_button = w.Button(description="random", tooltip="a random seed")
         self.size = w.Dropdown(options=SIZES, description="size")
         self.target = w.Dropdown(options=TARGETS, value="2048x2048", description="target")
+        self.fit = w.Dropdown(options=FITS, description="fit",
+                              tooltip="when size and target differ in shape: cover crops the "
+                                      "image, contain pads the output")
         self.upscaler = w.Dropdown(options=["auto", *UPSCALERS], value=upscaler,
                                    description="upscaler")
         self.tile = w.Dropdown(options=TILES, description="tile")
@@ -61,13 +68,34 @@ class Explorer:
         self.random_button.on_click(self.random_seed)
         self.generate_button.on_click(self.generate)
         self.save_button.on_click(self.save)
+        for box, slider in ((self.steps_model, self.steps),
+                            (self.guidance_model, self.guidance)):
+            box.observe(lambda change, s=slider: setattr(s, "disabled", change["new"]),
+                        names="value")
+        self.model.observe(self._show_recommendation, names="value")
+        self._show_recommendation()
         self.widget = w.VBox([
             self.prompt, self.negative,
-            w.HBox([self.model, self.scheduler]), w.HBox([self.steps, self.guidance]),
-            w.HBox([self.seed, self.random_button]), w.HBox([self.size, self.target]),
+            w.HBox([self.model, self.scheduler]),
+            w.HBox([self.steps, self.steps_model, self.guidance, self.guidance_model]),
+            w.HBox([self.seed, self.random_button]),
+            w.HBox([self.size, self.target, self.fit]),
             w.HBox([self.upscaler, self.tile]), self.refine,
             w.HBox([self.generate_button, self.save_button]), self.status, self.log,
             self.image, self.table])
+
+    def _show_recommendation(self, _=None) -> None:
+        """Set the steps / guidance sliders that follow the model to its recommendation."""
+        from .registry import generator_spec
+
+        try:
+            spec = generator_spec(self.model.value.strip())
+        except ValueError:  # a path or an unregistered Hub id: known once loaded
+            return
+        if self.steps_model.value:
+            self.steps.value = spec.steps
+        if self.guidance_model.value:
+            self.guidance.value = spec.guidance
 
     def _ipython_display_(self):
         from IPython.display import display
@@ -84,13 +112,15 @@ class Explorer:
         tw, th = (int(v) for v in self.target.value.split("x"))
         g = GenerateSettings(
             self.prompt.value, negative_prompt=self.negative.value or None, width=w, height=h,
-            steps=self.steps.value, guidance=self.guidance.value,
+            steps=None if self.steps_model.value else self.steps.value,
+            guidance=None if self.guidance_model.value else self.guidance.value,
             scheduler=None if self.scheduler.value.startswith("(") else self.scheduler.value,
             seed=self.seed.value)
         tile = None if self.tile.value == "auto" else int(self.tile.value)
         return RunSettings(g, model=self.model.value.strip(),
                            upscale=UpscaleSettings(self.upscaler.value, tile=tile),
-                           target=(tw, th), refine=self.refine.value or None)
+                           target=(tw, th), refine=self.refine.value or None,
+                           fit=None if self.fit.value == "none" else self.fit.value)
 
     def random_seed(self, _=None) -> int:
         self.seed.value = random.randrange(2**31)
@@ -99,7 +129,7 @@ class Explorer:
     def generate(self, _=None):
         """Run the pipeline with the controls' settings; show image, table or the error."""
         from .generate import load_generator
-        from .pipeline import resolve_upscaler, run, stages_table
+        from .pipeline import _precheck, resolve_upscaler, run, stages_table
         from .upscale import load_upscaler_from
 
         self.generate_button.disabled = True
@@ -107,6 +137,7 @@ class Explorer:
         self.log.clear_output()
         try:
             s = self.settings()
+            _precheck(s)  # a size / target mismatch is refused before a model loads
             if s.model not in self._generators:
                 self._generators.clear()  # one text-to-image model in memory at a time
                 self._generators[s.model] = load_generator(s.model, device=self.device)

@@ -441,3 +441,42 @@ def test_refused_before_any_model_loads(monkeypatch, tmp_path):
                         upscale=UpscaleSettings(str(tmp_path / "none.pth"))))
     with pytest.raises(ValueError, match="aspect ratio"):
         run(RunSettings(base, model="tiny-sd15", target=(2048, 1024)))  # 512² base
+
+
+def test_timed_run_warms_up_once_per_shape_and_keeps_the_median(sd15, fast_up, monkeypatch,
+                                                                tmp_path):
+    from pegu.pipeline import timed_run
+
+    calls = []
+    real = sd15.generate
+    monkeypatch.setattr(sd15, "generate", lambda g, progress=True: (
+        calls.append((g.steps, g.width)), real(g, progress=progress))[1])
+    sd15.warmed.clear()
+    fast_up.warmed.clear()
+    s = settings(g={"width": 64, "height": 64, "steps": 3}, target=(256, 256))
+    r = timed_run(s, sd15, fast_up, repeats=3)
+    assert calls == [(2, 64), (3, 64), (3, 64), (3, 64)]  # a 2-step warm-up, then 3 timed
+    assert len(r.repeat_seconds) == 3 and r.warmed_up
+    assert round(r.seconds, 3) == sorted(r.repeat_seconds)[1]  # the median run is returned
+    assert [st.stage for st in r.stages] == ["generate", "upscale"]  # no loading inside
+    calls.clear()
+    timed_run(dataclasses.replace(s, generate=dataclasses.replace(s.generate, seed=9)),
+              sd15, fast_up)
+    assert calls == [(3, 64)]  # same shape: already warm
+    calls.clear()
+    bigger = settings(g={"width": 128, "height": 128, "steps": 3}, target=(512, 512))
+    cold = timed_run(bigger, sd15, fast_up, warmup=False)
+    assert calls == [(3, 128)] and not cold.warmed_up
+    saved = r.save(tmp_path / "timed.png")
+    timing = read_record(saved)["pegu"]["timing"]
+    assert timing == {"warmed_up": True, "repeat_seconds": r.repeat_seconds}
+    with pytest.raises(ValueError, match="repeats must be a whole number from 1 to 100"):
+        timed_run(s, sd15, fast_up, repeats=0)
+
+
+def test_run_that_loads_the_model_counts_loading_as_a_stage(tmp_path):
+    r = run(settings(g={"width": 64, "height": 64}, target=(256, 256)), device="cpu",
+            progress=False)
+    assert [st.stage for st in r.stages] == ["load generator", "generate", "load upscaler",
+                                             "upscale"]
+    assert r.seconds == pytest.approx(sum(st.seconds for st in r.stages))

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 import pegu.pipeline
+from pegu.studies import summarize
 from pegu.sweep import load_grid, notebook_sweep, sweep
 
 GRID = {
@@ -134,6 +135,35 @@ def test_attribute_control_and_plots(tmp_path):
     assert Image.open(paths["images"]).size[0] > 400
     with pytest.raises(ValueError, match="template with one"):
         load_grid({"attributes": {"template": "no placeholder", "hair": ["red"]}})
+    # the chance level and per-image hits a reader needs beside the share
+    assert table.attribute_chance.eq(round(1 / 3, 4)).all()
+    assert table.attribute_hit.isin([0.0, 1.0]).all()
+    assert (table.groupby("model").attribute_hit.mean().round(4)
+            == table.groupby("model").attribute_control.first()).all()
+    reading = summarize(table)
+    assert "Follows attribute edits best" in reading and "chance 0.33" in reading
+
+
+def test_sweep_timing_warm_up_repeats_and_loading(tmp_path, monkeypatch):
+    grid = {"base": GRID["base"], "models": ["tiny-sd15"], "seeds": [0, 1, 2],
+            "prompts": ["a", "b"], "timing": {"repeats": 2}}
+    warmups = []
+    real = pegu.pipeline.warm_up
+    monkeypatch.setattr(pegu.pipeline, "warm_up", lambda *a, **k: warmups.append(
+        real(*a, **k)) or warmups[-1])
+    table = sweep(grid, tmp_path, clip=None)
+    assert warmups.count(True) == 1 and len(warmups) == 6  # one shape: warmed once
+    assert table.status.eq("ok").all() and table.repeats.eq(2).all()
+    assert table.warmed_up.all()
+    assert (table.seconds_min <= table.seconds).all() and (table.seconds <= table.seconds_max).all()
+    assert table.load_seconds.notna().sum() == 1 and table.load_seconds.max() > 0
+    reading = summarize(table)
+    assert "the median of 2 timed runs, after an untimed warm-up" in reading
+    assert "Means with 95% bootstrap intervals" in reading
+    assert "[" in reading.split("| tiny-sd15 | 6 | ")[1]  # six runs: an interval
+    for bad in ({"repeats": 0}, {"warmup": "yes"}, {"repeat": 2}, [2]):
+        with pytest.raises(ValueError, match="timing"):
+            load_grid({"models": ["tiny-sd15"], "timing": bad})
 
 
 def test_cli_sweep(tmp_path):

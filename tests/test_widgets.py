@@ -14,6 +14,7 @@ def make(tmp_path) -> Explorer:
     ex = Explorer(model="tiny-sd15", upscaler="realesr-animevideov3", device="cpu",
                   out_dir=str(tmp_path / "saved"))
     ex.prompt.value = "portrait of a smiling old man"
+    ex.steps_model.value = False
     ex.steps.value = 2
     ex.target.value = "1024x1024"
     return ex
@@ -74,3 +75,37 @@ def test_auto_upscaler_is_the_default(tmp_path):
     ex.size.value, ex.target.value = "512x512", "1024x1024"
     chosen, why = resolve_upscaler(ex.settings(), pegu.load_generator("tiny-sd15"))
     assert chosen.upscale.model == "RealESRGAN_x4plus" and "x2plus would do" in why
+
+
+def test_fit_model_recommendations_and_refusal_before_loading(tmp_path, monkeypatch):
+    import pegu.generate
+    from pegu.registry import generator_spec
+
+    ex = Explorer(model="tiny-sd15", upscaler="realesr-animevideov3", device="cpu",
+                  out_dir=str(tmp_path / "saved"))
+    spec = generator_spec("tiny-sd15")
+    # "(model's)" ticked: the slider shows the recommendation and the pipeline gets None
+    assert ex.steps.disabled and ex.steps.value == spec.steps
+    assert ex.guidance.value == spec.guidance
+    assert ex.settings().generate.steps is None and ex.settings().generate.guidance is None
+    ex.guidance_model.value = False
+    assert not ex.guidance.disabled
+    ex.guidance.value = 3.5
+    assert ex.settings().generate.guidance == 3.5
+    ex.model.value = "realistic-vision-v6"  # the slider that follows the model moves
+    assert ex.steps.value == generator_spec("realistic-vision-v6").steps
+    assert ex.guidance.value == 3.5
+    ex.model.value = "tiny-sd15"
+    # a 3:2 size for a square target without fit: refused, and no model loads
+    loads = []
+    monkeypatch.setattr(pegu.generate, "load_generator", lambda *a, **k: loads.append(a))
+    ex.size.value, ex.target.value = "768x512", "1024x1024"
+    ex.generate()
+    assert "--fit cover" in ex.status.value and loads == [] and ex.result is None
+    monkeypatch.undo()
+    ex.fit.value = "cover"
+    ex.steps_model.value = False
+    ex.steps.value = 2
+    ex.generate()
+    assert "ok: 1024x1024" in ex.status.value, ex.status.value
+    assert ex.result.settings.fit == "cover" and ex.result.base.size == (768, 512)
