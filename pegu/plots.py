@@ -27,13 +27,20 @@ def save_figure(fig, path) -> Path:
     return write_png(image, path)
 
 
-def image_grid(table, path=None, rows: str = "model", cols: str = "generate.prompt",
-               thumb: float = 2.6):
+def image_grid(table, path=None, rows: str = "model",
+               cols: str | tuple = ("generate.prompt", "generate.seed"), thumb: float = 2.6):
     """The runs' images: one row per ``rows`` value (models), one column per ``cols`` value
-    (prompts), the first run of each cell, labelled. Failed runs show their status."""
+    (default: every prompt and seed), the first run of each cell, labelled. Failed runs show
+    their status."""
     from PIL import Image
 
     plt = _plt()
+    if not isinstance(cols, str):
+        names = [c for c in cols if c in table]
+        table = table.assign(_column=[" · ".join(
+            f"seed {v}" if c == "generate.seed" else _short(v, 28) for c, v in zip(names, r))
+            for r in table[names].itertuples(index=False)])
+        cols = "_column"
     r_vals, c_vals = list(dict.fromkeys(table[rows])), list(dict.fromkeys(table[cols]))
     fig, axes = plt.subplots(len(r_vals), len(c_vals), squeeze=False,
                              figsize=(thumb * len(c_vals), thumb * len(r_vals) + 0.4))
@@ -52,7 +59,7 @@ def image_grid(table, path=None, rows: str = "model", cols: str = "generate.prom
                 ax.text(0.5, 0.5, cell.iloc[0]["status"] if len(cell) else "no run",
                         ha="center", va="center", transform=ax.transAxes)
             if i == 0:
-                ax.set_title(_short(cv), fontsize=8)
+                ax.set_title(_short(cv, 48), fontsize=8)
             if j == 0:
                 ax.set_ylabel(_short(rv), fontsize=9)
     fig.tight_layout()
@@ -133,6 +140,34 @@ def side_by_side(images: dict, path=None, title: str = "", zoom=(0.3, 0.15, 0.25
             ax.set_axis_off()
     fig.suptitle(title)
     fig.tight_layout(h_pad=2)
+    return _finish(fig, path)
+
+
+def seam(study, path=None, crop: int = 96):
+    """A crop across the first tile seam, untiled and tiled, and the difference heat map of
+    the whole image (8-bit steps, seams dashed). ``study``: pegu.studies.Seam."""
+    plt = _plt()
+    w, h = study.untiled.size
+    cx = study.seam_x if study.seam_x is not None else w // 2
+    x0 = min(max(0, cx - crop // 2), max(0, w - crop))
+    y0 = max(0, h // 2 - crop // 2)
+    box = (x0, y0, x0 + crop, y0 + crop)
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.4))
+    for ax, (label, img) in zip(axes, (("untiled", study.untiled),
+                                       (f"{study.tile} px tiles", study.tiled))):
+        ax.imshow(img.crop(box), interpolation="nearest")
+        if study.seam_x is not None:
+            ax.axvline(study.seam_x - x0 - 0.5, color="red", ls="--", lw=1)
+        ax.set_title(f"{label}, crop across the seam" if study.seam_x is not None else label)
+        ax.set_axis_off()
+    im = axes[2].imshow(study.diff, cmap="magma", vmin=0, vmax=max(1.0, float(study.diff.max())))
+    if study.seam_x is not None:
+        axes[2].axvline(study.seam_x, color="cyan", ls="--", lw=0.8)
+    axes[2].add_patch(plt.Rectangle(box[:2], crop, crop, fill=False, color="white", lw=1))
+    axes[2].set_title("|tiled − untiled| (8-bit steps)")
+    axes[2].set_axis_off()
+    fig.colorbar(im, ax=axes[2], fraction=0.046)
+    fig.tight_layout()
     return _finish(fig, path)
 
 

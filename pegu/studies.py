@@ -1,10 +1,74 @@
-"""The comparisons the notebooks show, as tables: tile size, refine on/off, upscale vs direct,
-and a plain-language reading of a sweep's table."""
+"""The comparisons the notebooks show, as tables: tile size, a tile seam, refine on/off,
+upscale vs direct, and plain-language readings of them."""
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
+
+PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "cat")  # scikit-image's colour photos
+
+
+def source_image(name: str = "astronaut", generated=None, long_side: int = 0):
+    """The image an upscaling study starts from, as PIL RGB: a scikit-image photograph
+    (``PHOTOS``), an image file, or "generated" for ``generated`` (a run's base image);
+    shrunk with Lanczos so that its long side is ``long_side`` (0: as it is)."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    if name == "generated":
+        if generated is None:
+            raise ValueError("photo='generated' needs a generated image: run the pipeline first")
+        image = generated.convert("RGB")
+    elif name in PHOTOS:
+        from skimage import data
+
+        image = Image.fromarray(getattr(data, name)()).convert("RGB")
+    elif Path(name).expanduser().is_file():
+        from .images import read_image
+
+        image = read_image(Path(name).expanduser()).convert("RGB")
+    else:
+        raise ValueError(f"photo must be one of {', '.join(PHOTOS)}, 'generated' or an image "
+                         f"file; got {name!r}")
+    if long_side and max(image.size) > long_side:
+        k = long_side / max(image.size)
+        image = image.resize((max(1, round(image.width * k)), max(1, round(image.height * k))),
+                             Image.LANCZOS)
+    return image
+
+
+@dataclass(frozen=True)
+class Seam:
+    """Tiled against untiled output of one network. seam_x: output column of the first
+    vertical seam (None: one tile spans the width); diff: |tiled − untiled| per pixel in
+    8-bit steps, the mean over the colour channels, shape (height, width)."""
+
+    untiled: object
+    tiled: object
+    tile: int
+    seam_x: int | None
+    diff: np.ndarray
+
+    def near_seam(self, band: int = 8) -> float:
+        """Largest difference within ``band`` output px of the seam (0 without a seam)."""
+        if self.seam_x is None:
+            return 0.0
+        return float(self.diff[:, max(0, self.seam_x - band):self.seam_x + band].max())
+
+
+def seam_study(upscaler_name: str, image, tile: int, device="auto") -> Seam:
+    """Upscale ``image`` whole and in ``tile`` px tiles with one network; where they differ."""
+    from .upscale import _axis_tiles, load_upscaler
+
+    whole = load_upscaler(upscaler_name, device=device, tile=0).upscale(image)
+    up = load_upscaler(upscaler_name, device=device, tile=tile)
+    tiled = up.upscale(image)
+    spans = _axis_tiles(image.size[0], tile, min(up.tile_overlap, tile // 2))
+    seam_x = None if len(spans) < 2 else round((spans[1][0] + spans[0][1]) / 2 * up.scale)
+    diff = np.abs(np.asarray(tiled, dtype=np.float32) - np.asarray(whole, dtype=np.float32))
+    return Seam(whole, tiled, tile, seam_x, diff.mean(axis=2))
 
 
 def tile_study(upscaler_name: str, image, tiles, target=None, device="auto",
@@ -46,7 +110,7 @@ def tile_study(upscaler_name: str, image, tiles, target=None, device="auto",
 
 
 def upscale_vs_direct(settings, generator, upscaler, clip=None, refine: float | None = 0.3,
-                      repeats: int = 1):
+                      repeats: int = 1, progress: bool = False):
     """The project's central comparison on one prompt: generate-then-upscale (without and
     with refine) against generating at the target directly. Each method gets an untimed
     warm-up, then ``repeats`` timed runs (pegu.pipeline.timed_run).
@@ -55,7 +119,7 @@ def upscale_vs_direct(settings, generator, upscaler, clip=None, refine: float | 
     Returns (DataFrame with method, status, seconds (the median run; seconds_min /
     seconds_max), peak_mib, sharpness and, with ``clip``, clip_realism and clip_score;
     {method: final image or None}). Direct runs that run out of GPU memory are rows with
-    status "oom".
+    status "oom". progress: the diffusion and tile progress bars.
     """
     import pandas as pd
 
@@ -71,7 +135,7 @@ def upscale_vs_direct(settings, generator, upscaler, clip=None, refine: float | 
     rows, images = [], {}
     for method, s in plans.items():
         r = timed_run(s, generator, upscaler if s.mode == "upscale" else None,
-                      repeats=repeats)
+                      repeats=repeats, progress=progress)
         row = {"method": method, "status": r.status, "seconds": round(r.seconds, 3),
                "seconds_min": min(r.repeat_seconds), "seconds_max": max(r.repeat_seconds),
                "peak_mib": round(r.peak_bytes / 2**20)}
@@ -86,6 +150,57 @@ def upscale_vs_direct(settings, generator, upscaler, clip=None, refine: float | 
     return pd.DataFrame(rows), images
 
 
+def walkthrough_reading(photo: str, source, tiles, seam: Seam, comparison, model: str) -> str:
+    """What notebook 02 shows, in Markdown, from its tables: the photograph studied, the tile
+    trade-off, whether the seam shows, and generate-then-upscale against direct (one prompt
+    and seed: no interval)."""
+    w, h = seam.untiled.size
+    lines = [f"- **Photograph.** {photo}, {source.width}×{source.height} → {w}×{h}."]
+    whole = tiles[tiles["tile"] == 0].iloc[0]
+    tiled = tiles[tiles["tile"] != 0]
+    if len(tiled):
+        small = tiled.sort_values("tile").iloc[0]
+        lines.append(
+            f"- **Tiles.** {int(small.tile)} px tiles ({int(small.tiles)} passes) took "
+            f"{small.seconds:.3g} s [{small.seconds_min:.3g}–{small.seconds_max:.3g}] and "
+            f"{small.peak_mib:.0f} MiB peak; the whole image at once {whole.seconds:.3g} s "
+            f"[{whole.seconds_min:.3g}–{whole.seconds_max:.3g}] and {whole.peak_mib:.0f} MiB "
+            f"(medians of repeats after a warm-up, [min–max]). Tiled output differs from "
+            f"untiled by at most {int(tiled.max_diff.max())} and on average "
+            f"{tiled.mean_diff.max():.3g} 8-bit steps.")
+    if seam.seam_x is None:
+        lines.append(f"- **Seam.** A {seam.tile} px tile spans the image: no seam to show.")
+    else:
+        near, rest = seam.near_seam(), float(seam.diff.max())
+        verdict = ("no larger there than anywhere else: the seam does not show"
+                   if near <= rest * 0.999 or near <= 2 else
+                   "largest at the seam: look at the crop")
+        lines.append(f"- **Seam.** Within 8 px of the first seam (x = {seam.seam_x}) tiled "
+                     f"and untiled differ by at most {near:.0f} 8-bit steps (mean of the colour "
+                     f"channels), {rest:.0f} over the whole image — {verdict}.")
+    ok = comparison.set_index("method")
+    if "direct at target" in ok.index and "generate + upscale" in ok.index:
+        up, di = ok.loc["generate + upscale"], ok.loc["direct at target"]
+        if di.status == "ok":
+            lines.append(f"- **Upscale against direct.** Generate-then-upscale took "
+                         f"{up.seconds:.3g} s and {up.peak_mib:.0f} MiB; generating at the "
+                         f"target directly {di.seconds:.3g} s and {di.peak_mib:.0f} MiB "
+                         f"({di.seconds / up.seconds:.1f}× the time, "
+                         f"{di.peak_mib / max(up.peak_mib, 1):.1f}× the memory).")
+        else:
+            lines.append(f"- **Upscale against direct.** Direct generation failed ({di.status}); "
+                         f"generate-then-upscale took {up.seconds:.3g} s.")
+        if "clip_realism" in ok and ok["clip_realism"].notna().all():
+            best = ok["clip_realism"].idxmax()
+            lines.append(f"- **Realism (CLIP).** Highest: {best} "
+                         f"({ok.loc[best, 'clip_realism']:.3g}); one prompt and seed, so no "
+                         "interval — notebook 01 measures it over prompts × seeds.")
+    if model.startswith("tiny-"):
+        lines.append(f"- {model} is a random test network: its images are noise, so only the "
+                     "photograph's panels and the costs mean anything here.")
+    return "\n".join(lines)
+
+
 def with_baselines(base, image, label: str) -> dict:
     """{"bicubic": ..., "Lanczos": ..., label: image}: ``base`` resized to ``image``'s size by
     the two classic filters, beside ``image`` (for :func:`pegu.plots.side_by_side`)."""
@@ -98,8 +213,8 @@ def with_baselines(base, image, label: str) -> dict:
 def overview(table):
     """The columns worth reading first, those the table has: settings that vary, status,
     cost and quality."""
-    first = ["model", "generate.prompt", "generate.seed", "mode", "status", "seconds",
-             "peak_mib", "generate.seconds", "upscale.seconds", "clip_score", "clip_realism",
+    first = ["model", "generate.prompt", "generate.seed", "mode", "upscale.model", "status",
+             "seconds", "seconds_min", "seconds_max", "peak_mib", "generate.seconds", "upscale.seconds", "clip_score", "clip_realism",
              "attribute_control", "sharpness", "error"]
     return table[[c for c in first if c in table]]
 

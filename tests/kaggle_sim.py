@@ -40,7 +40,7 @@ PARAMETERS = {
         clip_model="tiny-clip"),
     "02_upscaling_walkthrough": dict(
         model="tiny-sd15", steps=2, size=64, target=256, upscaler="RealESRGAN_x4plus",
-        tiles=[64], refine=0.3, clip_model="tiny-clip"),
+        photo_size=64, tiles=[64], repeats=1, refine=0.3, clip_model="tiny-clip"),
     "03_explorer": dict(model="tiny-sd15", upscaler="RealESRGAN_x4plus", device="cpu"),
 }
 NO_INDEX = "http://127.0.0.1:9/simple/"  # the discard port: refused at once, like no internet

@@ -20,7 +20,7 @@ SMALL = {  # tiny-sd15 (random weights) at 128², small targets, real upscaler w
         clip_model="tiny-clip"),
     "02_upscaling_walkthrough.ipynb": dict(
         model="tiny-sd15", steps=2, size=128, target=512, upscaler="realesr-animevideov3",
-        tiles=[128], refine=0.3, clip_model="tiny-clip"),
+        photo_size=96, tiles=[64], repeats=2, refine=0.3, clip_model="tiny-clip"),
     "03_explorer.ipynb": dict(model="tiny-sd15", upscaler="realesr-animevideov3", device="cpu"),
 }
 
@@ -55,11 +55,35 @@ def test_papermill_runs_the_notebook(executed, name):
     pngs = sorted(p.name for p in out.rglob("*.png"))
     if name.startswith("03"):
         return  # the explorer draws controls; tests/test_widgets.py clicks them
+    text = _outputs(nb)
     if name.startswith("01"):
         assert {"images.png", "stage_costs.png", "quality_vs_time.png"} <= set(pngs)
+        # the reading: intervals over the two seeds, warm-up-free times, the chance level
+        assert "Means with 95% bootstrap intervals" in text and "| tiny-sd15 | 2 | " in text
+        row = text.split("| tiny-sd15 | 2 | ")[1].split("\n")[0]
+        assert row.count("[") >= 3, row  # seconds, peak, CLIP columns carry intervals
+        assert "after an untimed warm-up per model and shape" in text and "chance 0.5" in text
+        assert "realesr-animevideov3" in text  # the upscaler each row ran
     else:
-        assert {"upscaled.png", "side_by_side.png", "tiles.png", "upscale_vs_direct.png"} <= \
-            set(pngs)
+        assert {"upscaled.png", "side_by_side.png", "tiles.png", "seam.png",
+                "upscale_vs_direct.png"} <= set(pngs)
+        assert "**Photograph.** astronaut, 96×96 → 384×384" in text  # not the noise
+        assert "**Tiles.** 64 px tiles (4 passes)" in text and "**Seam.**" in text
+        assert "**Upscale against direct.**" in text and "random test network" in text
+
+
+def _outputs(nb) -> str:
+    """Every text and Markdown output of an executed notebook, and its figures' titles."""
+    out = []
+    for cell in nb["cells"]:
+        for o in cell.get("outputs", []):
+            data = o.get("data", {})
+            for key in ("text/markdown", "text/plain"):
+                if key in data:
+                    out.append("".join(data[key]))
+            if "text" in o:
+                out.append("".join(o["text"]))
+    return "\n".join(out)
 
 
 @pytest.mark.parametrize("name", sorted(SMALL))
