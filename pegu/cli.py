@@ -131,6 +131,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="CLIP model for clip_score/clip_realism (default "
                    "openai/clip-vit-large-patch14)")
     w.add_argument("--no-clip", action="store_true", help="weight-free metrics only")
+    w.add_argument("--keep-failed", action="store_true",
+                   help="on resume, keep failed rows instead of running them again")
     w.add_argument("--offline", action="store_true", help="never download")
 
     sub.add_parser("doctor", help="what this machine can run, each problem with its fix")
@@ -338,7 +340,8 @@ def _sweep(args) -> int:
     if args.offline:
         os.environ["PEGU_OFFLINE"] = "1"
     if args.notebook is not None:
-        table = sw.notebook_sweep(args.notebook, args.grid, args.out, progress=True)
+        table = sw.notebook_sweep(args.notebook, args.grid, args.out, progress=True,
+                                  keep_failed=args.keep_failed)
     else:
         clip = None if args.no_clip else (args.clip or DEFAULT_CLIP)
         shard = None
@@ -351,7 +354,8 @@ def _sweep(args) -> int:
         if args.processes is not None and args.processes < 1:
             raise ValueError(f"--processes must be at least 1, got {args.processes}")
         table = sw.sweep(args.grid, args.out, device=args.device, clip=clip, shard=shard,
-                         progress=True, processes=args.processes or "auto")
+                         progress=True, processes=args.processes or "auto",
+                         keep_failed=args.keep_failed)
     if args.shard:
         return 0
     from .plots import sweep_plots

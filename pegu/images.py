@@ -43,14 +43,54 @@ def _sixteen_bit(path: Path, im) -> bool:
     return False
 
 
+def atomic_write(path, write, suffix: str = "") -> Path:
+    """``write(tmp)`` to a hidden temporary file beside ``path`` (``.<name>.<pid>.tmp``
+    + ``suffix``), flushed to disk, then renamed into place: ``path`` is never half-written,
+    even after a kill or a power cut. :func:`remove_stale_temp` cleans a killed writer's."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{suffix}")
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def remove_stale_temp(folder) -> list[Path]:
+    """Delete the temporary files of :func:`atomic_write` in ``folder`` whose writer process
+    no longer runs (killed mid-write); returns them."""
+    import re
+
+    gone = []
+    for p in Path(folder).glob(".*.tmp*"):
+        m = re.search(r"\.(\d+)\.tmp(\.\w+)?$", p.name)
+        if m is None or _alive(int(m.group(1))):
+            continue
+        p.unlink(missing_ok=True)
+        gone.append(p)
+    return gone
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def write_png(image, path, pnginfo=None) -> Path:
-    """Write ``image`` (PIL, or a uint8/uint16 numpy array) as PNG, atomically: a
-    temporary file beside ``path`` is renamed into place only once fully written."""
+    """Write ``image`` (PIL, or a uint8/uint16 numpy array) as PNG, atomically
+    (:func:`atomic_write`)."""
     from PIL import Image
 
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
-    try:
+    def write(tmp):
+        nonlocal image
         if isinstance(image, np.ndarray) and image.dtype == np.uint16 and image.ndim == 3:
             import cv2
 
@@ -62,10 +102,8 @@ def write_png(image, path, pnginfo=None) -> Path:
                 image = Image.fromarray(image[..., 0] if image.ndim == 3
                                         and image.shape[2] == 1 else image)
             image.save(tmp, format="PNG", pnginfo=pnginfo)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+
+    return atomic_write(path, write, suffix=".png")
 
 
 def ensure_writable_dir(folder) -> Path:

@@ -191,23 +191,41 @@ def result_row(result, image_path: Path | None, clip=None) -> dict:
 
 
 def write_row(path: Path, row: dict) -> None:
-    """Write a row as JSON, atomically (a row is never half-written)."""
+    """Write a row as JSON, atomically and flushed to disk (never half-written)."""
+    from .images import atomic_write
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    text = json.dumps(row, default=str, ensure_ascii=False)
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def read_row(path: Path) -> dict | None:
+    """A row file's row; None when it is damaged (truncated, edited), so it runs again."""
     try:
-        tmp.write_text(json.dumps(row, default=str, ensure_ascii=False))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+        row = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return row if isinstance(row, dict) else None
 
 
-def collect(out: Path):
-    """All rows under ``out/rows`` as a DataFrame (in grid order), also written to
-    ``results.csv`` and ``results.parquet`` atomically."""
+def collect(out: Path, run_ids=None):
+    """The rows under ``out/rows`` as a DataFrame (in grid order), also written to
+    ``results.csv`` and ``results.parquet`` atomically. run_ids: the current grid's; rows of
+    other (earlier) grids are moved aside to ``out/earlier/rows/``, not merged, and damaged
+    row files are left out (the next run of the sweep runs them again)."""
     import pandas as pd
 
     out = Path(out)
-    rows = [json.loads(p.read_text()) for p in sorted((out / "rows").glob("*.json"))]
+    rows = []
+    for p in sorted((out / "rows").glob("*.json")):
+        if run_ids is not None and p.stem not in run_ids:
+            aside = out / "earlier" / "rows"
+            aside.mkdir(parents=True, exist_ok=True)
+            os.replace(p, aside / p.name)
+            continue
+        row = read_row(p)
+        if row is not None:
+            rows.append(row)
     table = pd.DataFrame(rows)
     if "index" in table:
         table = table.sort_values("index").reset_index(drop=True)
@@ -215,15 +233,32 @@ def collect(out: Path):
     return table
 
 
+def _typed(table):
+    """One type per column: where rows disagree (an error row's text where the others hold
+    numbers), the column holds text, so that no row can stop the Parquet write."""
+    table = table.copy()
+    for c in table.columns:
+        if table[c].dtype == object:
+            kinds = {type(v) for v in table[c] if v is not None and v == v}
+            if len(kinds) > 1:
+                table[c] = table[c].map(lambda v: v if v is None or v != v else str(v))
+    return table
+
+
 def _write_tables(table, out: Path) -> None:
-    for name, write in (("results.csv", lambda p: table.to_csv(p, index=False)),
-                        ("results.parquet", lambda p: table.to_parquet(p, index=False))):
-        tmp = out / f".{name}.{os.getpid()}.tmp"
-        try:
-            write(tmp)
-            os.replace(tmp, out / name)
-        finally:
-            tmp.unlink(missing_ok=True)
+    from .images import atomic_write
+
+    table = _typed(table)
+    atomic_write(out / "results.csv", lambda p: table.to_csv(p, index=False))
+    atomic_write(out / "results.parquet", lambda p: table.to_parquet(p, index=False))
+
+
+def _prepare(out: Path) -> None:
+    """Before a sweep (or its resume) writes: temp files of a killed run are removed."""
+    from .images import remove_stale_temp
+
+    for folder in (out, out / "rows", out / "images"):
+        remove_stale_temp(folder)
 
 
 def shard_from_env() -> tuple[int, int]:
@@ -232,7 +267,7 @@ def shard_from_env() -> tuple[int, int]:
 
 
 def sweep(grid, out, *, device="auto", clip: str | None = None, shard: tuple[int, int] | None = None,
-          progress: bool = False, processes: int | str = "auto"):
+          progress: bool = False, processes: int | str = "auto", keep_failed: bool = False):
     """Run every run of ``grid`` (see :func:`load_grid`) into ``out``; returns the table.
 
     Models are loaded once per run of consecutive runs that use them (that row's
@@ -246,14 +281,19 @@ def sweep(grid, out, *, device="auto", clip: str | None = None, shard: tuple[int
     process; N = split across N worker processes (:func:`sweep_processes`), rows merged.
     shard: (i, n) runs only every n-th run starting at i (default: from ``accelerate
     launch``'s RANK / WORLD_SIZE), so several processes share one sweep.
+
+    Resuming (the same call again): finished rows are kept, failed ones run again (unless
+    ``keep_failed``), damaged row files run again, a killed run's temp files are removed, and
+    rows of an earlier grid in ``out`` are moved to ``out/earlier/`` (the table is exactly
+    this grid's).
     """
     import torch
 
     from .device import gpu_count, resolve_device
     from .generate import load_generator
+    from .device import Measure
     from .images import ensure_writable_dir
     from .metrics import as_clip
-    from .device import Measure
     from .pipeline import _precheck, resolve_upscaler, timed_run
     from .settings import RunSettings
     from .upscale import load_upscaler_from
@@ -262,6 +302,8 @@ def sweep(grid, out, *, device="auto", clip: str | None = None, shard: tuple[int
     grid = read_grid(grid)  # read once: the runs, then attribute control, use it
     runs = load_grid(grid)
     warmup, repeats = grid_timing(grid)
+    ids = {run_id(d) for d in runs}
+    _prepare(out)
     index, count = shard or shard_from_env()
     if processes == "auto":
         processes = max(1, gpu_count()) if count == 1 and device == "auto" else 1
@@ -269,7 +311,7 @@ def sweep(grid, out, *, device="auto", clip: str | None = None, shard: tuple[int
         raise ValueError(f"processes must be 'auto' or a positive number, got {processes!r}")
     if processes > 1 and count == 1:
         table = sweep_processes(grid, out, processes, device=device,
-                                clip=getattr(clip, "name", clip))
+                                clip=getattr(clip, "name", clip), keep_failed=keep_failed)
         if "attribute_control" not in table:
             add_attribute_control(table, as_clip(clip, device=resolve_device(device)), grid)
             if "attribute_control" in table:
@@ -286,7 +328,8 @@ def sweep(grid, out, *, device="auto", clip: str | None = None, shard: tuple[int
     for i, d in mine:
         rid = run_id(d)
         row_path = out / "rows" / f"{rid}.json"
-        if row_path.exists():
+        done = read_row(row_path) if row_path.exists() else None
+        if done is not None and (done.get("status") == "ok" or keep_failed):
             continue
         t0 = time.perf_counter()
         load_seconds = 0.0  # the one-off cost of loading what this run needed first
@@ -327,7 +370,7 @@ def sweep(grid, out, *, device="auto", clip: str | None = None, shard: tuple[int
         if progress:
             print(f"[{index}/{count}] run {i} {rid}: {row['status']} "
                   f"{row.get('error') or ''}", file=sys.stderr)
-    table = collect(out)
+    table = collect(out, ids)
     if count == 1 and "attribute_control" not in table:
         add_attribute_control(table, scorer, grid)
         if "attribute_control" in table:
@@ -335,11 +378,13 @@ def sweep(grid, out, *, device="auto", clip: str | None = None, shard: tuple[int
     return table
 
 
-def sweep_processes(grid, out, processes: int, *, device="auto", clip: str | None = None):
+def sweep_processes(grid, out, processes: int, *, device="auto", clip: str | None = None,
+                    keep_failed: bool = False):
     """Split a sweep over ``processes`` worker processes (``pegu sweep --shard i/n``) and
     merge their rows into one table. With ``device="auto"`` worker i takes GPU i when there
     are several (as under ``accelerate launch --num_processes N -m pegu.cli sweep ...``).
-    ``grid``: a YAML file or a dict (written to ``out/.grid.json`` for the workers)."""
+    ``grid``: a YAML file or a dict (written to ``out/.grid.json`` for the workers). The
+    workers end with this process, however it ends (on Linux even when killed)."""
     import subprocess
 
     runs = load_grid(grid)  # fail here, not in every worker
@@ -349,26 +394,46 @@ def sweep_processes(grid, out, processes: int, *, device="auto", clip: str | Non
         grid = grid_path
     processes = max(1, min(processes, len(runs)))
     cmd = [sys.executable, "-m", "pegu.cli", "sweep", "--grid", str(grid), "--out", str(out),
-           "--device", device] + (["--clip", clip] if clip else ["--no-clip"])
-    workers = [subprocess.Popen(cmd + ["--shard", f"{i}/{processes}"])
-               for i in range(processes)]
-    codes = [w.wait() for w in workers]
+           "--device", device] + (["--clip", clip] if clip else ["--no-clip"]) + (
+        ["--keep-failed"] if keep_failed else [])
+    linux = sys.platform.startswith("linux")
+    workers = []
+    try:
+        for i in range(processes):
+            workers.append(subprocess.Popen(cmd + ["--shard", f"{i}/{processes}"],
+                                            preexec_fn=_end_with_parent if linux else None))
+        codes = [w.wait() for w in workers]
+    finally:
+        for w in workers:  # interrupted: stop the workers too (their finished rows stay)
+            if w.poll() is None:
+                w.terminate()
+                w.wait()
     if any(codes):
         raise RuntimeError(f"sweep workers exited with {codes}; finished rows are kept, "
                            "run the same command again to resume")
-    return collect(out)
+    return collect(out, {run_id(d) for d in runs})
+
+
+def _end_with_parent() -> None:
+    """In a worker, before it starts (Linux): SIGTERM when the parent dies (PR_SET_PDEATHSIG)."""
+    import ctypes
+    import signal
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
 
 
 # ---- papermill ----
 
-def notebook_sweep(notebook, grid, out, *, kernel: str | None = None, progress: bool = False):
+def notebook_sweep(notebook, grid, out, *, kernel: str | None = None, progress: bool = False,
+                   keep_failed: bool = False):
     """Execute ``notebook`` once per parameter set with papermill, keeping each executed
     notebook in ``out/notebooks/``, and collect the rows the runs recorded.
 
     ``grid``: a dict or YAML file ``{"parameters": {name: [values...]}}`` (every combination)
     or ``{"runs": [{name: value}, ...]}``. Each run gets one more parameter, ``record_to``:
     the path where the notebook's ``pegu.sweep.record(result, record_to)`` writes its row.
-    A run that fails keeps its executed notebook and becomes a row with the error.
+    A run that fails keeps its executed notebook and becomes a row with the error. Resuming
+    works as in :func:`sweep` (failed rows run again unless ``keep_failed``).
     """
     import papermill as pm
 
@@ -386,32 +451,37 @@ def notebook_sweep(notebook, grid, out, *, kernel: str | None = None, progress: 
         runs = [dict(zip(names, combo)) for combo in itertools.product(
             *[v if isinstance(v, list) else [v] for v in params.values()])]
     out = ensure_writable_dir(Path(out))
+    _prepare(out)
     declared = pm.inspect_notebook(str(notebook))
+    ids = set()
     for i, params in enumerate(runs):
         unknown = sorted(set(params) - set(declared))
         if unknown:
             raise ValueError(f"{notebook.name} has no parameters {unknown}; it declares "
                              f"{sorted(declared)}")
         rid = run_id({"notebook": notebook.name, **params})
+        ids.add(rid)
         row_path = out / "rows" / f"{rid}.json"
-        if row_path.exists():
+        done = read_row(row_path) if row_path.exists() else None
+        if done is not None and (done.get("status") == "ok" or keep_failed):
             continue
         executed = out / "notebooks" / f"{notebook.stem}_{rid}.ipynb"
         executed.parent.mkdir(parents=True, exist_ok=True)
+        row_path.unlink(missing_ok=True)  # a failed or damaged row: this run replaces it
         try:
             pm.execute_notebook(str(notebook), str(executed),
                                 parameters={**params, "record_to": str(row_path)},
                                 kernel_name=kernel, progress_bar=progress)
-            if not row_path.exists():
+            row = read_row(row_path) if row_path.exists() else None
+            if row is None:
                 raise RuntimeError(f"{notebook.name} ran but recorded nothing; its last cell "
                                    "must call pegu.sweep.record(result, record_to)")
-            row = json.loads(row_path.read_text())
         except Exception as e:
             row = {**flatten(params), "status": "error",
                    "error": f"{type(e).__name__}: {str(e).strip().splitlines()[-1][:300]}"}
         row.update(index=i, run_id=rid, notebook=str(executed))
         write_row(row_path, row)
-    return collect(out)
+    return collect(out, ids)
 
 
 def record(result, record_to, clip=None) -> dict:

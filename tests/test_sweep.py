@@ -1,6 +1,7 @@
 """Sweeps: in process, resumed, over papermill, and split across two processes (GPUs)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -77,9 +78,99 @@ def test_sweep_with_a_failing_configuration_then_resume(tmp_path, monkeypatch):
     monkeypatch.undo()
     kept = {p: p.stat().st_mtime_ns for p in (tmp_path / "resumed" / "rows").glob("*.json")}
     assert 0 < len(kept) < 8 and not list((tmp_path / "resumed" / "rows").glob(".*"))
-    resumed = sweep(GRID, tmp_path / "resumed", clip="tiny-clip")
+    resumed = sweep(GRID, tmp_path / "resumed", clip="tiny-clip", keep_failed=True)
     assert all(p.stat().st_mtime_ns == t for p, t in kept.items())
     pd.testing.assert_frame_equal(stable(resumed), stable(full))
+
+
+def test_resume_keeps_exactly_this_grid_and_repairs_what_a_kill_left(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "s"
+    grid = {"base": GRID["base"], "models": ["tiny-sd15"], "seeds": [0],
+            "steps": [2, "many"]}  # the failing run's row holds text where the other's a number
+    first = sweep(grid, out, clip=None)
+    assert list(first.status) == ["ok", "error"]
+    assert pd.read_parquet(out / "results.parquet")["generate.steps"].tolist() == ["2", "many"]
+    rows = {json.loads(p.read_text())["status"]: p for p in (out / "rows").glob("*.json")}
+    # what a kill leaves: a truncated row, a dead writer's temp files; a live writer's stays
+    good = rows["ok"].read_text()
+    rows["ok"].write_text(good[: len(good) // 2])
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    stale = [out / "rows" / f".{rows['ok'].name}.{dead}.tmp",
+             out / "images" / f".x.png.{dead}.tmp.png", out / f".results.csv.{dead}.tmp"]
+    for p in stale:
+        p.write_text("half")
+    live = out / "rows" / f".other.json.{os.getpid()}.tmp"
+    live.write_text("being written")
+    error = json.loads(rows["error"].read_text())
+    rows["error"].write_text(json.dumps(dict(error, error="from an earlier attempt")))
+    kept = sweep(grid, out, clip=None, keep_failed=True)
+    assert not any(p.exists() for p in stale) and live.exists()
+    assert kept.status.tolist() == ["ok", "error"]  # the damaged row ran again
+    assert kept.error.tolist()[1] == "from an earlier attempt"  # --keep-failed
+    retried = sweep(grid, out, clip=None)  # by default a failed row runs again
+    assert "steps must be a whole number" in retried.error.tolist()[1]
+    # another grid in the same folder: its table is its own, the earlier rows set aside
+    other = sweep({**grid, "seeds": [5], "steps": [2]}, out, clip=None)
+    assert other["generate.seed"].tolist() == [5] and other.status.tolist() == ["ok"]
+    assert len(pd.read_csv(out / "results.csv")) == 1
+    assert len(list((out / "earlier" / "rows").glob("*.json"))) == 2
+
+
+def test_killing_the_parent_ends_its_workers(tmp_path):
+    """pegu sweep --processes 2, its parent killed with SIGKILL: the workers end too."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(yaml.safe_dump({"base": GRID["base"], "models": ["tiny-sd15"],
+                                    "seeds": list(range(40))}))
+    exe = Path(sys.executable).parent / "pegu"
+    parent = subprocess.Popen([str(exe), "sweep", "--grid", str(grid), "--out",
+                               str(tmp_path / "o"), "--no-clip", "--processes", "2"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers = []
+    deadline = time.monotonic() + 300
+    while len(workers) < 2 and time.monotonic() < deadline:
+        workers = _children(parent.pid)
+        time.sleep(0.05)
+    assert len(workers) == 2, "the sweep did not start two workers"
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 900
+    while any(_running(w) for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_running(w) for w in workers), "workers outlived their parent"
+    # they ended with it, not after finishing the sweep on their own
+    assert len(list((tmp_path / "o" / "rows").glob("*.json"))) < 40
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
 
 
 def test_papermill_sweep_runs_the_notebook_per_parameter_set(tmp_path):
