@@ -405,6 +405,26 @@ def repo_root() -> Path:
     return here if (here / "kaggle").is_dir() else Path.cwd()
 
 
+def check_username(name: str) -> str:
+    """``name`` if it can be the owner part of a Kaggle id (``<owner>/<slug>``, a URL path
+    segment: letters, digits, ``-``, ``_``, ``.``), else a ValueError saying so."""
+    import re
+
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", name):
+        raise ValueError(f"{name!r} is not a Kaggle username (letters, digits, '-', '_' or '.'"
+                         "; the one on your Kaggle profile page / in kaggle.json)")
+    return name
+
+
+def _with_owner(value, user: str):
+    """A metadata value with the placeholder owner of ``USERNAME/<slug>`` ids set to ``user``."""
+    if isinstance(value, str) and value.startswith(PLACEHOLDER_USER + "/"):
+        return user + value[len(PLACEHOLDER_USER):]
+    if isinstance(value, list):
+        return [_with_owner(v, user) for v in value]
+    return value
+
+
 def stage(name: str, dest: Path, username: str, accelerator: str = DEFAULT_ACCELERATOR,
           internet: bool = True, root: Path | None = None) -> Path:
     """Stage notebook ``name`` (e.g. "02_upscaling_walkthrough") for ``kaggle kernels push``:
@@ -422,7 +442,8 @@ def stage(name: str, dest: Path, username: str, accelerator: str = DEFAULT_ACCEL
     if not meta_path.is_file() or not notebook.is_file():
         known = sorted(p.name for p in (root / "kaggle").iterdir() if p.is_dir())
         raise ValueError(f"unknown notebook {name!r}; known: {', '.join(known)}")
-    meta = json.loads(meta_path.read_text().replace(PLACEHOLDER_USER, username))
+    check_username(username)
+    meta = {k: _with_owner(v, username) for k, v in json.loads(meta_path.read_text()).items()}
     meta.update(machine_shape=accelerator, enable_internet=internet, enable_gpu=True)
     folder = Path(dest) / name
     folder.mkdir(parents=True, exist_ok=True)
@@ -454,6 +475,7 @@ def push(names, *, accelerator: str = DEFAULT_ACCELERATOR, internet: bool = True
         user = PLACEHOLDER_USER
         print(f"no Kaggle username (set KAGGLE_USERNAME or --username): staging with the "
               f"placeholder {PLACEHOLDER_USER}; a real push needs yours")
+    check_username(user)
     if accelerator in RETIRED:
         print(f"note: {accelerator}: {RETIRED[accelerator]}")
     staging = Path(staging or tempfile.mkdtemp(prefix="pegu-kaggle-"))
@@ -476,6 +498,9 @@ def push(names, *, accelerator: str = DEFAULT_ACCELERATOR, internet: bool = True
 
 
 _DATASET_FILES = ("*.whl", SETUP_SCRIPT, "dataset-metadata.json")
+# files that hold credentials: kaggle's (kaggle.json, access_token), env files, SSH/cloud keys
+_SECRETS = ("kaggle.json", "access_token", ".env", ".netrc", "credentials", "id_rsa",
+            "id_ed25519")
 
 
 def package(out: Path, *, extras=KAGGLE_EXTRAS, username: str | None = None) -> Path:
@@ -489,6 +514,13 @@ def package(out: Path, *, extras=KAGGLE_EXTRAS, username: str | None = None) -> 
     import tempfile
 
     out = Path(out)
+    user = check_username(username or os.environ.get("KAGGLE_USERNAME") or PLACEHOLDER_USER)
+    if out.exists() and out.is_dir():
+        secret = [p.name for p in out.iterdir() if p.name in _SECRETS or p.suffix == ".pem"]
+        if secret:
+            raise ValueError(f"{out} holds {', '.join(sorted(secret))} — credentials; the "
+                             "dataset uploads everything in its folder: give `--out` an "
+                             "empty or new folder")
     if out.exists() and (not out.is_dir() or any(
             not any(p.match(g) for g in _DATASET_FILES) for p in out.iterdir())):
         raise ValueError(f"{out} holds other files: give `--out` an empty or new folder (the "
@@ -507,7 +539,6 @@ def package(out: Path, *, extras=KAGGLE_EXTRAS, username: str | None = None) -> 
         if binary:
             raise RuntimeError(f"{', '.join(binary)} only suit this Python; Kaggle's differs")
         (build / SETUP_SCRIPT).write_text(_SETUP_SOURCE)
-        user = username or os.environ.get("KAGGLE_USERNAME") or PLACEHOLDER_USER
         (build / "dataset-metadata.json").write_text(json.dumps(
             {"title": DATASET, "id": f"{user}/{DATASET}", "licenses": [{"name": "other"}]},
             indent=2))

@@ -252,9 +252,36 @@ def test_package_refuses_a_folder_holding_other_files(tmp_path):
     secrets = tmp_path / "home"
     secrets.mkdir()
     (secrets / "kaggle.json").write_text('{"username": "a", "key": "k"}')
-    with pytest.raises(ValueError, match="holds other files"):
+    with pytest.raises(ValueError, match="holds kaggle.json — credentials"):
         package(secrets, extras=())
     assert sorted(p.name for p in secrets.iterdir()) == ["kaggle.json"]
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "todo.txt").write_text("mine")
+    with pytest.raises(ValueError, match="holds other files"):
+        package(notes, extras=())
+    assert sorted(p.name for p in notes.iterdir()) == ["todo.txt"]
+
+
+def test_a_username_cannot_write_into_the_metadata(tmp_path):
+    from pegu.kaggle import stage
+
+    for bad in ('bob", "is_private": false, "x": "', "bob/evil", "", " bob", "a\nb"):
+        with pytest.raises(ValueError, match="is not a Kaggle username"):
+            stage("01_model_comparison", tmp_path / "s", bad)
+        if bad:  # package(username="") means none given: the placeholder
+            with pytest.raises(ValueError, match="is not a Kaggle username"):
+                package(tmp_path / "ds", extras=(), username=bad)
+    assert not (tmp_path / "s").exists() and not (tmp_path / "ds").exists()
+    folder = stage("01_model_comparison", tmp_path / "s", "bob-1.x_y")
+    meta = json.loads((folder / "kernel-metadata.json").read_text())
+    assert meta["id"] == "bob-1.x_y/pegu-01-model-comparison" and meta["is_private"] is True
+    assert meta["dataset_sources"] == ["bob-1.x_y/pegu-wheels"]
+    exe = Path(sys.executable).parent / "pegu"
+    r = subprocess.run([str(exe), "kaggle", "push", "--dry-run", "--username", 'a"b',
+                        "--staging", str(tmp_path / "cli")], capture_output=True, text=True)
+    assert r.returncode == 2 and "is not a Kaggle username" in r.stderr
+    assert "Traceback" not in r.stderr
 
 
 def test_attached_kaggle_inputs_are_found_by_name(tmp_path, monkeypatch):
