@@ -217,6 +217,8 @@ def _upscale(args) -> int:
         r = up.run(image, scale=args.scale, target=args.target, fit=args.fit, progress=True)
         write_png(r.image, dst)
         print(f"{src} -> {dst}  {_dims(r.image)}  {r.seconds:.1f} s, tile {r.tile or 'none'}")
+        if r.note:
+            print(f"  note: {r.note}")
     return 0
 
 

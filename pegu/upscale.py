@@ -46,6 +46,7 @@ class UpscaleResult:
     tiles: network forward passes run (tiles × passes × (1 + alpha)).
     passes: times the network was applied (0 when only resizing down).
     seconds: wall time.
+    note: what was converted on the way in (a CMYK or palette image becomes RGB), or "".
     """
 
     image: object
@@ -53,6 +54,7 @@ class UpscaleResult:
     tiles: int
     passes: int
     seconds: float
+    note: str = ""
 
 
 class Upscaler:
@@ -149,7 +151,7 @@ class Upscaler:
             out = _pad_center(out, (tw, th))
         result = _encode(out.clamp_(0, 1), meta)
         return UpscaleResult(result, tile=used, tiles=tiles, passes=passes,
-                             seconds=time.perf_counter() - t0)
+                             seconds=time.perf_counter() - t0, note=meta.note)
 
     # ---- tiled inference ----
 
@@ -377,6 +379,7 @@ class _Meta:
     mode: str          # PIL mode to return, or numpy layout "HW", "HW1", "HW3", "HW4"
     max_value: int     # 255, 65535, or 1 for float arrays
     gray: bool
+    note: str = ""     # what was converted on the way in, for the user
 
 
 def _decode(image):
@@ -384,27 +387,30 @@ def _decode(image):
     import torch
     from PIL import Image
 
+    note = ""
     if isinstance(image, Image.Image):
         mode = image.mode
         if mode == "P":
             image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+            note = f"palette (P) image converted to {image.mode}; the result is {image.mode}"
             mode = image.mode
         elif mode == "1":
             image = image.convert("L")
-            mode = "L"
+            note, mode = "1-bit image converted to 8-bit gray (L)", "L"
         elif mode in ("CMYK", "YCbCr", "LAB", "HSV", "RGBX"):  # e.g. a print-shop CMYK JPEG
             image = image.convert("RGB")  # PIL's conversion; the result is RGB
-            mode = "RGB"
+            note, mode = f"{mode} image converted to RGB; the result is RGB", "RGB"
         if mode in ("I;16", "I;16B", "I;16L", "I"):
             arr = np.asarray(image).astype(np.int64)
             if arr.min() < 0 or arr.max() > 65535:
                 raise ValueError(f"mode {mode} image has values outside 0..65535; "
                                  "pegu takes 8- or 16-bit images")
             arr = arr.astype(np.uint16)
-            meta = _Meta("pil", "I;16", 65535, True)
+            meta = _Meta("pil", "I;16", 65535, True,
+                         "" if mode == "I;16" else f"{mode} image read as 16-bit gray (I;16)")
         elif mode in ("RGB", "RGBA", "L", "LA"):
             arr = np.asarray(image)
-            meta = _Meta("pil", mode, 255, mode in ("L", "LA"))
+            meta = _Meta("pil", mode, 255, mode in ("L", "LA"), note)
         else:
             raise ValueError(f"PIL mode {mode} is not supported; convert first, "
                              "e.g. image.convert('RGB')")

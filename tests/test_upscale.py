@@ -221,6 +221,15 @@ def test_images_as_users_have_them(animevideo, astronaut):
     assert f.dtype == np.float32 and f.shape == (192, 192, 3) and 0 <= f.min() <= f.max() <= 1
     u8 = animevideo.upscale(np.asarray(crop)).astype(np.float32) / 255
     assert np.abs(f - u8).max() <= 1 / 255 + 1e-6
+    # what was converted is said; a plain RGB image needs no note
+    assert animevideo.run(cmyk).note == "CMYK image converted to RGB; the result is RGB"
+    palette = crop.convert("P")
+    palette.info["transparency"] = 0
+    r = animevideo.run(palette)
+    assert r.image.mode == "RGBA" and "palette (P) image converted to RGBA" in r.note
+    assert animevideo.run(crop).note == ""
+    with pytest.raises(ValueError, match="finite values in \\[0, 1\\]"):
+        animevideo.upscale(as_float * 2)
 
 
 def test_a_png_claiming_a_gigantic_size_is_refused_by_pegu(tmp_path):
