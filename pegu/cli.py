@@ -131,6 +131,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="CLIP model for clip_score/clip_realism (default "
                    "openai/clip-vit-large-patch14)")
     w.add_argument("--no-clip", action="store_true", help="weight-free metrics only")
+    w.add_argument("--many", action="store_true",
+                   help="allow a grid of more than 10,000 runs (at most 1,000,000)")
     w.add_argument("--keep-failed", action="store_true",
                    help="on resume, keep failed rows instead of running them again")
     w.add_argument("--offline", action="store_true", help="never download")
@@ -357,7 +359,7 @@ def _sweep(args) -> int:
             raise ValueError(f"--processes must be at least 1, got {args.processes}")
         table = sw.sweep(args.grid, args.out, device=args.device, clip=clip, shard=shard,
                          progress=True, processes=args.processes or "auto",
-                         keep_failed=args.keep_failed)
+                         keep_failed=args.keep_failed, many=args.many)
     if args.shard:
         return 0
     from .plots import sweep_plots

@@ -24,7 +24,10 @@ AXES = {"models": "model", "prompts": "generate.prompt", "seeds": "generate.seed
         "targets": "target", "refine": "refine"}
 
 
-MAX_RUNS = 10_000  # one sweep; a grid beyond this is refused before its run list is built
+# counted before a grid's run list is built: beyond MANY_RUNS a sweep needs many=True
+# (--many), beyond MAX_RUNS it is refused
+MANY_RUNS = 10_000
+MAX_RUNS = 1_000_000
 
 
 def read_grid(grid) -> dict:
@@ -45,20 +48,26 @@ def read_grid(grid) -> dict:
     return data
 
 
-def load_grid(grid) -> list[dict]:
+def load_grid(grid, many: bool = False) -> list[dict]:
     """The runs of a grid (a dict, or the path of a YAML file holding one), as settings dicts.
 
     ``base`` holds fixed RunSettings fields (nested ``generate``/``upscale`` dicts); each axis
     (``models``, ``prompts``, ``seeds``, ``schedulers``, ``steps``, ``guidance``, ``upscalers``,
     ``modes``, ``targets``, ``refine``) lists values; the runs are every combination.
-    ``timing`` (optional) is :func:`grid_timing`'s. Settings are validated when each run starts, so one bad combination fails alone.
+    ``timing`` (optional) is :func:`grid_timing`'s. A grid of more than ``MANY_RUNS`` runs
+    needs ``many=True``; more than ``MAX_RUNS`` is refused. Settings are validated when each run starts, so one bad combination fails alone.
     """
     grid = read_grid(grid)
-    unknown = sorted(set(grid) - set(AXES) - {"base", "attributes", "timing"})
+    unknown = sorted(map(str, set(grid) - set(AXES) - {"base", "attributes", "timing"}))
     if unknown:
         raise ValueError(f"unknown grid keys {unknown}; use 'base', 'attributes', 'timing' "
                          f"and {sorted(AXES)}")
     grid_timing(grid)
+    base = grid.get("base") or {}
+    if not isinstance(base, dict) or any(not isinstance(base.get(k, {}), dict)
+                                         for k in ("generate", "upscale")):
+        raise ValueError("base must be a mapping of settings, with generate and upscale as "
+                         "mappings too, e.g. base: {target: [2048, 2048], generate: {steps: 25}}")
     axes = {k: v if isinstance(v, list) else [v] for k, v in grid.items() if k in AXES}
     if grid.get("attributes"):
         if "prompts" in axes:
@@ -73,9 +82,13 @@ def load_grid(grid) -> list[dict]:
         raise ValueError(f"the grid makes {total:,} runs (the product of its axes' lengths); "
                          f"pegu runs at most {MAX_RUNS:,} per sweep: split it into sweeps "
                          "or shorten axes")
+    if total > MANY_RUNS and not many:
+        raise ValueError(f"the grid makes {total:,} runs (the product of its axes' lengths), "
+                         f"more than {MANY_RUNS:,}: if you mean it, pass --many "
+                         "(many=True); else shorten axes")
     runs = []
     for combo in itertools.product(*axes.values()):
-        d = json.loads(json.dumps(grid.get("base") or {}))
+        d = json.loads(json.dumps(base))
         d.setdefault("generate", {})
         for axis, value in zip(axes, combo):
             *parents, leaf = AXES[axis].split(".")
@@ -108,6 +121,8 @@ def attribute_prompts(spec: dict) -> list[str]:
     "hair": ["red", "black"]} -> one prompt per value (one attribute per template)."""
     import re
 
+    if not isinstance(spec, dict):
+        spec = {}  # refused below, with an example
     template = spec.get("template")
     slots = re.findall(r"\{(\w+)\}", template) if isinstance(template, str) else []
     names = [k for k in spec if k != "template"]
@@ -117,7 +132,12 @@ def attribute_prompts(spec: dict) -> list[str]:
                          " (or values: [...])")
     from .metrics import attribute_variants
 
-    return attribute_variants(template, slots[0], spec[names[0]])
+    values = spec[names[0]]
+    if not isinstance(values, list) or not values or not all(
+            isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in values):
+        raise ValueError(f"attributes: {names[0]} must be a list of values (words or numbers), "
+                         f"e.g. [red, black]; got {values!r}")
+    return attribute_variants(template, slots[0], [str(v) for v in values])
 
 
 def add_attribute_control(table, clip, grid) -> None:
@@ -267,7 +287,8 @@ def shard_from_env() -> tuple[int, int]:
 
 
 def sweep(grid, out, *, device="auto", clip: str | None = None, shard: tuple[int, int] | None = None,
-          progress: bool = False, processes: int | str = "auto", keep_failed: bool = False):
+          progress: bool = False, processes: int | str = "auto", keep_failed: bool = False,
+          many: bool = False):
     """Run every run of ``grid`` (see :func:`load_grid`) into ``out``; returns the table.
 
     Models are loaded once per run of consecutive runs that use them (that row's
@@ -280,7 +301,8 @@ def sweep(grid, out, *, device="auto", clip: str | None = None, shard: tuple[int
     machine has several and ``device`` is "auto" (Kaggle's GPU T4 x2: two), else this
     process; N = split across N worker processes (:func:`sweep_processes`), rows merged.
     shard: (i, n) runs only every n-th run starting at i (default: from ``accelerate
-    launch``'s RANK / WORLD_SIZE), so several processes share one sweep.
+    launch``'s RANK / WORLD_SIZE), so several processes share one sweep. many: allow a grid
+    of more than ``MANY_RUNS`` runs.
 
     Resuming (the same call again): finished rows are kept, failed ones run again (unless
     ``keep_failed``), damaged row files run again, a killed run's temp files are removed, and
@@ -300,7 +322,7 @@ def sweep(grid, out, *, device="auto", clip: str | None = None, shard: tuple[int
 
     out = ensure_writable_dir(Path(out))
     grid = read_grid(grid)  # read once: the runs, then attribute control, use it
-    runs = load_grid(grid)
+    runs = load_grid(grid, many=many)
     warmup, repeats = grid_timing(grid)
     ids = {run_id(d) for d in runs}
     _prepare(out)
@@ -311,7 +333,8 @@ def sweep(grid, out, *, device="auto", clip: str | None = None, shard: tuple[int
         raise ValueError(f"processes must be 'auto' or a positive number, got {processes!r}")
     if processes > 1 and count == 1:
         table = sweep_processes(grid, out, processes, device=device,
-                                clip=getattr(clip, "name", clip), keep_failed=keep_failed)
+                                clip=getattr(clip, "name", clip), keep_failed=keep_failed,
+                                many=many)
         if "attribute_control" not in table:
             add_attribute_control(table, as_clip(clip, device=resolve_device(device)), grid)
             if "attribute_control" in table:
@@ -379,7 +402,7 @@ def sweep(grid, out, *, device="auto", clip: str | None = None, shard: tuple[int
 
 
 def sweep_processes(grid, out, processes: int, *, device="auto", clip: str | None = None,
-                    keep_failed: bool = False):
+                    keep_failed: bool = False, many: bool = False):
     """Split a sweep over ``processes`` worker processes (``pegu sweep --shard i/n``) and
     merge their rows into one table. With ``device="auto"`` worker i takes GPU i when there
     are several (as under ``accelerate launch --num_processes N -m pegu.cli sweep ...``).
@@ -387,7 +410,7 @@ def sweep_processes(grid, out, processes: int, *, device="auto", clip: str | Non
     workers end with this process, however it ends (on Linux even when killed)."""
     import subprocess
 
-    runs = load_grid(grid)  # fail here, not in every worker
+    runs = load_grid(grid, many=many)  # fail here, not in every worker
     if isinstance(grid, dict):
         grid_path = Path(out) / ".grid.json"
         write_row(grid_path, grid)  # the same atomic JSON write as the rows
@@ -395,7 +418,7 @@ def sweep_processes(grid, out, processes: int, *, device="auto", clip: str | Non
     processes = max(1, min(processes, len(runs)))
     cmd = [sys.executable, "-m", "pegu.cli", "sweep", "--grid", str(grid), "--out", str(out),
            "--device", device] + (["--clip", clip] if clip else ["--no-clip"]) + (
-        ["--keep-failed"] if keep_failed else [])
+        ["--keep-failed"] if keep_failed else []) + (["--many"] if many else [])
     linux = sys.platform.startswith("linux")
     workers = []
     try:

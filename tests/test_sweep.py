@@ -48,7 +48,12 @@ def test_grid_expands_every_combination(tmp_path):
     huge = {"seeds": list(range(10_000)), "steps": list(range(1, 101)),
             "guidance": [float(g) for g in range(100)]}
     with pytest.raises(ValueError, match="makes 100,000,000 runs"):
-        load_grid(huge)
+        load_grid(huge, many=True)
+    # 20,000 runs: only when asked for
+    many = {"seeds": list(range(200)), "steps": list(range(1, 101))}
+    with pytest.raises(ValueError, match="makes 20,000 runs.*pass --many"):
+        load_grid(many)
+    assert len(load_grid(many, many=True)) == 20_000
 
 
 def test_sweep_with_a_failing_configuration_then_resume(tmp_path, monkeypatch):
