@@ -145,7 +145,7 @@ class Upscaler:
                 outs.append(out)
                 used, tiles = max(used, edge), tiles + n
             groups = outs
-        out = torch.cat([groups[0]] + [_luma(g) for g in groups[1:]])
+        out = groups[0] if len(groups) == 1 else torch.cat([groups[0], _luma(groups[1])])
         out = _resize(out, inner)
         if inner != (tw, th):
             out = _pad_center(out, (tw, th))
@@ -397,6 +397,10 @@ def _decode(image):
         elif mode == "1":
             image = image.convert("L")
             note, mode = "1-bit image converted to 8-bit gray (L)", "L"
+        elif mode in ("PA", "RGBa", "La"):  # palette with alpha, premultiplied alpha
+            image = image.convert("LA" if mode == "La" else "RGBA")
+            note = f"{mode} image converted to {image.mode}; the result is {image.mode}"
+            mode = image.mode
         elif mode in ("CMYK", "YCbCr", "LAB", "HSV", "RGBX"):  # e.g. a print-shop CMYK JPEG
             image = image.convert("RGB")  # PIL's conversion; the result is RGB
             note, mode = f"{mode} image converted to RGB; the result is RGB", "RGB"
@@ -412,8 +416,9 @@ def _decode(image):
             arr = np.asarray(image)
             meta = _Meta("pil", mode, 255, mode in ("L", "LA"), note)
         else:
-            raise ValueError(f"PIL mode {mode} is not supported; convert first, "
-                             "e.g. image.convert('RGB')")
+            raise ValueError(f"PIL mode {mode} is not supported (a 32-bit float image has no "
+                             "agreed range); convert first, e.g. image.convert('RGB'), or pass "
+                             "a numpy float array in [0, 1]")
     elif isinstance(image, np.ndarray):
         arr = image
         floats = arr.dtype in (np.float16, np.float32, np.float64)
@@ -453,12 +458,13 @@ def _encode(x, meta: _Meta):
     import torch
     from PIL import Image
 
-    x = (torch.cat([_luma(x[:3]), x[3:]]) if meta.gray else x).numpy()
+    x = torch.cat([_luma(x[:3]), x[3:]]) if meta.gray else x
     if meta.max_value == 1:  # floats in, float32 in [0, 1] out
-        arr = np.clip(x, 0, 1).astype(np.float32).transpose(1, 2, 0)
+        arr = x.clamp_(0, 1).numpy().astype(np.float32, copy=False).transpose(1, 2, 0)
+    elif meta.max_value == 255:  # in place, then one byte per value: no float temporaries
+        arr = x.mul_(255).round_().to(torch.uint8).numpy().transpose(1, 2, 0)
     else:
-        dtype = np.uint16 if meta.max_value == 65535 else np.uint8
-        arr = np.rint(x * meta.max_value).astype(dtype).transpose(1, 2, 0)
+        arr = x.mul_(65535).round_().to(torch.int32).numpy().astype(np.uint16).transpose(1, 2, 0)
     if meta.kind == "numpy":
         return arr[..., 0] if meta.mode == "HW" else arr
     if meta.mode in ("L", "I;16"):

@@ -228,6 +228,9 @@ def test_images_as_users_have_them(animevideo, astronaut):
     r = animevideo.run(palette)
     assert r.image.mode == "RGBA" and "palette (P) image converted to RGBA" in r.note
     assert animevideo.run(crop).note == ""
+    for mode, back in (("PA", "RGBA"), ("RGBa", "RGBA"), ("La", "LA")):
+        r = animevideo.run(crop.convert("RGBA").convert(mode))
+        assert r.image.mode == back and r.note.startswith(f"{mode} image converted"), mode
     with pytest.raises(ValueError, match="finite values in \\[0, 1\\]"):
         animevideo.upscale(as_float * 2)
 
