@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/upscale.py                  # speed table at 128² and 256²
     .venv/bin/python benchmarks/upscale.py --scale          # + memory/scale table, 64²…512²
     .venv/bin/python benchmarks/upscale.py --tradeoff       # + tiling trade-off table
+    .venv/bin/python benchmarks/upscale.py --memory         # + peak RSS, 256²…1024², defaults
     .venv/bin/python benchmarks/upscale.py --smoke          # tiny sizes, for the tests
 
 Every row runs in a fresh process (after a warm-up call on a 32² crop), so "peak MiB" is that
@@ -57,6 +58,9 @@ def main(argv=None) -> None:
     ap.add_argument("--scale", action="store_true", help="add the memory/scale table")
     ap.add_argument("--scale-sizes", type=int, nargs="+", default=[64, 128, 256, 512])
     ap.add_argument("--tradeoff", action="store_true", help="add the tiling trade-off table")
+    ap.add_argument("--memory", action="store_true",
+                    help="add the peak-memory table over input sizes (defaults: fp32, tile 256)")
+    ap.add_argument("--memory-sizes", type=int, nargs="+", default=[256, 512, 1024])
     ap.add_argument("--overlaps", type=int, nargs="+", default=[0, 16, 32, 48])
     ap.add_argument("--smoke", action="store_true",
                     help="realesr-animevideov3, tiny sizes: checks that the script runs")
@@ -68,6 +72,7 @@ def main(argv=None) -> None:
         return _child(json.loads(args.child))
     if args.smoke:
         args.model, args.sizes, args.scale_sizes = "realesr-animevideov3", [32], [64, 128]
+        args.memory_sizes = [64, 128]
         args.overlaps = [0, 16, 32]
 
     import pandas as pd
@@ -108,6 +113,18 @@ def main(argv=None) -> None:
                          "s / input MP": round(r["seconds"] / (n * n / 1e6), 1),
                          "peak MiB": r["peak_mib"]})
         print(f"\nMemory and scale ({args.model}, CPU; tile = limit in input px)")
+        print(pd.DataFrame(rows).to_string(index=False))
+
+    if args.memory:
+        rows = []
+        for n in args.memory_sizes:
+            r = _run(dict(method="pegu fp32", model=args.model, size=n, tile="auto"), tmp)
+            rows.append({"input": f"{n}x{n}", "output": f"{4 * n}x{4 * n}",
+                         "tile": r["tile_limit"], "tiles": r["tiles"],
+                         "output MiB": round(16 * n * n * 3 / 2**20),
+                         "peak MiB": r["peak_mib"]})
+        print(f"\nPeak memory over input sizes ({args.model}, CPU, pegu's defaults; peak "
+              "resident set size of the process, which holds ~1 GiB of libraries and weights)")
         print(pd.DataFrame(rows).to_string(index=False))
 
     if args.tradeoff:

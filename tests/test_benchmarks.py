@@ -39,7 +39,8 @@ def test_gpu_script_smoke_on_the_cpu():
 
 
 def test_upscale_benchmark_smoke():
-    out = _run(sys.executable, "benchmarks/upscale.py", "--smoke", "--scale", "--tradeoff")
+    out = _run(sys.executable, "benchmarks/upscale.py", "--smoke", "--scale", "--tradeoff",
+               "--memory")
     for method in ("pegu fp32", "pegu ncnn", "pegu bf16", "RealESRGANer", "ncnn fp32",
                    "ncnn bf16"):
         assert re.search(rf"32x32 +{method} ", out), method
@@ -47,6 +48,7 @@ def test_upscale_benchmark_smoke():
     assert _numbers(ncnn_row.split("pegu ncnn", 1)[1])[2] <= 1  # max /255: exact path
     assert "Memory and scale" in out and "128x128 512x512" in out
     assert "Tiling trade-off at 128x128" in out and "Tile 1/" not in out
+    assert "Peak memory over input sizes" in out and re.search(r"128x128 +512x512", out)
 
 
 def test_flop_count_of_the_full_size_paths():
