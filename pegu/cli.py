@@ -168,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
         return {"upscale": _upscale, "models": _models, "demo": _demo, "generate": _generate,
                 "info": _info, "sweep": _sweep, "doctor": _doctor,
                 "kaggle": _kaggle}[args.command](args)
-    except (ValueError, FileNotFoundError, FileExistsError, PermissionError, RuntimeError) as e:
+    except (ValueError, FileNotFoundError, FileExistsError, PermissionError, RuntimeError,
+            MemoryError) as e:
         print(f"pegu {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -199,8 +200,13 @@ def _upscale(args) -> int:
             raise ValueError(f"{o} exists; pass --overwrite to replace it")
         outputs.append(o)
     ensure_writable_dir(args.out)
-    from .upscale import load_upscaler
+    from .upscale import _check_memory, load_upscaler, plan_size
 
+    for image in images:  # sizes, fit and the output's memory, before the model loads
+        size = image.size if hasattr(image, "size") and not hasattr(image, "shape") else \
+            (image.shape[1], image.shape[0])
+        _check_memory(plan_size(size, scale=args.scale, target=args.target, fit=args.fit)[0],
+                      "cuda")  # without --scale/--target: x4, the registry's largest
     up = load_upscaler(args.model, device=args.device, dtype=args.dtype,
                        tile="auto" if args.tile is None else args.tile,
                        tile_overlap=args.tile_overlap, denoise=args.denoise,

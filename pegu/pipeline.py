@@ -242,12 +242,14 @@ def run_many(settings: list[RunSettings], generator=None, upscaler=None, *, devi
 
 def _precheck(settings: RunSettings) -> None:
     """What can be refused before any model loads: an unknown upscaler or missing weights
-    file, and a base size whose aspect ratio differs from the target's without ``fit``."""
+    file, a target whose output this machine's RAM cannot hold, and a base size whose aspect
+    ratio differs from the target's without ``fit``."""
     from .registry import generator_spec, upscaler_spec
-    from .upscale import plan_size
+    from .upscale import _check_memory, plan_size
 
     if settings.mode == "direct":
         return
+    _check_memory(settings.target, "cuda")  # the least any device needs for the output
     name = settings.upscale.model
     if Path(name).suffix:
         if not Path(name).expanduser().is_file():

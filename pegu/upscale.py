@@ -129,6 +129,7 @@ class Upscaler:
         h, w = planes.shape[-2:]
         (tw, th), crop, inner = plan_size((w, h), scale=scale, target=target, fit=fit,
                                           default_scale=self.scale)
+        _check_memory((tw, th), self.device)
         if crop is not None:
             x0, y0, cw, ch = crop
             planes = planes[:, y0:y0 + ch, x0:x0 + cw]
@@ -351,6 +352,34 @@ def plan_size(size: tuple[int, int], *, scale=None, target=None, fit=None,
     k = min(tw / w, th / h)
     inner = (min(tw, max(1, round(w * k))), min(th, max(1, round(h * k))))
     return (tw, th), None, inner
+
+
+# bytes per output pixel held at once: the blend buffer and its weights (float32, 3 + 1
+# channels, on the CPU only when the network runs there) and the float32 + uint8 result
+_BYTES_PER_PIXEL = {"cpu": 3 * 4 + 4 + 3 * 4 + 3, "cuda": 3 * 4 + 3}
+
+
+def available_memory() -> int | None:
+    """Bytes of RAM this machine can still give (Linux MemAvailable); None if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def _check_memory(size: tuple[int, int], device) -> None:
+    """Refuse, before any work, an output this machine's free RAM cannot hold."""
+    free = available_memory()
+    kind = device if isinstance(device, str) else getattr(device, "type", "cpu")
+    need = size[0] * size[1] * _BYTES_PER_PIXEL.get(kind, _BYTES_PER_PIXEL["cpu"])
+    if free is not None and need > free:
+        raise MemoryError(f"a {size[0]}x{size[1]} output needs about {need / 2**30:.1f} GiB of "
+                          f"RAM and {free / 2**30:.1f} GiB is free: choose a smaller target "
+                          "or free memory")
 
 
 def _resize(x, size: tuple[int, int]):

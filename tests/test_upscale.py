@@ -290,3 +290,27 @@ def test_outputs_are_bounded_before_any_work(animevideo):
         animevideo.upscale(img, target=(100000, 100000))
     with pytest.raises(ValueError, match="scale 5000 makes 40000x40000"):
         animevideo.upscale(img, scale=5000)
+
+
+def test_an_output_larger_than_free_memory_is_refused_before_work(animevideo, tmp_path,
+                                                                  monkeypatch, capsys):
+    import pegu.generate
+    import pegu.upscale
+    from pegu.cli import main
+    from pegu.settings import GenerateSettings, RunSettings
+
+    monkeypatch.setattr(pegu.upscale, "available_memory", lambda: 200 * 2**20)
+    small = Image.new("RGB", (64, 64))
+    assert animevideo.upscale(small, target=(1024, 1024)).size == (1024, 1024)  # 27 MiB
+    with pytest.raises(MemoryError, match="a 4096x4096 output needs about 0.5 GiB of RAM and "
+                                          "0.2 GiB is free"):
+        animevideo.upscale(small, target=(4096, 4096))
+    monkeypatch.setattr(pegu.generate, "load_generator", lambda *a, **k: pytest.fail("loaded"))
+    with pytest.raises(MemoryError, match="choose a smaller target"):
+        pegu.run(RunSettings(GenerateSettings("x"), model="tiny-sd15", target=(8192, 8192)))
+    small.save(tmp_path / "in.png")
+    assert main(["upscale", str(tmp_path / "in.png"), "--model", "realesr-animevideov3",
+                 "--target", "8192x8192", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pegu upscale: error: a 8192x8192 output needs"), err  # nothing loaded
+    assert "Traceback" not in err
