@@ -92,7 +92,7 @@ def _torch_layer(layer: Path) -> list[str]:
 
 
 def image(work: Path) -> Path:
-    """The image virtualenv (built once per content of the package list)."""
+    """The image virtualenv (built once per package list and linked torch stack)."""
     venv = work / "image"
     layer = work / "torch-layer"
     pins = _torch_layer(layer)
@@ -102,18 +102,6 @@ def image(work: Path) -> Path:
         return venv
     shutil.rmtree(venv, ignore_errors=True)
     _run([sys.executable, "-m", "venv", venv])
-    constraints = work / "torch-pins.txt"
-    constraints.write_text("".join(f"{pin}\n" for pin in pins))
-    if pins:
-        (_site(venv) / "torch_layer.pth").write_text(f"{layer}\n")
-    _run([venv / "bin" / "python", "-m", "pip", "install", "-q", "--disable-pip-version-check",
-          "-r", IMAGE_LIST, "-c", constraints])
-    stamp.write_text(want)
-    return venv
-    shutil.rmtree(venv, ignore_errors=True)
-    _run([sys.executable, "-m", "venv", venv])
-    layer = work / "torch-layer"
-    pins = _torch_layer(layer)
     constraints = work / "torch-pins.txt"
     constraints.write_text("".join(f"{pin}\n" for pin in pins))
     if pins:
