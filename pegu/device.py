@@ -108,15 +108,28 @@ def _reset_peak_rss() -> None:
         pass
 
 
-def peak_rss() -> int:
-    """Peak resident set size of this process in bytes (since the last reset on Linux)."""
+def _proc_bytes(path: str, field: str) -> int | None:
+    """A ``field:  N kB`` line of a Linux /proc file, in bytes; None where there is none."""
     try:
-        with open("/proc/self/status") as f:
+        with open(path) as f:
             for line in f:
-                if line.startswith("VmHWM:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) * 1024
     except OSError:
-        pass
+        return None
+    return None
+
+
+def available_memory() -> int | None:
+    """Bytes of RAM this machine can still give (Linux MemAvailable); None if unknown."""
+    return _proc_bytes("/proc/meminfo", "MemAvailable")
+
+
+def peak_rss() -> int:
+    """Peak resident set size of this process in bytes (since the last reset on Linux)."""
+    peak = _proc_bytes("/proc/self/status", "VmHWM")
+    if peak is not None:
+        return peak
     import resource
 
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

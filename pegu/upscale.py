@@ -359,21 +359,11 @@ def plan_size(size: tuple[int, int], *, scale=None, target=None, fit=None,
 _BYTES_PER_PIXEL = {"cpu": 3 * 4 + 4 + 3 * 4 + 3, "cuda": 3 * 4 + 3}
 
 
-def available_memory() -> int | None:
-    """Bytes of RAM this machine can still give (Linux MemAvailable); None if unknown."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
-
-
 def _check_memory(size: tuple[int, int], device) -> None:
     """Refuse, before any work, an output this machine's free RAM cannot hold."""
-    free = available_memory()
+    from . import device
+
+    free = device.available_memory()
     kind = device if isinstance(device, str) else getattr(device, "type", "cpu")
     need = size[0] * size[1] * _BYTES_PER_PIXEL.get(kind, _BYTES_PER_PIXEL["cpu"])
     if free is not None and need > free:

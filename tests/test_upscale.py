@@ -294,12 +294,12 @@ def test_outputs_are_bounded_before_any_work(animevideo):
 
 def test_an_output_larger_than_free_memory_is_refused_before_work(animevideo, tmp_path,
                                                                   monkeypatch, capsys):
+    import pegu.device
     import pegu.generate
-    import pegu.upscale
     from pegu.cli import main
     from pegu.settings import GenerateSettings, RunSettings
 
-    monkeypatch.setattr(pegu.upscale, "available_memory", lambda: 200 * 2**20)
+    monkeypatch.setattr(pegu.device, "available_memory", lambda: 200 * 2**20)
     small = Image.new("RGB", (64, 64))
     assert animevideo.upscale(small, target=(1024, 1024)).size == (1024, 1024)  # 27 MiB
     with pytest.raises(MemoryError, match="a 4096x4096 output needs about 0.5 GiB of RAM and "
