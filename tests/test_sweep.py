@@ -127,11 +127,13 @@ def test_resume_keeps_exactly_this_grid_and_repairs_what_a_kill_left(tmp_path):
 
 
 def test_killing_the_parent_ends_its_workers(tmp_path):
-    """pegu sweep --processes 2, its parent killed with SIGKILL: the workers end too."""
-    import signal
+    """pegu sweep --processes 2, its parent killed with SIGKILL: the workers end too. Driven
+    by events, not the clock: a worker's first progress line, then each worker's exit."""
+    import re
+    import select
     import subprocess
     import sys
-    import time
+    import threading
 
     import yaml
 
@@ -141,19 +143,18 @@ def test_killing_the_parent_ends_its_workers(tmp_path):
     exe = Path(sys.executable).parent / "pegu"
     parent = subprocess.Popen([str(exe), "sweep", "--grid", str(grid), "--out",
                                str(tmp_path / "o"), "--no-clip", "--processes", "2"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    workers = []
-    deadline = time.monotonic() + 300
-    while len(workers) < 2 and time.monotonic() < deadline:
-        workers = _children(parent.pid)
-        time.sleep(0.05)
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # the workers share the parent's stderr; by a worker's first row both were started
+    if not any(re.search(r"\[\d/2\] run \d+ ", line) for line in parent.stderr):
+        pytest.fail(f"the sweep ended without a worker's progress line ({parent.wait()})")
+    workers = [os.pidfd_open(pid) for pid in _children(parent.pid)]
     assert len(workers) == 2, "the sweep did not start two workers"
-    parent.send_signal(signal.SIGKILL)
+    threading.Thread(target=parent.stderr.read, daemon=True).start()  # keep the pipe open
+    parent.kill()
     parent.wait()
-    deadline = time.monotonic() + 900
-    while any(_running(w) for w in workers) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not any(_running(w) for w in workers), "workers outlived their parent"
+    for fd in workers:  # readable once that process has exited
+        select.select([fd], [], [])
+        os.close(fd)
     # they ended with it, not after finishing the sweep on their own
     assert len(list((tmp_path / "o" / "rows").glob("*.json"))) < 40
 
@@ -168,14 +169,6 @@ def _children(pid: int) -> list[int]:
         if int(fields[1]) == pid:
             found.append(int(stat.parent.name))
     return found
-
-
-def _running(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def test_papermill_sweep_runs_the_notebook_per_parameter_set(tmp_path):
