@@ -203,9 +203,8 @@ def _upscale(args) -> int:
     from .upscale import _check_memory, load_upscaler, plan_size
 
     for image in images:  # sizes, fit and the output's memory, before the model loads
-        size = image.size if hasattr(image, "size") and not hasattr(image, "shape") else \
-            (image.shape[1], image.shape[0])
-        _check_memory(plan_size(size, scale=args.scale, target=args.target, fit=args.fit)[0],
+        _check_memory(plan_size(_image_size(image), scale=args.scale, target=args.target,
+                                fit=args.fit)[0],
                       "cuda")  # without --scale/--target: x4, the registry's largest
     up = load_upscaler(args.model, device=args.device, dtype=args.dtype,
                        tile="auto" if args.tile is None else args.tile,
@@ -230,10 +229,14 @@ def _upscale(args) -> int:
     return 0
 
 
-def _dims(image) -> str:
-    w, h = (image.size if hasattr(image, "size") and not hasattr(image, "shape")
+def _image_size(image) -> tuple[int, int]:
+    """(width, height) of a PIL image or a numpy array."""
+    return (image.size if hasattr(image, "size") and not hasattr(image, "shape")
             else (image.shape[1], image.shape[0]))
-    return f"{w}x{h}"
+
+
+def _dims(image) -> str:
+    return "{}x{}".format(*_image_size(image))
 
 
 def _models(args) -> int:
