@@ -163,14 +163,25 @@ def warm_up(settings: RunSettings, generator, upscaler=None) -> bool:
     return True
 
 
+MAX_REPEATS = 100  # timed runs per measurement
+
+
+def check_repeats(repeats, name: str = "repeats") -> int:
+    """``repeats`` if it is a whole number from 1 to MAX_REPEATS, else a ValueError."""
+    if not isinstance(repeats, int) or isinstance(repeats, bool) or \
+            not 1 <= repeats <= MAX_REPEATS:
+        raise ValueError(f"{name} must be a whole number from 1 to {MAX_REPEATS}, "
+                         f"got {repeats!r}")
+    return repeats
+
+
 def timed_run(settings: RunSettings, generator, upscaler=None, *, repeats: int = 1,
               warmup: bool = True, progress: bool = False) -> RunResult:
     """``run`` measured as a benchmark: :func:`warm_up` first (unless ``warmup`` is False),
     then ``repeats`` runs. Returns the run whose total time is the median (the lower one of
     the middle two for an even count), its image and stage costs, with every repeat's total
     in ``repeat_seconds``. Clocks are read after CUDA synchronizes (pegu.device.Measure)."""
-    if not isinstance(repeats, int) or isinstance(repeats, bool) or not 1 <= repeats <= 100:
-        raise ValueError(f"repeats must be a whole number from 1 to 100, got {repeats!r}")
+    check_repeats(repeats)
     if warmup:
         warm_up(settings, generator, upscaler)
     results = [run(settings, generator, upscaler, progress=progress) for _ in range(repeats)]

@@ -84,10 +84,10 @@ def tile_study(upscaler_name: str, image, tiles, target=None, device="auto",
     import pandas as pd
 
     from .device import Measure
+    from .pipeline import check_repeats
     from .upscale import load_upscaler
 
-    if not isinstance(repeats, int) or not 1 <= repeats <= 100:
-        raise ValueError(f"repeats must be a whole number from 1 to 100, got {repeats!r}")
+    check_repeats(repeats)
     rows, outputs = [], {}
     for tile in sorted(set(tiles) | {0}, key=lambda t: (t == 0, t)):
         up = load_upscaler(upscaler_name, device=device, tile=tile)

@@ -55,7 +55,8 @@ def load_grid(grid, many: bool = False) -> list[dict]:
     (``models``, ``prompts``, ``seeds``, ``schedulers``, ``steps``, ``guidance``, ``upscalers``,
     ``modes``, ``targets``, ``refine``) lists values; the runs are every combination.
     ``timing`` (optional) is :func:`grid_timing`'s. A grid of more than ``MANY_RUNS`` runs
-    needs ``many=True``; more than ``MAX_RUNS`` is refused. Settings are validated when each run starts, so one bad combination fails alone.
+    needs ``many=True``; more than ``MAX_RUNS`` is refused. Settings are validated when each
+    run starts, so one bad combination fails alone.
     """
     grid = read_grid(grid)
     unknown = sorted(map(str, set(grid) - set(AXES) - {"base", "attributes", "timing"}))
@@ -111,9 +112,9 @@ def grid_timing(grid: dict) -> tuple[bool, int]:
     warmup, repeats = timing.get("warmup", True), timing.get("repeats", 1)
     if not isinstance(warmup, bool):
         raise ValueError(f"timing.warmup must be true or false, got {warmup!r}")
-    if not isinstance(repeats, int) or isinstance(repeats, bool) or not 1 <= repeats <= 100:
-        raise ValueError(f"timing.repeats must be a whole number from 1 to 100, got {repeats!r}")
-    return warmup, repeats
+    from .pipeline import check_repeats
+
+    return warmup, check_repeats(repeats, "timing.repeats")
 
 
 def attribute_prompts(spec: dict) -> list[str]:
