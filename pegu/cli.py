@@ -137,6 +137,23 @@ def _parser() -> argparse.ArgumentParser:
                    help="on resume, keep failed rows instead of running them again")
     w.add_argument("--offline", action="store_true", help="never download")
 
+    q = sub.add_parser("iqa", help="image-quality metrics: pyiqa's panel, FID and KID",
+                       description="Score images with pyiqa's no-reference metrics and, with "
+                       "--real, FID and KID against real photographs (the iqa extra: "
+                       "pip install 'pegu[iqa]').")
+    q.add_argument("images", nargs="+", type=Path, metavar="IMAGE_OR_FOLDER")
+    q.add_argument("--metrics", default=",".join(("musiq", "clipiqa", "maniqa", "niqe",
+                                                  "topiq_nr", "topiq_nr-face")),
+                   help="comma-separated pyiqa no-reference metrics (default: pegu's panel; "
+                   "'none' for FID/KID only)")
+    q.add_argument("--real", type=Path, help="folder of real photographs: adds FID and KID")
+    q.add_argument("--crop", type=int, help="with --real: also FID/KID on CROPxCROP crops at "
+                   "native resolution")
+    q.add_argument("--inception", type=Path, help="FID's Inception weights file (default: "
+                   "torch's hub cache, downloaded there when online)")
+    q.add_argument("--device", default="auto")
+    q.add_argument("--csv", type=Path, help="also write the per-image scores here")
+
     sub.add_parser("doctor", help="what this machine can run, each problem with its fix")
 
     k = sub.add_parser("kaggle", help="push the notebooks as Kaggle kernels; build the wheels")
@@ -166,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return {"upscale": _upscale, "models": _models, "demo": _demo, "generate": _generate,
-                "info": _info, "sweep": _sweep, "doctor": _doctor,
+                "info": _info, "sweep": _sweep, "doctor": _doctor, "iqa": _iqa,
                 "kaggle": _kaggle}[args.command](args)
     except (ValueError, FileNotFoundError, FileExistsError, PermissionError, RuntimeError,
             MemoryError) as e:
@@ -400,6 +417,45 @@ def _doctor(args) -> int:
     items = checks()
     print(report(items))
     return 1 if any(c.status == "problem" for c in items) else 0
+
+
+def _iqa(args) -> int:
+    import pandas as pd
+
+    from . import iqa
+
+    names = [] if args.metrics.strip().lower() == "none" else [
+        m.strip() for m in args.metrics.split(",") if m.strip()]
+    if names:
+        iqa.check_metrics(names)  # before any image is read or network built
+    if args.crop is not None and args.real is None:
+        raise ValueError("--crop needs --real (the photographs to compare crops against)")
+    if not names and args.real is None:
+        raise ValueError("nothing to measure: name --metrics, or give --real for FID/KID")
+    images = [f for p in args.images for f in iqa.images_in(p)]
+    if names:
+        table = pd.DataFrame(iqa.score(images, names, device=args.device),
+                             index=[str(p) for p in images])
+        table.index.name = "image"
+        print(table.round(4).to_string())
+        if len(table) > 1:
+            print("mean " + "  ".join(f"{c} {table[c].mean():.4g}" for c in table))
+        print("(lower is better for " + (", ".join(
+            c for c in table if iqa.lower_better(c)) or "none of these") + ")")
+        if args.csv:
+            from .images import atomic_write
+
+            atomic_write(args.csv, lambda tmp: table.to_csv(tmp))
+    if args.real is not None:
+        r = iqa.fid_kid(images, args.real, crop=args.crop, weights=args.inception,
+                        device=args.device)
+        print(f"FID {r['fid']:.3f}, KID {r['kid']:.5f} ± {r['kid_std']:.5f} "
+              f"({r['n_generated']} images against {r['n_real']} real; lower is better)")
+        if args.crop:
+            print(f"FID_crop {r['fid_crop']:.3f}, KID_crop {r['kid_crop']:.5f} ± "
+                  f"{r['kid_crop_std']:.5f} ({r['n_crops_generated']} {args.crop}px crops "
+                  f"against {r['n_crops_real']})")
+    return 0
 
 
 def _info(args) -> int:

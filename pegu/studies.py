@@ -228,6 +228,15 @@ _READ = {"seconds": ("Fastest", "s per image", False),
          "sharpness": ("Sharpest", "", True)}
 
 
+def _reads(table) -> dict:
+    """_READ, and a line per pyiqa column (``iqa.<name>``) the table holds."""
+    from .iqa import lower_better
+
+    extra = {c: (f"Best {c[4:]} (pyiqa)", "", not lower_better(c[4:]))
+             for c in map(str, table.columns) if c.startswith("iqa.") and c.count(".") == 1}
+    return {**_READ, **extra}
+
+
 def bootstrap_ci(values, level: float = 0.95, resamples: int = 2000) -> tuple[float, float]:
     """Percentile-bootstrap interval of the mean of ``values`` (scipy.stats.bootstrap, fixed
     seed, so a table reads the same twice); (nan, nan) for fewer than two values."""
@@ -247,12 +256,12 @@ def bootstrap_ci(values, level: float = 0.95, resamples: int = 2000) -> tuple[fl
 
 def confidence_table(table, by: str = "model", level: float = 0.95):
     """Per ``by`` value, over its successful rows (prompts × seeds): n, and for each measured
-    column of ``_READ`` its mean with a bootstrap ``level`` interval (``<col>.lo`` /
+    measured column (``_READ``'s and ``iqa.*``) its mean with a bootstrap ``level`` interval (``<col>.lo`` /
     ``<col>.hi``; NaN with a single row)."""
     import pandas as pd
 
     ok = table[table["status"] == "ok"]
-    cols = [c for c in _READ if c in ok and ok[c].notna().any()]
+    cols = [c for c in _reads(table) if c in ok and ok[c].notna().any()]
     rows = []
     for name, group in ok.groupby(by, sort=True):
         row = {by: name, "n": len(group)}
@@ -277,7 +286,7 @@ def summarize(table) -> str:
     if not len(ok):
         return "\n".join(lines + ["Every run failed: see the `error` column."])
     ci = confidence_table(table)
-    for col, (what, unit, higher) in _READ.items():
+    for col, (what, unit, higher) in _reads(table).items():
         if col in ci and col != "sharpness":
             lines.append(_leader(ci, col, what, unit, higher, table))
     failed = table[table["status"] != "ok"]
@@ -293,7 +302,7 @@ def summarize(table) -> str:
                          f"{up.peak_mib:.0f} MiB against direct {_mean_ci(di, 'seconds')} s "
                          f"and {di.peak_mib:.0f} MiB ({di.seconds / up.seconds:.1f}× the time).")
     lines.append("- " + _timing_note(ok))
-    shown = ci[["n"] + [c for c in _READ if c in ci]]
+    shown = ci[["n"] + [c for c in _reads(ci) if c in ci]]
     table_md = shown.apply(lambda r: [int(r.n)] + [_mean_ci(ci.loc[r.name], c)
                                                    for c in shown.columns[1:]],
                            axis=1, result_type="expand")
@@ -347,3 +356,38 @@ def _markdown(df) -> str:
             for i, r in zip(df.index, df.itertuples(index=False))]
     return "\n".join("| " + " | ".join(r) + " |" for r in
                      [head, ["---"] * len(head)] + rows)
+
+
+def fid_reading(table, real, crop: int | None = None, weights=None, device="auto") -> str:
+    """FID and KID per model of a sweep's images against a folder of ``real`` photographs
+    (whole images, and with ``crop`` crops at native resolution), in Markdown; a line
+    saying so when no folder is given. See :func:`pegu.iqa.fid_kid`."""
+    import pandas as pd
+
+    if not real:
+        return "No folder of real photographs given (`real_photos`): FID and KID skipped."
+    from .iqa import fid_kid, inception
+
+    ok = table[(table["status"] == "ok") & table["image"].notna()]
+    net = inception(weights, device)
+    rows = []
+    for model, group in ok.groupby("model", sort=True):
+        if len(group) < 2:
+            rows.append({"model": model, "images": len(group), "FID": "needs ≥ 2 images"})
+            continue
+        r = fid_kid(list(group["image"]), real, crop=crop, feature=net)
+        row = {"model": model, "images": len(group), "FID": f"{r['fid']:.4g}",
+               "KID": f"{r['kid']:.3g} ± {r['kid_std']:.2g}"}
+        if crop:
+            row.update({"crops": r["n_crops_generated"], "FID_crop": f"{r['fid_crop']:.4g}",
+                        "KID_crop": f"{r['kid_crop']:.3g} ± {r['kid_crop_std']:.2g}"})
+        rows.append(row)
+    from .iqa import images_in
+
+    n_real = len(images_in(real))
+    head = (f"FID and KID against {n_real} real photographs (Inception-v3 features; lower "
+            "is better; both are biased at small sample sizes, so compare models only at the "
+            "same number of images)" + (f"; crops of {crop}² at native resolution" if crop
+                                        else "") + ":")
+    return head + "\n\n" + _markdown(pd.DataFrame(rows).set_index("model").fillna(""))
+

@@ -54,16 +54,17 @@ def load_grid(grid, many: bool = False) -> list[dict]:
     ``base`` holds fixed RunSettings fields (nested ``generate``/``upscale`` dicts); each axis
     (``models``, ``prompts``, ``seeds``, ``schedulers``, ``steps``, ``guidance``, ``upscalers``,
     ``modes``, ``targets``, ``refine``) lists values; the runs are every combination.
-    ``timing`` (optional) is :func:`grid_timing`'s. A grid of more than ``MANY_RUNS`` runs
+    ``timing`` (optional) is :func:`grid_timing`'s, ``iqa`` :func:`grid_iqa`'s. A grid of more than ``MANY_RUNS`` runs
     needs ``many=True``; more than ``MAX_RUNS`` is refused. Settings are validated when each
     run starts, so one bad combination fails alone.
     """
     grid = read_grid(grid)
-    unknown = sorted(map(str, set(grid) - set(AXES) - {"base", "attributes", "timing"}))
+    unknown = sorted(map(str, set(grid) - set(AXES) - {"base", "attributes", "timing", "iqa"}))
     if unknown:
-        raise ValueError(f"unknown grid keys {unknown}; use 'base', 'attributes', 'timing' "
-                         f"and {sorted(AXES)}")
+        raise ValueError(f"unknown grid keys {unknown}; use 'base', 'attributes', 'timing', "
+                         f"'iqa' and {sorted(AXES)}")
     grid_timing(grid)
+    grid_iqa(grid)
     base = grid.get("base") or {}
     if not isinstance(base, dict) or any(not isinstance(base.get(k, {}), dict)
                                          for k in ("generate", "upscale")):
@@ -115,6 +116,51 @@ def grid_timing(grid: dict) -> tuple[bool, int]:
     from .pipeline import check_repeats
 
     return warmup, check_repeats(repeats, "timing.repeats")
+
+
+def grid_iqa(grid: dict) -> tuple[str, ...]:
+    """A grid's ``iqa: [musiq, niqe]``: pyiqa no-reference metrics scored on every image
+    (columns ``iqa.<name>``; needs the iqa extra, see :mod:`pegu.iqa`)."""
+    names = grid.get("iqa") or []
+    if isinstance(names, str):
+        names = [names]
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ValueError(f"iqa takes a list of pyiqa metric names, e.g. iqa: [musiq, niqe]; "
+                         f"got {names!r}")
+    if not names:
+        return ()
+    from .iqa import check_metrics
+
+    return check_metrics(names)
+
+
+def add_iqa(table, out: Path, grid, device="auto") -> bool:
+    """Score every successful row's image with the grid's IQA metrics (``iqa.<name>``
+    columns). Scores are kept in ``out/iqa.json`` by run id, so a resumed sweep scores only
+    new images. Returns whether columns were added."""
+    names = grid_iqa(grid)
+    if not names or not len(table):
+        return False
+    from .iqa import score
+
+    path = out / "iqa.json"
+    try:
+        kept = json.loads(path.read_text()) if path.exists() else {}
+    except ValueError:
+        kept = {}  # a damaged cache is scored again
+    ok = table[(table["status"] == "ok") & table["image"].notna()]
+    for name in names:
+        todo = [i for i in ok.index if name not in kept.get(ok.at[i, "run_id"], {})]
+        if todo:
+            scores = score([ok.at[i, "image"] for i in todo], [name], device=device)[name]
+            for i, v in zip(todo, scores):
+                kept.setdefault(ok.at[i, "run_id"], {})[name] = round(v, 4)
+            from .images import atomic_write
+
+            atomic_write(path, lambda tmp: tmp.write_text(json.dumps(kept, indent=1)))
+        table[f"iqa.{name}"] = [kept.get(r, {}).get(name) if s == "ok" else None
+                                for r, s in zip(table["run_id"], table["status"])]
+    return True
 
 
 def attribute_prompts(spec: dict) -> list[str]:
@@ -338,8 +384,8 @@ def sweep(grid, out, *, device="auto", clip: str | None = None, shard: tuple[int
                                 many=many)
         if "attribute_control" not in table:
             add_attribute_control(table, as_clip(clip, device=resolve_device(device)), grid)
-            if "attribute_control" in table:
-                _write_tables(table, out)
+        if add_iqa(table, out, grid, resolve_device(device)) or "attribute_control" in table:
+            _write_tables(table, out)
         return table
     if device == "auto" and count > 1 and gpu_count() > 1:
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', index)) % gpu_count()}"
@@ -395,9 +441,10 @@ def sweep(grid, out, *, device="auto", clip: str | None = None, shard: tuple[int
             print(f"[{index}/{count}] run {i} {rid}: {row['status']} "
                   f"{row.get('error') or ''}", file=sys.stderr)
     table = collect(out, ids)
-    if count == 1 and "attribute_control" not in table:
+    if count == 1:  # the whole table is here: the columns that span rows
+        loaded.clear()  # free the models first
         add_attribute_control(table, scorer, grid)
-        if "attribute_control" in table:
+        if add_iqa(table, out, grid, dev) or "attribute_control" in table:
             _write_tables(table, out)
     return table
 

@@ -17,7 +17,8 @@ Colour channels are RGB, values span the full range of the dtype. Alpha is upsca
 the same network (as Real-ESRGAN does); gray is upscaled as RGB and converted back
 with ITU-R 601 luma weights.
 
-Internally images travel as float32 tensors (C, H, W) in [0, 1]: on the CPU, or on CUDA
+Internally images travel (``pegu.images.to_planes`` / ``from_planes``) as float32
+tensors (C, H, W) in [0, 1]: on the CPU, or on CUDA
 from one pinned upload to one pinned download, with tiles cut and blended on the GPU.
 """
 from __future__ import annotations
@@ -27,15 +28,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
+from .images import from_planes, luma, to_planes
 from .registry import DEFAULT_UPSCALER, UpscalerSpec, upscaler_spec
 from .weights import (WeightsError, cache_dir, download, load_state_dict, ncnn_files,
                       ncnn_state_dict, offline_mode, sha256_file)
 
 MIN_TILE = 64
 ASPECT_TOLERANCE = 0.01
-_LUMA = (0.299, 0.587, 0.114)
 
 
 @dataclass(frozen=True)
@@ -125,7 +124,7 @@ class Upscaler:
         import torch
 
         t0 = time.perf_counter()
-        planes, meta = _decode(image)
+        planes, meta = to_planes(image)
         h, w = planes.shape[-2:]
         (tw, th), crop, inner = plan_size((w, h), scale=scale, target=target, fit=fit,
                                           default_scale=self.scale)
@@ -146,11 +145,11 @@ class Upscaler:
                 outs.append(out)
                 used, tiles = max(used, edge), tiles + n
             groups = outs
-        out = groups[0] if len(groups) == 1 else torch.cat([groups[0], _luma(groups[1])])
+        out = groups[0] if len(groups) == 1 else torch.cat([groups[0], luma(groups[1])])
         out = _resize(out, inner)
         if inner != (tw, th):
             out = _pad_center(out, (tw, th))
-        result = _encode(out.clamp_(0, 1), meta)
+        result = from_planes(out.clamp_(0, 1), meta)
         return UpscaleResult(result, tile=used, tiles=tiles, passes=passes,
                              seconds=time.perf_counter() - t0, note=meta.note)
 
@@ -201,9 +200,10 @@ class Upscaler:
         ys, xs = _axis_tiles(h, tile, overlap), _axis_tiles(w, tile, overlap)
         band = max(1, overlap // 2)
         acc = torch.zeros(3, h * s, w * s, device=x.device)
-        weight = torch.zeros(1, h * s, w * s, device=x.device)
         ry = [_ramp(ys, i, s, band).to(x.device) for i in range(len(ys))]
         rx = [_ramp(xs, j, s, band).to(x.device) for j in range(len(xs))]
+        # tile (i, j) weighs ry[i] x rx[j], so the summed weight is (sum ry) x (sum rx)
+        wy, wx = _summed(ry, ys, s, h * s), _summed(rx, xs, s, w * s)
         groups: dict[tuple, list] = {}  # tiles by the shape of the window they read
         for i, (y0, y1) in enumerate(ys):
             for j, (x0, x1) in enumerate(xs):
@@ -223,12 +223,11 @@ class Upscaler:
                     oy, ox = (y0 - py0) * s, (x0 - px0) * s
                     out = out[:, oy:oy + (y1 - y0) * s, ox:ox + (x1 - x0) * s]
                     wt = ry[i][:, None] * rx[j][None, :]
-                    acc[:, y0 * s:y1 * s, x0 * s:x1 * s] += out * wt
-                    weight[:, y0 * s:y1 * s, x0 * s:x1 * s] += wt
+                    acc[:, y0 * s:y1 * s, x0 * s:x1 * s].addcmul_(out, wt)
                 bar.update(len(chunk))
         bar.close()
         used = max(b - a for a, b in ys + xs)
-        return _to_cpu(acc.div_(weight)), used, len(ys) * len(xs)
+        return _to_cpu(acc.div_(wy[:, None]).div_(wx[None, :])), used, len(ys) * len(xs)
 
     def _forward(self, t):
         """Network on a (B, 3, h, w) batch of tiles -> (B, 3, s·h, s·w) float32 in [0, 1] on
@@ -247,13 +246,58 @@ class Upscaler:
             y = torch.stack([torch.from_numpy(self._ncnn(tile.numpy())) for tile in t])
         else:
             t = t.contiguous(memory_format=torch.channels_last)  # ~10% faster convolutions
+            # on the CPU, RRDB nets run their 4x-resolution tail in strips (bounded memory)
+            net = _rrdb_in_strips if self.device.type == "cpu" and _is_rrdb(self.model) else \
+                self.model
             with torch.no_grad():
                 if self.device.type == "cpu" and self.dtype == torch.bfloat16:
                     with torch.autocast("cpu", dtype=torch.bfloat16):
-                        y = self.model(t)
+                        y = net(t) if net is self.model else net(self.model, t)
                 else:
-                    y = self.model(t.to(self.dtype))
+                    t = t.to(self.dtype)
+                    y = net(t) if net is self.model else net(self.model, t)
         return y[:, :, : h * self.scale, : w * self.scale].float().clamp_(0, 1)
+
+
+STRIP_BYTES = 32 << 20  # one 64-channel activation of an RRDB tail strip, at most
+
+
+def _is_rrdb(model) -> bool:
+    from . import _compat
+
+    return isinstance(model, _compat.rrdbnet_class())
+
+
+def _rrdb_in_strips(net, x):
+    """basicsr's ``RRDBNet.forward``, with the upsampling tail (2x and 4x resolution, where
+    ~0.9 GiB of a 256-px tile's activations live) run over row strips of at most
+    STRIP_BYTES per activation. Each strip reads 2 rows (8 output rows) of neighbours on each
+    side, more than its four 3x3 convolutions see, so the result equals the whole pass."""
+    import torch
+    import torch.nn.functional as F
+
+    feat = x if net.scale == 4 else F.pixel_unshuffle(x, {2: 2, 1: 4}[net.scale])
+    feat = net.conv_first(feat)
+    feat = feat + net.conv_body(net.body(feat))
+    n, c, h, w = feat.shape
+    halo, out = 2, []
+    rows = max(1, STRIP_BYTES // (n * c * 16 * w * feat.element_size()) - 2 * halo)
+    if rows >= h:
+        return _rrdb_tail(net, feat)
+    for r0 in range(0, h, rows):
+        r1 = min(h, r0 + rows)
+        a, b = max(0, r0 - halo), min(h, r1 + halo)
+        y = _rrdb_tail(net, feat[:, :, a:b])
+        out.append(y[:, :, 4 * (r0 - a):4 * (r1 - a)])
+    return torch.cat(out, dim=2)
+
+
+def _rrdb_tail(net, feat):
+    import torch.nn.functional as F
+
+    feat = net.lrelu(net.conv_up1(F.interpolate(feat, scale_factor=2, mode="nearest")))
+    feat = net.lrelu(net.conv_up2(F.interpolate(feat, scale_factor=2, mode="nearest")))
+    return net.conv_last(net.lrelu(net.conv_hr(feat)))
 
 
 def _to_cpu(t):
@@ -276,6 +320,16 @@ def _axis_tiles(n: int, tile: int, overlap: int) -> list[tuple[int, int]]:
     count = math.ceil((n - overlap) / (tile - overlap))
     size = min(tile, math.ceil((n + (count - 1) * overlap) / count))
     return [(a, a + size) for a in (round(i * (n - size) / (count - 1)) for i in range(count))]
+
+
+def _summed(ramps, spans, s: int, n: int):
+    """The ramps of one axis added up over its n output px."""
+    import torch
+
+    total = torch.zeros(n, device=ramps[0].device)
+    for (a, b), r in zip(spans, ramps):
+        total[a * s:b * s] += r
+    return total
 
 
 def _ramp(spans, i: int, s: int, band: int):
@@ -354,9 +408,9 @@ def plan_size(size: tuple[int, int], *, scale=None, target=None, fit=None,
     return (tw, th), None, inner
 
 
-# bytes per output pixel held at once: the blend buffer and its weights (float32, 3 + 1
-# channels, on the CPU only when the network runs there) and the float32 + uint8 result
-_BYTES_PER_PIXEL = {"cpu": 3 * 4 + 4 + 3 * 4 + 3, "cuda": 3 * 4 + 3}
+# bytes per output pixel held at once: the float32 blend buffer (in RAM only when the
+# network runs on the CPU), a resized float32 copy and the uint8 result
+_BYTES_PER_PIXEL = {"cpu": 3 * 4 + 3 * 4 + 3, "cuda": 3 * 4 + 3}
 
 
 def _check_memory(size: tuple[int, int], device) -> None:
@@ -388,107 +442,6 @@ def _pad_center(x, size: tuple[int, int]):
     w, h = size
     dh, dw = h - x.shape[-2], w - x.shape[-1]
     return F.pad(x, (dw // 2, dw - dw // 2, dh // 2, dh - dh // 2), value=0.0)
-
-
-# ---- image <-> planes ----
-
-@dataclass(frozen=True)
-class _Meta:
-    kind: str          # "pil" or "numpy"
-    mode: str          # PIL mode to return, or numpy layout "HW", "HW1", "HW3", "HW4"
-    max_value: int     # 255, 65535, or 1 for float arrays
-    gray: bool
-    note: str = ""     # what was converted on the way in, for the user
-
-
-def _decode(image):
-    """Image -> ((3 or 4, H, W) float32 tensor in [0, 1], how to encode the result)."""
-    import torch
-    from PIL import Image
-
-    note = ""
-    if isinstance(image, Image.Image):
-        mode = image.mode
-        if mode == "P":
-            image = image.convert("RGBA" if "transparency" in image.info else "RGB")
-            note = f"palette (P) image converted to {image.mode}; the result is {image.mode}"
-            mode = image.mode
-        elif mode == "1":
-            image = image.convert("L")
-            note, mode = "1-bit image converted to 8-bit gray (L)", "L"
-        elif mode in ("PA", "RGBa", "La"):  # palette with alpha, premultiplied alpha
-            image = image.convert("LA" if mode == "La" else "RGBA")
-            note = f"{mode} image converted to {image.mode}; the result is {image.mode}"
-            mode = image.mode
-        elif mode in ("CMYK", "YCbCr", "LAB", "HSV", "RGBX"):  # e.g. a print-shop CMYK JPEG
-            image = image.convert("RGB")  # PIL's conversion; the result is RGB
-            note, mode = f"{mode} image converted to RGB; the result is RGB", "RGB"
-        if mode in ("I;16", "I;16B", "I;16L", "I"):
-            arr = np.asarray(image).astype(np.int64)
-            if arr.min() < 0 or arr.max() > 65535:
-                raise ValueError(f"mode {mode} image has values outside 0..65535; "
-                                 "pegu takes 8- or 16-bit images")
-            arr = arr.astype(np.uint16)
-            meta = _Meta("pil", "I;16", 65535, True,
-                         "" if mode == "I;16" else f"{mode} image read as 16-bit gray (I;16)")
-        elif mode in ("RGB", "RGBA", "L", "LA"):
-            arr = np.asarray(image)
-            meta = _Meta("pil", mode, 255, mode in ("L", "LA"), note)
-        else:
-            raise ValueError(f"PIL mode {mode} is not supported (a 32-bit float image has no "
-                             "agreed range); convert first, e.g. image.convert('RGB'), or pass "
-                             "a numpy float array in [0, 1]")
-    elif isinstance(image, np.ndarray):
-        arr = image
-        floats = arr.dtype in (np.float16, np.float32, np.float64)
-        if floats and arr.size and not (np.isfinite(arr).all() and arr.min() >= 0
-                                        and arr.max() <= 1):
-            raise ValueError("float images must hold finite values in [0, 1] (got "
-                             f"{np.nanmin(arr):g}..{np.nanmax(arr):g}); scale them first")
-        if not floats and arr.dtype not in (np.uint8, np.uint16):
-            raise ValueError(f"numpy images must be uint8, uint16 or floats in [0, 1], got "
-                             f"{arr.dtype}")
-        if arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (1, 3, 4)):
-            layout = "HW" if arr.ndim == 2 else f"HW{arr.shape[2]}"
-        else:
-            raise ValueError(f"numpy images must be HxW, HxWx1, HxWx3 or HxWx4, got shape "
-                             f"{arr.shape}")
-        meta = _Meta("numpy", layout, 1 if floats else 65535 if arr.dtype == np.uint16
-                     else 255, layout in ("HW", "HW1"))
-    else:
-        raise TypeError(f"expected a PIL image or a numpy array, got {type(image).__name__}")
-    if arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise ValueError(f"the image is empty ({arr.shape[1]}x{arr.shape[0]})")
-    x = torch.from_numpy(np.ascontiguousarray(arr).astype(np.float32) / meta.max_value)
-    x = x[..., None] if x.ndim == 2 else x
-    x = x.permute(2, 0, 1)
-    if meta.gray:  # L / LA / I;16: gray to RGB, alpha kept
-        x = torch.cat([x[:1].expand(3, -1, -1), x[1:]])
-    return x.contiguous(), meta
-
-
-def _luma(rgb):
-    """(3, H, W) -> (1, H, W) with ITU-R 601 weights, as cv2's RGB2GRAY (and RealESRGANer)."""
-    return sum(c * rgb[i] for i, c in enumerate(_LUMA))[None]
-
-
-def _encode(x, meta: _Meta):
-    """(3 or 4, H, W) float tensor in [0, 1] -> image of the kind described by ``meta``."""
-    import torch
-    from PIL import Image
-
-    x = torch.cat([_luma(x[:3]), x[3:]]) if meta.gray else x
-    if meta.max_value == 1:  # floats in, float32 in [0, 1] out
-        arr = x.clamp_(0, 1).numpy().astype(np.float32, copy=False).transpose(1, 2, 0)
-    elif meta.max_value == 255:  # in place, then one byte per value: no float temporaries
-        arr = x.mul_(255).round_().to(torch.uint8).numpy().transpose(1, 2, 0)
-    else:
-        arr = x.mul_(65535).round_().to(torch.int32).numpy().astype(np.uint16).transpose(1, 2, 0)
-    if meta.kind == "numpy":
-        return arr[..., 0] if meta.mode == "HW" else arr
-    if meta.mode in ("L", "I;16"):
-        arr = arr[..., 0]
-    return Image.fromarray(np.ascontiguousarray(arr))  # mode follows shape and dtype
 
 
 # ---- loading ----

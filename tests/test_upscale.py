@@ -73,6 +73,48 @@ def test_tiles_are_seamless_and_beat_realesrganer(x4plus, astronaut, tmp_path):
     assert d_default.max() > 3 * d.max() and d_default.mean() > 3 * d.mean()
 
 
+@pytest.mark.parametrize("scale", [4, 2, 1])
+def test_rrdb_tail_runs_in_strips_with_the_same_result(scale, monkeypatch):
+    from pegu import _compat, upscale
+
+    torch.manual_seed(0)
+    net = _compat.rrdbnet_class()(3, 3, scale=scale, num_feat=16, num_block=1,
+                                  num_grow_ch=8).eval()
+    x = torch.rand(1, 3, 52, 40)
+    with torch.no_grad():
+        whole = net(x)
+        side = {4: 1, 2: 2, 1: 4}[scale]
+        h, w = 52 // side, 40 // side  # the trunk's rows and columns
+        monkeypatch.setattr(upscale, "STRIP_BYTES", 16 * 16 * w * 4 * 9)  # 5 rows + context
+        sizes = []
+        net.conv_up2.register_forward_hook(lambda m, i, o: sizes.append(o.shape[-2]))
+        strips = upscale._rrdb_in_strips(net, x)
+    assert strips.shape == whole.shape == (1, 3, 52 * scale, 40 * scale)
+    assert torch.allclose(strips, whole, atol=1e-6), (strips - whole).abs().max()
+    # no 4x-resolution activation taller than 5 rows + 2 of context each side
+    assert len(sizes) == -(-h // 5) and max(sizes) <= 4 * (5 + 4), sizes
+
+
+def test_a_large_x4plus_tile_holds_a_bounded_activation(x4plus, astronaut):
+    """At 1024² -> 4096² on the CPU the tiles are ~295 px: whole, x4plus's 4x tail held
+    four 64-channel 1180² float32 activations (~1.3 GiB); in strips none exceeds 32 MiB."""
+    from pegu import upscale
+
+    crop = np.ascontiguousarray(astronaut[100:260, 150:310])  # 160² → 640²
+    seen = []
+    hook = x4plus.model.conv_up2.register_forward_hook(
+        lambda m, i, o: seen.append(o.numel() * o.element_size()))
+    try:
+        ours = x4plus.upscale(crop)
+    finally:
+        hook.remove()
+    assert max(seen) <= upscale.STRIP_BYTES and len(seen) > 1
+    with torch.no_grad():
+        x = torch.from_numpy(crop).permute(2, 0, 1)[None].float() / 255
+        whole = x4plus.model(x)[0].clamp(0, 1).mul(255).round().byte().permute(1, 2, 0)
+    assert diff(ours, whole.numpy()).max() <= 1
+
+
 def test_out_of_memory_halves_the_tile_down_to_a_floor(animevideo, astronaut, monkeypatch):
     up = pegu.load_upscaler("realesr-animevideov3", device="cpu", tile=256, tile_overlap=16)
     real_forward = up._forward
@@ -302,7 +344,7 @@ def test_an_output_larger_than_free_memory_is_refused_before_work(animevideo, tm
     monkeypatch.setattr(pegu.device, "available_memory", lambda: 200 * 2**20)
     small = Image.new("RGB", (64, 64))
     assert animevideo.upscale(small, target=(1024, 1024)).size == (1024, 1024)  # 27 MiB
-    with pytest.raises(MemoryError, match="a 4096x4096 output needs about 0.5 GiB of RAM and "
+    with pytest.raises(MemoryError, match="a 4096x4096 output needs about 0.4 GiB of RAM and "
                                           "0.2 GiB is free"):
         animevideo.upscale(small, target=(4096, 4096))
     monkeypatch.setattr(pegu.generate, "load_generator", lambda *a, **k: pytest.fail("loaded"))
