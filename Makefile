@@ -14,7 +14,7 @@ $(BIN)/python:
 
 # basicsr is an sdist that imports torch while it builds: torch first, then basicsr
 # without build isolation (no second torch in a throw-away build env).
-$(STAMP): $(BIN)/python requirements.txt requirements-dev.txt pyproject.toml
+$(STAMP): $(BIN)/python requirements.txt requirements-dev.txt requirements-iqa.txt pyproject.toml
 	$(BIN)/pip install -q --disable-pip-version-check torch torchvision
 	$(BIN)/pip install -q --disable-pip-version-check wheel cython numpy
 	$(BIN)/pip install -q --disable-pip-version-check --no-build-isolation basicsr==1.4.2

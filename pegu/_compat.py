@@ -90,3 +90,20 @@ def diffusers_loading():
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)
         yield
+
+
+def pyiqa_module():
+    """pyiqa, importable where setuptools >= 81 has dropped ``pkg_resources``: the
+    openai-clip package behind CLIP-IQA does ``from pkg_resources import packaging`` for
+    one version check; give it that one name (and nothing else) if nothing else does."""
+    try:
+        import pkg_resources  # noqa: F401
+    except ImportError:
+        import packaging.version
+
+        shim = types.ModuleType("pkg_resources")
+        shim.packaging = packaging
+        sys.modules["pkg_resources"] = shim
+    import pyiqa
+
+    return pyiqa

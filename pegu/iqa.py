@@ -32,11 +32,12 @@ INCEPTION_URL = ("https://github.com/toshas/torch-fidelity/releases/download/v0.
 
 
 def _pyiqa():
+    from . import _compat
+
     try:
-        import pyiqa
+        return _compat.pyiqa_module()
     except ImportError as e:
         raise RuntimeError(f"the IQA panel needs pyiqa ({e}): {INSTALL}") from None
-    return pyiqa
 
 
 def cache_dir() -> Path:

@@ -26,13 +26,18 @@ SMALL = {  # tiny-sd15 (random weights) at 128², small targets, real upscaler w
 
 
 @pytest.fixture(scope="module")
-def executed(tmp_path_factory):
+def executed(tmp_path_factory, photo_folder, random_inception):
     out = tmp_path_factory.mktemp("notebooks")
     done = {}
+    # 01 also scores pyiqa's weight-free metrics and FID/KID (Inception with random weights)
+    extra = {"01_model_comparison.ipynb": dict(
+        iqa=["piqe", "entropy"], real_photos=str(photo_folder), fid_crop=128,
+        inception=str(random_inception))}
     for name, params in SMALL.items():
         target = out / name
         pm.execute_notebook(str(NOTEBOOKS / name), str(target),
-                            parameters=dict(params, out_dir=str(out / Path(name).stem)),
+                            parameters=dict(params, **extra.get(name, {}),
+                                            out_dir=str(out / Path(name).stem)),
                             progress_bar=False, cwd=str(out))
         done[name] = target
     return done
@@ -60,10 +65,14 @@ def test_papermill_runs_the_notebook(executed, name):
         assert {"images.png", "stage_costs.png", "quality_vs_time.png"} <= set(pngs)
         # the reading: intervals over the two seeds, warm-up-free times, the chance level
         assert "Means with 95% bootstrap intervals" in text and "| tiny-sd15 | 2 | " in text
-        row = text.split("| tiny-sd15 | 2 | ")[1].split("\n")[0]
+        reading = text.split("Means with 95% bootstrap intervals")[1]
+        row = reading.split("| tiny-sd15 | 2 | ")[1].split("\n")[0]
         assert row.count("[") >= 3, row  # seconds, peak, CLIP columns carry intervals
         assert "after an untimed warm-up per model and shape" in text and "chance 0.5" in text
         assert "realesr-animevideov3" in text  # the upscaler each row ran
+        assert "Best piqe (pyiqa)" in text and "iqa.entropy" in text
+        assert "FID and KID against 4 real photographs" in text and "| tiny-sd15 | 2 | " in \
+            text.split("FID and KID against")[1]
     else:
         assert {"upscaled.png", "side_by_side.png", "tiles.png", "seam.png",
                 "upscale_vs_direct.png"} <= set(pngs)
