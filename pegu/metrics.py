@@ -28,19 +28,21 @@ class Clip:
         """(image embeddings (N, D), text embeddings (M, D)), L2-normalised."""
         import torch
 
+        from . import _compat
+
         out = []
         with torch.no_grad():
             if images:
                 px = self.image_processor(images=[_rgb(i) for i in images],
                                           return_tensors="pt").pixel_values
-                out.append(_features(self.model.get_image_features(
+                out.append(_compat.clip_features(self.model.get_image_features(
                     pixel_values=px.to(self.device, self.model.dtype))))
             else:
                 out.append(None)
             if texts:
                 t = self.tokenizer(list(texts), padding=True, truncation=True,
                                    max_length=77, return_tensors="pt").to(self.device)
-                out.append(_features(self.model.get_text_features(**t)))
+                out.append(_compat.clip_features(self.model.get_text_features(**t)))
             else:
                 out.append(None)
         return tuple(None if e is None else torch.nn.functional.normalize(e.float(), dim=-1)
@@ -50,11 +52,6 @@ class Clip:
         """Cosine similarity of every image with every text, (N, M), in [-1, 1]."""
         im, tx = self.embed(images, texts)
         return (im @ tx.T).cpu().numpy()
-
-
-def _features(out):
-    """transformers 4 returns the projected features; 5 wraps them (``pooler_output``)."""
-    return out if hasattr(out, "shape") else out.pooler_output
 
 
 def _rgb(image):
@@ -186,6 +183,27 @@ def noise_level(image) -> float:
     k = (g[:-2, :-2] - 2 * g[:-2, 1:-1] + g[:-2, 2:] - 2 * g[1:-1, :-2] + 4 * g[1:-1, 1:-1]
          - 2 * g[1:-1, 2:] + g[2:, :-2] - 2 * g[2:, 1:-1] + g[2:, 2:])
     return float(np.sqrt(np.pi / 2) * np.abs(k).sum() / (6 * (w - 2) * (h - 2)))
+
+
+def detail_ratio(reference, image, box=None, sigma: float = 1.0) -> float:
+    """Fine texture kept: the energy of ``image``'s high frequencies (gray image minus its
+    Gaussian blur of ``sigma`` px) over the ``reference``'s, in ``box`` (x0, y0, x1, y1;
+    default the whole image; both images the same size). 1 = the original's texture, below
+    1 smoothed (waxy skin), above 1 sharpened or noisy."""
+    from scipy.ndimage import gaussian_filter
+
+    a, b = _gray(reference), _gray(image)
+    if a.shape != b.shape:
+        raise ValueError(f"detail_ratio needs images of one size, got {a.shape[::-1]} and "
+                         f"{b.shape[::-1]}")
+    x0, y0, x1, y1 = box or (0, 0, a.shape[1], a.shape[0])
+
+    def energy(g):
+        high = g - gaussian_filter(g, sigma)
+        return float((high[y0:y1, x0:x1] ** 2).mean())
+
+    ref = energy(a)
+    return energy(b) / ref if ref > 0 else float("nan")
 
 
 # ---- fidelity ----

