@@ -19,6 +19,8 @@ $(STAMP): $(BIN)/python requirements.txt requirements-dev.txt requirements-iqa.t
 	$(BIN)/pip install -q --disable-pip-version-check wheel cython numpy
 	$(BIN)/pip install -q --disable-pip-version-check --no-build-isolation basicsr==1.4.2
 	$(BIN)/pip install -q --disable-pip-version-check -r requirements-dev.txt
+	# the face stage's MTCNN: its pins are for old torch; it runs on this one
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps facenet-pytorch==2.6.0
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $@
 

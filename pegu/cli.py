@@ -108,6 +108,15 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--refine", type=float, metavar="STRENGTH",
                    help="hires fix: img2img at this strength (e.g. 0.3) at an intermediate size")
     g.add_argument("--refine-steps", type=int)
+    g.add_argument("--faces", type=float, nargs="?", const=0.35, metavar="STRENGTH",
+                   help="face detail: detect faces, img2img each at the model's native size "
+                   "at this strength (default 0.35), paste back seamlessly")
+    g.add_argument("--face-prompt", help="prompt for the face crops (default: the prompt)")
+    g.add_argument("--face-padding", type=float, help="context around each face, share of "
+                   "its box (default 0.3)")
+    g.add_argument("--max-faces", type=int, help="refine at most this many (default 4)")
+    g.add_argument("--faces-at", choices=("base", "target"),
+                   help="before the final upscale (base, default) or on the final image")
     g.add_argument("--direct", action="store_true",
                    help="generate at the target size directly (the baseline)")
     g.add_argument("--device", default="auto")
@@ -329,6 +338,16 @@ def _generate(args) -> int:
          if v is not None}
     if args.direct:
         r["mode"] = "direct"
+    face = {k: v for k, v in dict(strength=args.faces, prompt=args.face_prompt,
+                                  padding=args.face_padding, max_faces=args.max_faces,
+                                  at=args.faces_at).items() if v is not None}
+    if face:
+        from .settings import FaceSettings
+
+        if args.faces is None and base.faces is None:
+            raise ValueError("--face-prompt, --face-padding, --max-faces and --faces-at "
+                             "go with --faces [STRENGTH]")
+        r["faces"] = dataclasses.replace(base.faces or FaceSettings(), **face)
     settings = dataclasses.replace(
         base, generate=dataclasses.replace(base.generate, **g),
         upscale=dataclasses.replace(base.upscale, **u), **r)

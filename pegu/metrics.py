@@ -206,6 +206,41 @@ def detail_ratio(reference, image, box=None, sigma: float = 1.0) -> float:
     return energy(b) / ref if ref > 0 else float("nan")
 
 
+def seam_ratio(image, box, offsets=range(3, 9)) -> float:
+    """How much a pasted region's border shows: the mean jump between neighbouring pixels
+    across the border of ``box`` (x0, y0, x1, y1; all four sides, gray and colour channels
+    alike) over the mean jump across lines 3–8 px inside and outside it. About 1: the border
+    is like any other line of the image; well above 1: a visible square (a seam or a colour
+    step). Boxes touching the image edge skip those sides."""
+    a = np.asarray(_rgb(image), dtype=np.float64)
+    h, w = a.shape[:2]
+    x0, y0, x1, y1 = box
+
+    def jump_cols(x):  # |I[:, x] - I[:, x-1]| along the box's rows
+        if not 1 <= x < w:
+            return None
+        return np.abs(a[y0:y1, x] - a[y0:y1, x - 1]).mean()
+
+    def jump_rows(y):
+        if not 1 <= y < h:
+            return None
+        return np.abs(a[y, x0:x1] - a[y - 1, x0:x1]).mean()
+
+    border, reference = [], []
+    for line, jump, inward in ((x0, jump_cols, 1), (x1, jump_cols, -1),
+                               (y0, jump_rows, 1), (y1, jump_rows, -1)):
+        at = jump(line)
+        if at is None or line in (0, w if jump is jump_cols else h):
+            continue
+        border.append(at)
+        reference += [v for d in offsets for v in (jump(line + inward * d),
+                                                   jump(line - inward * d)) if v is not None]
+    if not border or not reference:
+        raise ValueError(f"box {box} has no border inside the {w}x{h} image to measure")
+    ref = float(np.mean(reference))
+    return float(np.mean(border)) / ref if ref > 0 else float("inf")
+
+
 # ---- fidelity ----
 
 def psnr(reference, image, data_range: float = 255.0) -> float:

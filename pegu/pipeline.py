@@ -137,6 +137,8 @@ def run(settings: RunSettings, generator=None, upscaler=None, *, device="auto",
     result.stages[:0] = loading
     if why:
         result.choices["upscaler_choice"] = why
+    if result.image is not None and settings.faces is not None and result.status == "ok":
+        result.image = _faces(result, generator, result.image, progress)  # direct, at target
     if result.image is not None or result.status != "ok":
         return result
     return _upscale(result, generator, upscaler, progress)
@@ -151,7 +153,7 @@ def warm_up(settings: RunSettings, generator, upscaler=None) -> bool:
     g = generator.resolve(settings.generate)
     used = upscaler if settings.mode == "upscale" else None
     key = (settings.mode, g.width, g.height, g.scheduler, settings.target, settings.fit,
-           settings.refine is not None, settings.refine_size)
+           settings.refine is not None, settings.refine_size, settings.faces is not None)
     if key in generator.warmed and (used is None or key in used.warmed):
         return False
     quick = replace(settings, generate=replace(settings.generate, steps=min(g.steps, 2)),
@@ -369,12 +371,28 @@ def _upscale(result: RunResult, generator, upscaler, progress: bool) -> RunResul
             image, g, settings.refine, settings.refine_steps, progress=progress))
         result.intermediate = image
         result.choices["vae_fp32_fallback"] |= fallback
+    # face detail where a face is still small (before the final upscale)
+    if settings.faces is not None and settings.faces.at == "base":
+        image = _faces(result, generator, image, progress)
     # 4. upscale to the exact target
     up = stage("upscale", upscaler.device, lambda: upscaler.run(
         image, target=settings.target, fit=settings.fit, progress=progress))
     result.image = up.image
     result.choices.update(tile=up.tile, tiles=up.tiles, upscale_passes=up.passes)
+    if settings.faces is not None and settings.faces.at == "target":
+        result.image = _faces(result, generator, result.image, progress)
     return result
+
+
+def _faces(result: RunResult, generator, image, progress: bool):
+    """The face detail stage on ``image``; its boxes go to ``result.choices["faces"]``."""
+    from .faces import refine_faces
+
+    settings = result.settings
+    image, found = measure_stage(result.stages, "faces", generator.device, lambda: refine_faces(
+        image, generator, settings.generate, settings.faces, progress=progress))
+    result.choices["faces"] = [list(f.crop) for f in found]
+    return image
 
 
 def _refine_size(size: tuple[int, int], settings: RunSettings) -> tuple[int, int]:

@@ -143,6 +143,22 @@ def side_by_side(images: dict, path=None, title: str = "", zoom=(0.3, 0.15, 0.25
     return _finish(fig, path)
 
 
+def faces(study, path=None):
+    """A FaceStudy's squares: before (left) and after (right), a row per face."""
+    plt = _plt()
+    n = max(1, len(study.before))
+    fig, axes = plt.subplots(n, 2, figsize=(8, 4 * n), squeeze=False)
+    for row, (before, after) in enumerate(zip(study.before, study.after)):
+        for col, (label, img) in enumerate((("before", before), ("after", after))):
+            axes[row, col].imshow(img)
+            axes[row, col].set_title(f"face {row + 1}, {label}")
+    for ax in axes.flat:
+        ax.set_axis_off()
+    fig.suptitle(study.reading().replace("**", "")[:90])
+    fig.tight_layout()
+    return _finish(fig, path)
+
+
 def seam(study, path=None, crop: int = 96):
     """A crop across the first tile seam, untiled and tiled, and the difference heat map of
     the whole image (8-bit steps, seams dashed). ``study``: pegu.studies.Seam."""

@@ -192,6 +192,44 @@ class UpscaleSettings(_Data):
 
 
 MODES = ("upscale", "direct")
+FACE_STAGES = ("base", "target")
+
+
+@dataclass(frozen=True)
+class FaceSettings(_Data):
+    """The face detail stage (ADetailer's way): detect faces, img2img each crop at the
+    model's native size, paste it back feathered and colour-matched.
+
+    strength: img2img strength in (0, 1); low keeps identity (0.3–0.4). padding: the box
+    grows by this share of its size on every side (context for the model). prompt: for the
+    crops (default: the image's prompt). max_faces: the largest this many. min_size: smallest
+    face side in pixels of the image where faces are detected. at: "base" (before the final
+    upscale, where a face is small) or "target" (on the final image).
+    """
+
+    strength: float = 0.35
+    padding: float = 0.3
+    prompt: str | None = None
+    max_faces: int = 4
+    min_size: int = 24
+    at: str = "base"
+
+    def __post_init__(self):
+        if isinstance(self.strength, bool) or not isinstance(self.strength, (int, float)) \
+                or not 0 < self.strength < 1:
+            raise ValueError(f"faces strength is an img2img strength in (0, 1), e.g. 0.35; "
+                             f"got {self.strength!r}")
+        if isinstance(self.padding, bool) or not isinstance(self.padding, (int, float)) \
+                or not 0 <= self.padding <= 2:
+            raise ValueError(f"faces padding is a share of the face box from 0 to 2, e.g. "
+                             f"0.3; got {self.padding!r}")
+        if self.prompt is not None and not isinstance(self.prompt, str):
+            raise ValueError(f"faces prompt must be text, got {self.prompt!r}")
+        for name, v, lo in (("max_faces", self.max_faces, 1), ("min_size", self.min_size, 8)):
+            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= 10_000:
+                raise ValueError(f"faces {name} must be a whole number from {lo}, got {v!r}")
+        if self.at not in FACE_STAGES:
+            raise ValueError(f"faces at must be one of {FACE_STAGES}, got {self.at!r}")
 
 
 @dataclass(frozen=True)
@@ -208,6 +246,7 @@ class RunSettings(_Data):
         base, at most the target).
     mode: "upscale" (generate at base size, then upscale) or "direct" (generate at the
         target size, the baseline pegu compares against).
+    faces: the face detail stage (:class:`FaceSettings`); None: off.
     """
 
     generate: GenerateSettings
@@ -219,12 +258,20 @@ class RunSettings(_Data):
     refine_steps: int | None = None
     refine_size: int | None = None
     mode: str = "upscale"
+    faces: FaceSettings | None = None
 
     def __post_init__(self):
         if isinstance(self.generate, dict):
             object.__setattr__(self, "generate", GenerateSettings.from_dict(self.generate))
         if isinstance(self.upscale, dict):
             object.__setattr__(self, "upscale", UpscaleSettings.from_dict(self.upscale))
+        if isinstance(self.faces, dict):
+            object.__setattr__(self, "faces", FaceSettings.from_dict(self.faces))
+        if self.faces is not None and not isinstance(self.faces, FaceSettings):
+            raise ValueError(f"faces must be FaceSettings (or its dict), got {self.faces!r}")
+        if self.faces is not None and self.mode == "direct" and self.faces.at == "base":
+            raise ValueError("faces at 'base' applies to mode='upscale'; use at='target' for "
+                             "direct generation")
         if not isinstance(self.generate, GenerateSettings):
             raise ValueError("generate must be a GenerateSettings")
         if self.generate.batch_size != 1:

@@ -59,6 +59,8 @@ class Explorer:
         self.tile = w.Dropdown(options=TILES, description="tile")
         self.refine = w.FloatSlider(value=0.0, min=0.0, max=0.7, step=0.05,
                                     description="refine", tooltip="img2img strength; 0 = off")
+        self.faces = w.FloatSlider(value=0.0, min=0.0, max=0.7, step=0.05, description="faces",
+                                   tooltip="face detail: img2img strength per face; 0 = off")
         self.generate_button = w.Button(description="Generate", button_style="primary")
         self.save_button = w.Button(description="Save", disabled=True)
         self.status = w.HTML()
@@ -80,7 +82,7 @@ class Explorer:
             w.HBox([self.steps, self.steps_model, self.guidance, self.guidance_model]),
             w.HBox([self.seed, self.random_button]),
             w.HBox([self.size, self.target, self.fit]),
-            w.HBox([self.upscaler, self.tile]), self.refine,
+            w.HBox([self.upscaler, self.tile]), w.HBox([self.refine, self.faces]),
             w.HBox([self.generate_button, self.save_button]), self.status, self.log,
             self.image, self.table])
 
@@ -104,7 +106,7 @@ class Explorer:
 
     def settings(self):
         """The RunSettings the controls describe (raises ValueError for bad values)."""
-        from .settings import GenerateSettings, RunSettings, UpscaleSettings
+        from .settings import FaceSettings, GenerateSettings, RunSettings, UpscaleSettings
 
         w = h = None
         if self.size.value != "native":
@@ -120,7 +122,8 @@ class Explorer:
         return RunSettings(g, model=self.model.value.strip(),
                            upscale=UpscaleSettings(self.upscaler.value, tile=tile),
                            target=(tw, th), refine=self.refine.value or None,
-                           fit=None if self.fit.value == "none" else self.fit.value)
+                           fit=None if self.fit.value == "none" else self.fit.value,
+                           faces=FaceSettings(self.faces.value) if self.faces.value else None)
 
     def random_seed(self, _=None) -> int:
         self.seed.value = random.randrange(2**31)

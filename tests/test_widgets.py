@@ -43,8 +43,10 @@ def test_models_stay_loaded_and_errors_stay_in_the_interface(tmp_path):
     ex.generate()
     gen = ex._generators["tiny-sd15"]
     ex.refine.value = 0.3
+    ex.faces.value = 0.35  # the face stage runs and is recorded (noise: no face found)
     ex.generate()
     assert ex._generators["tiny-sd15"] is gen and ex.result.intermediate is not None
+    assert ex.result.settings.faces.strength == 0.35 and "faces" in ex.table.value
     before = ex.result
     ex.model.value = "epicrealsim"
     ex.generate_button.click()  # no exception escapes

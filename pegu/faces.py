@@ -1,0 +1,135 @@
+"""The face detail stage: detect faces, img2img each crop at the model's native size, paste
+it back feathered and colour-matched (ADetailer's / FaceDetailer's way).
+
+Detector: facenet-pytorch's MTCNN (Zhang et al. 2016), whose three small networks ship inside
+its wheel, so it works offline (install it with ``pip install --no-deps facenet-pytorch``:
+its pins are for old torch; it runs on current torch).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+MIN_SCORE = 0.9  # MTCNN's face probability below which a detection is dropped
+
+
+@dataclass(frozen=True)
+class Face:
+    """One detected face: ``box`` (x0, y0, x1, y1) in pixels of the image it was found in,
+    MTCNN's probability ``score``, and ``crop``, the padded square that was refined."""
+
+    box: tuple[int, int, int, int]
+    score: float
+    crop: tuple[int, int, int, int] = (0, 0, 0, 0)
+
+
+_DETECTORS: dict = {}
+
+
+def _mtcnn(min_size: int):
+    try:
+        from facenet_pytorch import MTCNN
+    except ImportError as e:
+        raise RuntimeError(f"the face stage needs facenet-pytorch's MTCNN ({e}): pip install "
+                           "--no-deps facenet-pytorch") from None
+    if min_size not in _DETECTORS:
+        _DETECTORS[min_size] = MTCNN(keep_all=True, min_face_size=min_size, device="cpu")
+    return _DETECTORS[min_size]
+
+
+def detect(image, min_size: int = 24, max_faces: int = 4) -> list[Face]:
+    """The faces MTCNN finds in ``image`` (PIL or array) with probability ≥ MIN_SCORE and
+    sides ≥ ``min_size`` px, largest first, at most ``max_faces``."""
+    import torch
+    from PIL import Image
+
+    img = Image.fromarray(np.asarray(image)) if not isinstance(image, Image.Image) else image
+    with torch.no_grad():
+        boxes, probs = _mtcnn(min_size).detect(img.convert("RGB"))
+    if boxes is None:
+        return []
+    faces = []
+    for b, p in zip(boxes, probs):
+        x0, y0, x1, y1 = (int(round(v)) for v in b)
+        x0, y0 = max(0, x0), max(0, y0)
+        x1, y1 = min(img.width, x1), min(img.height, y1)
+        if p >= MIN_SCORE and min(x1 - x0, y1 - y0) >= min_size:
+            faces.append(Face((x0, y0, x1, y1), float(p)))
+    faces.sort(key=lambda f: -(f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
+    return faces[:max_faces]
+
+
+def crop_box(box, padding: float, size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """A square around ``box`` grown by ``padding`` × its side on every side, moved (not
+    cut) to lie inside an image of ``size`` where it fits."""
+    x0, y0, x1, y1 = box
+    side = int(round(max(x1 - x0, y1 - y0) * (1 + 2 * padding)))
+    side = max(8, min(side, size[0], size[1]))
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    left = int(round(min(max(cx - side / 2, 0), size[0] - side)))
+    top = int(round(min(max(cy - side / 2, 0), size[1] - side)))
+    return left, top, left + side, top + side
+
+
+def feather_mask(side: int, band: int):
+    """(side, side) float weights: 1 inside, a cosine ramp to 0 over ``band`` px at the
+    edges, so a pasted crop blends into its surroundings."""
+    band = max(1, min(band, side // 2))
+    ramp = np.ones(side)
+    t = (np.arange(band) + 0.5) / band
+    ramp[:band] = 0.5 - 0.5 * np.cos(np.pi * t)
+    ramp[side - band:] = ramp[:band][::-1]
+    return np.outer(ramp, ramp)
+
+
+def match_colour(new: np.ndarray, old: np.ndarray) -> np.ndarray:
+    """``new`` (H, W, 3 float) with each channel's mean and spread moved to ``old``'s
+    (Reinhard-style transfer): img2img's colour drift does not show at the paste."""
+    out = new.astype(np.float64).copy()
+    for c in range(3):
+        a, b = out[..., c], old[..., c].astype(np.float64)
+        sa = a.std()
+        out[..., c] = (a - a.mean()) * (b.std() / sa if sa > 1e-6 else 1.0) + b.mean()
+    return np.clip(out, 0, 255)
+
+
+def paste(image, refined, crop, band: int | None = None):
+    """``refined`` (a PIL image of any size) pasted into ``image`` (PIL) over ``crop``,
+    resized to it, colour-matched to what it replaces and feathered over ``band`` px
+    (default an eighth of the crop). Returns a new PIL image."""
+    from PIL import Image
+
+    x0, y0, x1, y1 = crop
+    side = x1 - x0
+    base = np.asarray(image.convert("RGB"), dtype=np.float64)
+    old = base[y0:y1, x0:x1]
+    new = np.asarray(refined.convert("RGB").resize((side, y1 - y0), Image.LANCZOS),
+                     dtype=np.float64)
+    new = match_colour(new, old)
+    w = feather_mask(side, band or max(2, side // 8))[: y1 - y0, :, None]
+    out = base.copy()
+    out[y0:y1, x0:x1] = w * new + (1 - w) * old
+    return Image.fromarray(np.clip(np.round(out), 0, 255).astype(np.uint8))
+
+
+def refine_faces(image, generator, settings, faces_settings, progress: bool = False):
+    """Detect and refine the faces of ``image`` (PIL) with ``generator`` (img2img at its
+    native size, ``settings``: the image's GenerateSettings). Returns (new image, faces)."""
+    from PIL import Image
+
+    fs = faces_settings
+    found = detect(image, fs.min_size, fs.max_faces)
+    g = generator.resolve(settings)
+    if fs.prompt is not None:
+        g = replace(g, prompt=fs.prompt)
+    native = generator.native
+    done = []
+    for face in found:
+        crop = crop_box(face.box, fs.padding, image.size)
+        patch = image.crop(crop).convert("RGB").resize((native, native), Image.LANCZOS)
+        g_crop = replace(g, width=native, height=native)
+        refined, _ = generator.refine(patch, g_crop, fs.strength, progress=progress)
+        image = paste(image, refined, crop)
+        done.append(replace(face, crop=crop))
+    return image, done
