@@ -30,10 +30,10 @@ def run_demo(*, model: str = "tiny-sd15", target=(2048, 2048),
 
     1. The pipeline: ``model`` generates at its native size, ``upscaler`` takes it to
        ``target``; saved as PNG with its recipe. 2. A real photograph (``photo_size``²)
-       upscaled 4x by ``upscaler`` beside bicubic and Lanczos, in a comparison figure.
+       upscaled 4x by ``upscaler`` (and RealSR, where its weights are at hand) beside bicubic
+       and Lanczos, in a comparison figure.
     Returns the table (pandas DataFrame: stage, seconds, peak MiB, memory kind).
     """
-    import os
     from dataclasses import replace
 
     from PIL import Image
@@ -45,15 +45,16 @@ def run_demo(*, model: str = "tiny-sd15", target=(2048, 2048),
     from .plots import close, side_by_side
     from .registry import GENERATORS
     from .settings import GenerateSettings, RunSettings, UpscaleSettings
-    from .upscale import load_upscaler
+    from .upscale import load_upscaler, weights_at_hand
 
     out = ensure_writable_dir(Path(out))
     photo = demo_photo(photo_size)
-    if offline:
-        os.environ["PEGU_OFFLINE"] = "1"
     tw, th = target
-    gen = load_generator(model, device=device)
-    up = load_upscaler(upscaler, device=gen.device)
+    gen = load_generator(model, device=device, offline=offline or None)
+    up = load_upscaler(upscaler, device=gen.device, offline=offline or None)
+    # the photograph also goes through RealSR, the offline photo pick of benchmarks/fidelity.py
+    others = [load_upscaler(PHOTO_PICK, device=gen.device, offline=offline or None)
+              ] if up.name != PHOTO_PICK and weights_at_hand(PHOTO_PICK, offline) else []
     tiny = GENERATORS.get(gen.name) is not None and GENERATORS[gen.name].tiny
     print(f"pegu demo on {describe(gen.device)}\n"
           f"  text-to-image: {gen.name}{' (SMOKE TEST MODEL: random weights, draws noise)' if tiny else ''}"
@@ -69,14 +70,17 @@ def run_demo(*, model: str = "tiny-sd15", target=(2048, 2048),
         return measure_stage(stages, name, gen.device, fn)
 
     n4 = (4 * photo_size, 4 * photo_size)
-    esrgan = stage(f"photo: {up.name}", lambda: up.upscale(photo, target=n4, progress=progress))
+    panels = {}
+    for u in [up, *others]:
+        panels[u.name] = stage(f"photo: {u.name}", lambda u=u: u.upscale(
+            photo, target=n4, progress=progress))
     bicubic = stage("photo: bicubic", lambda: photo.resize(n4, Image.BICUBIC))
     lanczos = stage("photo: lanczos", lambda: photo.resize(n4, Image.LANCZOS))
     size = f"{n4[0]}x{n4[1]}"
     files["photo"] = write_png(photo, out / f"astronaut_input_{photo_size}x{photo_size}.png")
-    for name, img in ((up.name, esrgan), ("bicubic", bicubic), ("lanczos", lanczos)):
+    for name, img in (*panels.items(), ("bicubic", bicubic), ("lanczos", lanczos)):
         files[f"photo {name}"] = write_png(img, out / f"astronaut_{name}_{size}.png")
-    fig = side_by_side({"bicubic": bicubic, "Lanczos": lanczos, up.name: esrgan},
+    fig = side_by_side({"bicubic": bicubic, "Lanczos": lanczos, **panels},
                        path=out / f"astronaut_comparison_{size}.png",
                        title=f"{photo_size}² photo → {size}")
     files["figure"] = out / f"astronaut_comparison_{size}.png"
@@ -89,5 +93,6 @@ def run_demo(*, model: str = "tiny-sd15", target=(2048, 2048),
     return table
 
 
+PHOTO_PICK = "RealSR_DF2K_x4"
 DEMO_PROMPT = ("RAW photo, portrait of a smiling woman with curly red hair, soft natural "
                "light, city park background, film grain")

@@ -104,9 +104,10 @@ def test_demo_end_to_end(tmp_path, capsys):
     assert run("demo", "--target", "512x512", "--photo-size", "48", "--out", tmp_path) == 0
     out = capsys.readouterr().out
     assert "pipeline: generate" in out and "photo: RealESRGAN_x4plus" in out
+    assert "photo: RealSR_DF2K_x4" in out  # the offline photo pick beside it
     assert "peak_mib" in out
     assert Image.open(tmp_path / "pipeline_tiny-sd15_512x512.png").size == (512, 512)
-    for name in ("RealESRGAN_x4plus", "bicubic", "lanczos"):
+    for name in ("RealESRGAN_x4plus", "RealSR_DF2K_x4", "bicubic", "lanczos"):
         assert Image.open(tmp_path / f"astronaut_{name}_192x192.png").size == (192, 192)
     fig = Image.open(tmp_path / "astronaut_comparison_192x192.png")
     assert fig.size[0] > 600
