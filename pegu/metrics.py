@@ -230,7 +230,7 @@ def seam_ratio(image, box, offsets=range(3, 9)) -> float:
     for line, jump, inward in ((x0, jump_cols, 1), (x1, jump_cols, -1),
                                (y0, jump_rows, 1), (y1, jump_rows, -1)):
         at = jump(line)
-        if at is None or line in (0, w if jump is jump_cols else h):
+        if at is None:  # the box touches the image's edge there
             continue
         border.append(at)
         reference += [v for d in offsets for v in (jump(line + inward * d),

@@ -86,7 +86,7 @@ class FaceStudy:
     def reading(self) -> str:
         if not self.before:
             return "**Faces.** No face found (the detector needs faces of at least 24 px)."
-        worst = max(a / b for a, b in zip(self.seam, self.seam_untouched))
+        worst = max(a / max(b, 1e-9) for a, b in zip(self.seam, self.seam_untouched))
         return (f"**Faces.** {len(self.before)} face(s) refined in {self.seconds:.1f} s; "
                 f"across each pasted square's border the image changes at most {worst:.2f}× "
                 "as much as it does across the same lines in the untouched image (1 = no "
