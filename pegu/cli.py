@@ -117,6 +117,10 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--max-faces", type=int, help="refine at most this many (default 4)")
     g.add_argument("--faces-at", choices=("base", "target"),
                    help="before the final upscale (base, default) or on the final image")
+    g.add_argument("--face-restore", metavar="NAME|PATH",
+                   help="then restore each face: GFPGANv1.4, CodeFormer or a weights file")
+    g.add_argument("--face-fidelity", type=float,
+                   help="CodeFormer's weight w, 0..1 (1 keeps the face; default 0.5)")
     g.add_argument("--direct", action="store_true",
                    help="generate at the target size directly (the baseline)")
     g.add_argument("--device", default="auto")
@@ -340,13 +344,14 @@ def _generate(args) -> int:
         r["mode"] = "direct"
     face = {k: v for k, v in dict(strength=args.faces, prompt=args.face_prompt,
                                   padding=args.face_padding, max_faces=args.max_faces,
-                                  at=args.faces_at).items() if v is not None}
+                                  at=args.faces_at, restore=args.face_restore,
+                                  fidelity=args.face_fidelity).items() if v is not None}
     if face:
         from .settings import FaceSettings
 
         if args.faces is None and base.faces is None:
-            raise ValueError("--face-prompt, --face-padding, --max-faces and --faces-at "
-                             "go with --faces [STRENGTH]")
+            raise ValueError("--face-prompt, --face-padding, --max-faces, --faces-at, "
+                             "--face-restore and --face-fidelity go with --faces [STRENGTH]")
         r["faces"] = dataclasses.replace(base.faces or FaceSettings(), **face)
     settings = dataclasses.replace(
         base, generate=dataclasses.replace(base.generate, **g),

@@ -22,6 +22,7 @@ class Face:
     box: tuple[int, int, int, int]
     score: float
     crop: tuple[int, int, int, int] = (0, 0, 0, 0)
+    landmarks: tuple = ()  # eyes, nose, mouth corners: five (x, y), left to right
 
 
 _DETECTORS: dict = {}
@@ -46,16 +47,17 @@ def detect(image, min_size: int = 24, max_faces: int = 4) -> list[Face]:
 
     img = Image.fromarray(np.asarray(image)) if not isinstance(image, Image.Image) else image
     with torch.no_grad():
-        boxes, probs = _mtcnn(min_size).detect(img.convert("RGB"))
+        boxes, probs, points = _mtcnn(min_size).detect(img.convert("RGB"), landmarks=True)
     if boxes is None:
         return []
     faces = []
-    for b, p in zip(boxes, probs):
+    for b, p, pts in zip(boxes, probs, points):
         x0, y0, x1, y1 = (int(round(v)) for v in b)
         x0, y0 = max(0, x0), max(0, y0)
         x1, y1 = min(img.width, x1), min(img.height, y1)
         if p >= MIN_SCORE and min(x1 - x0, y1 - y0) >= min_size:
-            faces.append(Face((x0, y0, x1, y1), float(p)))
+            faces.append(Face((x0, y0, x1, y1), float(p),
+                              landmarks=tuple((float(x), float(y)) for x, y in pts)))
     faces.sort(key=lambda f: -(f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
     return faces[:max_faces]
 
@@ -115,10 +117,12 @@ def paste(image, refined, crop, band: int | None = None):
 
 def refine_faces(image, generator, settings, faces_settings, progress: bool = False):
     """Detect and refine the faces of ``image`` (PIL) with ``generator`` (img2img at its
-    native size, ``settings``: the image's GenerateSettings). Returns (new image, faces)."""
+    native size, ``settings``: the image's GenerateSettings), then restore each with
+    ``faces_settings.restore`` if set. Returns (new image, faces)."""
     from PIL import Image
 
     fs = faces_settings
+    restorer = load_restorer(fs.restore) if fs.restore else None  # before any work
     found = detect(image, fs.min_size, fs.max_faces)
     g = generator.resolve(settings)
     if fs.prompt is not None:
@@ -131,5 +135,91 @@ def refine_faces(image, generator, settings, faces_settings, progress: bool = Fa
         g_crop = replace(g, width=native, height=native)
         refined, _ = generator.refine(patch, g_crop, fs.strength, progress=progress)
         image = paste(image, refined, crop)
+        if restorer is not None:
+            image = restore(image, face, restorer, fs.fidelity)
         done.append(replace(face, crop=crop))
     return image, done
+
+
+# ---- restoration: GFPGAN, CodeFormer (through spandrel) ----
+
+# FFHQ's five landmarks at 512², the alignment GFPGAN and CodeFormer were trained on
+# (facexlib's FaceRestoreHelper.face_template)
+FFHQ_512 = np.array([[192.98138, 239.94708], [318.90277, 240.1936], [256.63416, 314.01935],
+                     [201.26117, 371.41043], [313.08905, 371.15118]], np.float32)
+
+
+def load_restorer(name_or_path: str, offline: bool | None = None):
+    """spandrel's descriptor of a face restorer: a registry name (``FACE_RESTORERS``:
+    GFPGANv1.4, CodeFormer; cache, Kaggle input, download, each checked by sha256) or a
+    weights file."""
+    from pathlib import Path
+
+    from .registry import FACE_RESTORERS
+    from .upscale import _registry_weights
+    from .weights import load_state_dict, offline_mode
+
+    offline = offline_mode() if offline is None else offline
+    spec = next((s for s in FACE_RESTORERS.values()
+                 if name_or_path in (s.name, *s.aliases)), None)
+    if spec is not None:
+        state, source = _registry_weights(spec, None, offline,
+                                          check=lambda st, where: restorer_from(st, where))
+        return restorer_from(state, source)
+    path = Path(name_or_path).expanduser()
+    if not path.is_file():
+        raise ValueError(f"unknown face restorer {name_or_path!r}: use "
+                         f"{', '.join(FACE_RESTORERS)} or the path of a weights file")
+    return restorer_from(load_state_dict(path), str(path))
+
+
+def restorer_from(state: dict, where: str):
+    """A FaceSR descriptor (GFPGAN, RestoreFormer, CodeFormer, ...) built by spandrel."""
+    import spandrel
+
+    from .weights import WeightsError
+
+    try:
+        import spandrel_extra_arches  # CodeFormer lives there (non-commercial licence)
+
+        spandrel_extra_arches.install(ignore_duplicates=True)
+    except ImportError:
+        pass
+    try:
+        desc = spandrel.ModelLoader().load_from_state_dict(dict(state))
+    except spandrel.UnsupportedModelError:
+        hint = ("; CodeFormer needs pip install spandrel-extra-arches"
+                if "position_emb" in state else "")
+        raise WeightsError(f"{where}: not a face restorer spandrel knows{hint}") from None
+    if getattr(desc, "purpose", None) != "FaceSR":
+        raise WeightsError(f"{where} is a {desc.architecture.name} {desc.purpose} model, "
+                           "not a face restorer (GFPGAN, CodeFormer, RestoreFormer, ...)")
+    return desc.eval()
+
+
+def restore(image, face: Face, restorer, fidelity: float = 0.5):
+    """``face`` of ``image`` (PIL) aligned to FFHQ's 512² template by its landmarks,
+    restored (inputs and outputs in [-1, 1], as the restorers were trained; CodeFormer
+    takes ``fidelity`` as its weight w), warped back and blended with a feathered mask."""
+    import cv2
+    import torch
+    from PIL import Image
+
+    if len(face.landmarks) != 5:
+        raise ValueError("restoring a face needs its five landmarks (pegu.faces.detect)")
+    arr = np.asarray(image.convert("RGB"))
+    h, w = arr.shape[:2]
+    m = cv2.estimateAffinePartial2D(np.array(face.landmarks, np.float32), FFHQ_512,
+                                    method=cv2.LMEDS)[0]
+    aligned = cv2.warpAffine(arr, m, (512, 512), borderMode=cv2.BORDER_REFLECT101)
+    x = torch.from_numpy(aligned).permute(2, 0, 1)[None].float() / 127.5 - 1
+    model = restorer.model
+    with torch.no_grad():
+        kw = {"weight": fidelity} if restorer.architecture.id == "CodeFormer" else {}
+        y = model(x.to(next(model.parameters()).device), **kw)[0].float().cpu()
+    out = ((y[0].clamp(-1, 1) + 1) * 127.5).permute(1, 2, 0).numpy()
+    inverse = cv2.invertAffineTransform(m)
+    back = cv2.warpAffine(out, inverse, (w, h), flags=cv2.INTER_LINEAR)
+    mask = cv2.warpAffine(feather_mask(512, 32).astype(np.float32), inverse, (w, h))[..., None]
+    blended = mask * back + (1 - mask) * arr
+    return Image.fromarray(np.clip(np.round(blended), 0, 255).astype(np.uint8))

@@ -133,6 +133,24 @@ UPSCALERS: dict[str, UpscalerSpec] = {s.name: s for s in (
 
 DEFAULT_UPSCALER = "RealESRGAN_x4plus"
 
+# Face restorers for the face stage (pegu.faces), loaded through spandrel; checksums as
+# published by projects that pin them (the same value in independent download lists).
+FACE_RESTORERS: dict[str, UpscalerSpec] = {s.name: s for s in (
+    UpscalerSpec(
+        "GFPGANv1.4", "auto", 1, (),
+        "https://github.com/TencentARC/GFPGAN/releases/download/v1.3.0/GFPGANv1.4.pth",
+        "e2cd4703ab14f4d01fd1383a8a8b266f9a5833dacee8e6a79d3bf21a1b6be5ad",
+        "GFPGAN v1.4 (TencentARC): blind face restoration, 512² aligned faces",
+        aliases=("gfpgan",), licence="Apache-2.0 (GFPGAN; StyleGAN2 parts NVIDIA's licence)"),
+    UpscalerSpec(
+        "CodeFormer", "auto", 1, (),
+        "https://github.com/sczhou/CodeFormer/releases/download/v0.1.0/codeformer.pth",
+        "1009e537e0c2a07d4cabce6355f53cb66767cd4b4297ec7a4a64ca4b8a5684b7",
+        "CodeFormer (S-Lab): face restoration with a fidelity weight; needs "
+        "spandrel-extra-arches", aliases=("codeformer",),
+        licence="S-Lab License 1.0 (non-commercial)"),
+)}
+
 
 def did_you_mean(name: str, known, cutoff: float = 0.5) -> str:
     """' Did you mean 'a', 'b'?' for the known names close to ``name`` (or '')."""

@@ -204,7 +204,10 @@ class FaceSettings(_Data):
     grows by this share of its size on every side (context for the model). prompt: for the
     crops (default: the image's prompt). max_faces: the largest this many. min_size: smallest
     face side in pixels of the image where faces are detected. at: "base" (before the final
-    upscale, where a face is small) or "target" (on the final image).
+    upscale, where a face is small) or "target" (on the final image). restore: a face
+    restorer run on each aligned face after the img2img ("GFPGANv1.4", "CodeFormer" or a
+    weights file; None: none). fidelity: CodeFormer's weight w in [0, 1] (1 keeps the input
+    face, 0 restores most).
     """
 
     strength: float = 0.35
@@ -213,6 +216,8 @@ class FaceSettings(_Data):
     max_faces: int = 4
     min_size: int = 24
     at: str = "base"
+    restore: str | None = None
+    fidelity: float = 0.5
 
     def __post_init__(self):
         if isinstance(self.strength, bool) or not isinstance(self.strength, (int, float)) \
@@ -230,6 +235,13 @@ class FaceSettings(_Data):
                 raise ValueError(f"faces {name} must be a whole number from {lo}, got {v!r}")
         if self.at not in FACE_STAGES:
             raise ValueError(f"faces at must be one of {FACE_STAGES}, got {self.at!r}")
+        if self.restore is not None and (not isinstance(self.restore, str) or not self.restore):
+            raise ValueError(f"faces restore is a restorer name (GFPGANv1.4, CodeFormer) or a "
+                             f"weights file, got {self.restore!r}")
+        if isinstance(self.fidelity, bool) or not isinstance(self.fidelity, (int, float)) \
+                or not 0 <= self.fidelity <= 1:
+            raise ValueError(f"faces fidelity is CodeFormer's weight in [0, 1], got "
+                             f"{self.fidelity!r}")
 
 
 @dataclass(frozen=True)

@@ -109,3 +109,49 @@ def test_cli_generate_with_faces(tmp_path, capsys):
     assert "faces strength" in capsys.readouterr().err
     assert main(["generate", "x", "--model", "tiny-sd15", "--face-prompt", "a face"]) == 2
     assert "go with --faces" in capsys.readouterr().err
+
+
+# ---- restoration (GFPGAN, CodeFormer), randomly initialised: the plumbing ----
+
+@pytest.fixture(scope="module")
+def restorers():
+    import torch
+    from spandrel.architectures.GFPGAN import GFPGAN
+    from spandrel_extra_arches.architectures.CodeFormer import CodeFormer
+
+    torch.manual_seed(0)
+    return {"GFPGAN": F.restorer_from(GFPGAN().state_dict(), "random GFPGAN"),
+            "CodeFormer": F.restorer_from(CodeFormer().state_dict(), "random CodeFormer")}
+
+
+@pytest.mark.parametrize("name", ["GFPGAN", "CodeFormer"])
+def test_restorers_align_restore_and_blend_back(name, restorers, astronaut):
+    img = Image.fromarray(astronaut)
+    face = F.detect(img)[0]
+    assert len(face.landmarks) == 5
+    left_eye, right_eye = face.landmarks[:2]
+    assert left_eye[0] < right_eye[0] and FACE[0] < left_eye[0] < FACE[2]  # the eyes
+    out = F.restore(img, face, restorers[name], fidelity=0.5)
+    a, b = np.asarray(img).astype(int), np.asarray(out).astype(int)
+    changed = np.abs(a - b).max(axis=2) > 0
+    ys, xs = np.nonzero(changed)
+    assert changed.any() and 100 < xs.mean() < 350 and 30 < ys.mean() < 250  # the face area
+    assert not changed[:, :100].any() and not changed[300:].any()  # nothing far away
+    if name == "CodeFormer":  # its fidelity weight reaches the network
+        other = F.restore(img, face, restorers[name], fidelity=1.0)
+        assert np.abs(np.asarray(other).astype(int) - b).max() > 0
+
+
+def test_restorer_names_sources_and_refusals(tmp_path):
+    from pegu.registry import FACE_RESTORERS
+    from pegu.weights import WeightsError
+
+    for spec in FACE_RESTORERS.values():
+        assert spec.url.startswith("https://github.com/") and len(spec.sha256) == 64
+    assert "non-commercial" in FACE_RESTORERS["CodeFormer"].licence
+    with pytest.raises(WeightsError, match="offline mode.*GFPGANv1.4.pth"):
+        F.load_restorer("GFPGANv1.4")
+    with pytest.raises(ValueError, match="unknown face restorer 'gfp'"):
+        F.load_restorer("gfp")
+    with pytest.raises(ValueError, match="fidelity is CodeFormer's weight"):
+        FaceSettings(restore="CodeFormer", fidelity=2)
