@@ -160,8 +160,7 @@ def load_restorer(name_or_path: str, offline: bool | None = None):
     from .weights import load_state_dict, offline_mode
 
     offline = offline_mode() if offline is None else offline
-    spec = next((s for s in FACE_RESTORERS.values()
-                 if name_or_path in (s.name, *s.aliases)), None)
+    spec = _restorer_spec(name_or_path)
     if spec is not None:
         state, source = _registry_weights(spec, None, offline,
                                           check=lambda st, where: restorer_from(st, where))
@@ -171,6 +170,35 @@ def load_restorer(name_or_path: str, offline: bool | None = None):
         raise ValueError(f"unknown face restorer {name_or_path!r}: use "
                          f"{', '.join(FACE_RESTORERS)} or the path of a weights file")
     return restorer_from(load_state_dict(path), str(path))
+
+
+def _restorer_spec(name: str):
+    """The FACE_RESTORERS entry named (or aliased) ``name``, or None."""
+    from .registry import FACE_RESTORERS
+
+    return next((s for s in FACE_RESTORERS.values() if name in (s.name, *s.aliases)), None)
+
+
+def check_restorer(name_or_path: str, offline: bool | None = None) -> None:
+    """Refuse, before any work, a restorer that is unknown, a missing file, or (offline)
+    a registry restorer whose weights are neither cached nor attached."""
+    from pathlib import Path
+
+    from .kaggle import find_attached
+    from .registry import FACE_RESTORERS
+    from .weights import WeightsError, cache_dir, offline_mode
+
+    spec = _restorer_spec(name_or_path)
+    if spec is None:
+        if not Path(name_or_path).expanduser().is_file():
+            raise ValueError(f"unknown face restorer {name_or_path!r}: use "
+                             f"{', '.join(FACE_RESTORERS)} or the path of a weights file")
+        return
+    offline = offline_mode() if offline is None else offline
+    cached = cache_dir() / "upscalers" / spec.filename
+    if offline and not cached.is_file() and not find_attached(spec.filename):
+        raise WeightsError(f"no weights for {spec.name}: offline mode is on. Download "
+                           f"{spec.url} to {cached}")
 
 
 def restorer_from(state: dict, where: str):

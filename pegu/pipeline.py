@@ -254,12 +254,17 @@ def run_many(settings: list[RunSettings], generator=None, upscaler=None, *, devi
 
 
 def _precheck(settings: RunSettings) -> None:
-    """What can be refused before any model loads: an unknown upscaler or missing weights
-    file, a target whose output this machine's RAM cannot hold, and a base size whose aspect
-    ratio differs from the target's without ``fit``."""
+    """What can be refused before any model loads: an unknown upscaler or face restorer or
+    a missing weights file (a registry restorer not at hand offline too), a target whose
+    output this machine's RAM cannot hold, and a base size whose aspect ratio differs from
+    the target's without ``fit``."""
     from .registry import generator_spec, upscaler_spec
     from .upscale import _check_memory, plan_size
 
+    if settings.faces is not None and settings.faces.restore:
+        from .faces import check_restorer
+
+        check_restorer(settings.faces.restore)
     if settings.mode == "direct":
         return
     _check_memory(settings.target, "cuda")  # the least any device needs for the output

@@ -155,3 +155,18 @@ def test_restorer_names_sources_and_refusals(tmp_path):
         F.load_restorer("gfp")
     with pytest.raises(ValueError, match="fidelity is CodeFormer's weight"):
         FaceSettings(restore="CodeFormer", fidelity=2)
+
+
+def test_a_missing_restorer_is_refused_before_any_model_loads(monkeypatch):
+    import pegu.generate
+    from pegu.weights import WeightsError
+
+    monkeypatch.setattr(pegu.generate, "load_generator", lambda *a, **k: pytest.fail("loaded"))
+    settings = RunSettings(GenerateSettings("x"), model="tiny-sd15", target=(512, 512),
+                           faces=FaceSettings(restore="GFPGANv1.4"))
+    with pytest.raises(WeightsError, match="offline mode is on. Download https://github.com/"
+                                           "TencentARC"):
+        pegu.run(settings)
+    with pytest.raises(ValueError, match="unknown face restorer 'nope.pth'"):
+        pegu.run(RunSettings(GenerateSettings("x"), model="tiny-sd15",
+                             faces=FaceSettings(restore="nope.pth")))
