@@ -108,6 +108,10 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--refine", type=float, metavar="STRENGTH",
                    help="hires fix: img2img at this strength (e.g. 0.3) at an intermediate size")
     g.add_argument("--refine-steps", type=int)
+    g.add_argument("--refine-tiled", action="store_true",
+                   help="refine at the target after the upscale, the UNet on overlapping "
+                   "native-size latent tiles (MultiDiffusion): detail at full size, memory "
+                   "bounded by the tile")
     g.add_argument("--faces", type=float, nargs="?", const=0.35, metavar="STRENGTH",
                    help="face detail: detect faces, img2img each at the model's native size "
                    "at this strength (default 0.35), paste back seamlessly")
@@ -342,6 +346,8 @@ def _generate(args) -> int:
          if v is not None}
     if args.direct:
         r["mode"] = "direct"
+    if args.refine_tiled:
+        r["refine_tiled"] = True
     face = {k: v for k, v in dict(strength=args.faces, prompt=args.face_prompt,
                                   padding=args.face_padding, max_faces=args.max_faces,
                                   at=args.faces_at, restore=args.face_restore,

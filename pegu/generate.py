@@ -185,11 +185,16 @@ class Generator:
             seconds=time.perf_counter() - t0, warnings=tuple(notes))
 
     def refine(self, image, settings: GenerateSettings, strength: float,
-               steps: int | None = None, progress: bool = True):
+               steps: int | None = None, progress: bool = True, tiled: bool = False):
         """img2img over ``image`` at its own size (A1111's hires-fix second pass).
 
         strength: how much to change, 0 < strength < 1 (0.2–0.4 keeps the composition).
         steps: denoising steps actually run (default: the settings' steps).
+        tiled: every denoising step runs the UNet on overlapping latent tiles of the model's
+            native size and averages their noise predictions where they overlap
+            (MultiDiffusion, Bar-Tal et al. 2023): UNet memory is bounded by the tile, and
+            the overlaps agree at every step, so no seam forms. One tile covering the image
+            is exactly the untiled refine.
         Returns (PIL image, whether the VAE needed the fp32 fallback).
         """
         import math
@@ -206,10 +211,22 @@ class Generator:
             self._img2img = AutoPipelineForImage2Image.from_pipe(self.pipe)
         run = steps or s.steps
         conditioning, _ = self._conditioning(s)
-        images, fallback = self._call(
-            self._img2img, s.scheduler, progress, **conditioning, image=image, strength=strength,
-            num_inference_steps=max(run, math.ceil(run / strength)),
-            guidance_scale=s.guidance, generator=torch.Generator("cpu").manual_seed(s.seed))
+        unet = self._img2img.unet
+        own = unet.__dict__.get("forward")  # accelerate's offload hook, if any
+        if tiled:
+            unet.forward = _tiled_forward(unet.forward, self.native // 8,
+                                          batch=4 if self.device.type == "cuda" else 1)
+        try:
+            images, fallback = self._call(
+                self._img2img, s.scheduler, progress, **conditioning, image=image,
+                strength=strength, num_inference_steps=max(run, math.ceil(run / strength)),
+                guidance_scale=s.guidance, generator=torch.Generator("cpu").manual_seed(s.seed))
+        finally:
+            if tiled:  # back to the forward it had
+                if own is None:
+                    del unet.forward
+                else:
+                    unet.forward = own
         return images[0], fallback
 
     def _call(self, pipe, scheduler: str, progress: bool, **kwargs):
@@ -322,6 +339,45 @@ class Generator:
             pipe.vae.disable_slicing()
         self.memory = self._placement if order.index(self._placement) > order.index(place) \
             else level
+
+
+def _tiled_forward(forward, tile: int, batch: int = 1, overlap: int | None = None):
+    """A UNet forward that runs ``forward`` on overlapping ``tile``² latent tiles (``batch``
+    tiles per call) and averages the predictions where tiles overlap (MultiDiffusion). A
+    latent no larger than one tile goes through ``forward`` unchanged."""
+    import torch
+
+    from .upscale import _axis_tiles
+
+    overlap = tile // 4 if overlap is None else overlap
+
+    def run(sample, timestep, encoder_hidden_states=None, *args, **kwargs):
+        h, w = sample.shape[-2:]
+        if h <= tile and w <= tile:
+            return forward(sample, timestep, encoder_hidden_states, *args, **kwargs)
+        kwargs.pop("return_dict", None)
+        cond = kwargs.pop("added_cond_kwargs", None)
+        spans = [(y, x) for y in _axis_tiles(h, tile, overlap) for x in _axis_tiles(w, tile, overlap)]
+        out = torch.zeros_like(sample)
+        count = torch.zeros_like(sample[:1, :1])
+        n = sample.shape[0]
+        for k in range(0, len(spans), batch):
+            group = spans[k:k + batch]
+            x = torch.cat([sample[:, :, y0:y1, x0:x1] for (y0, y1), (x0, x1) in group])
+            reps = len(group)
+            extra = {}
+            if cond is not None:
+                extra["added_cond_kwargs"] = {key: v.repeat(reps, *[1] * (v.ndim - 1))
+                                              for key, v in cond.items()}
+            t = timestep.repeat(reps) if torch.is_tensor(timestep) and timestep.ndim else timestep
+            ehs = encoder_hidden_states.repeat(reps, 1, 1)
+            pred = forward(x, t, ehs, *args, return_dict=False, **extra, **kwargs)[0]
+            for i, ((y0, y1), (x0, x1)) in enumerate(group):
+                out[:, :, y0:y1, x0:x1] += pred[i * n:(i + 1) * n]
+                count[:, :, y0:y1, x0:x1] += 1
+        return (out / count,)
+
+    return run
 
 
 def _seed_of(generator) -> int:

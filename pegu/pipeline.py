@@ -153,7 +153,8 @@ def warm_up(settings: RunSettings, generator, upscaler=None) -> bool:
     g = generator.resolve(settings.generate)
     used = upscaler if settings.mode == "upscale" else None
     key = (settings.mode, g.width, g.height, g.scheduler, settings.target, settings.fit,
-           settings.refine is not None, settings.refine_size, settings.faces is not None)
+           settings.refine is not None, settings.refine_size, settings.refine_tiled,
+           settings.faces is not None)
     if key in generator.warmed and (used is None or key in used.warmed):
         return False
     quick = replace(settings, generate=replace(settings.generate, steps=min(g.steps, 2)),
@@ -366,6 +367,8 @@ def _upscale(result: RunResult, generator, upscaler, progress: bool) -> RunResul
     if upscaler.device != generator.device:
         result.choices["upscaler_device"] = describe(upscaler.device)
     image = result.base
+    if settings.refine_tiled:  # upscale to the target, then tiled img2img there
+        return _tiled_refine(result, generator, upscaler, image, progress)
     # 2-3. refine: ESRGAN to the intermediate size, then img2img there
     if settings.refine is not None:
         size = _refine_size(image.size, settings)
@@ -384,6 +387,28 @@ def _upscale(result: RunResult, generator, upscaler, progress: bool) -> RunResul
         image, target=settings.target, fit=settings.fit, progress=progress))
     result.image = up.image
     result.choices.update(tile=up.tile, tiles=up.tiles, upscale_passes=up.passes)
+    if settings.faces is not None and settings.faces.at == "target":
+        result.image = _faces(result, generator, result.image, progress)
+    return result
+
+
+def _tiled_refine(result: RunResult, generator, upscaler, image, progress: bool):
+    """Stages with ``refine_tiled``: faces (at the base), ESRGAN to the target, then
+    img2img at the target on native-size latent tiles (MultiDiffusion)."""
+    settings = result.settings
+    if settings.faces is not None and settings.faces.at == "base":
+        image = _faces(result, generator, image, progress)
+    up = measure_stage(result.stages, "upscale", upscaler.device, lambda: upscaler.run(
+        image, target=settings.target, fit=settings.fit, progress=progress))
+    result.choices.update(tile=up.tile, tiles=up.tiles, upscale_passes=up.passes,
+                          refine_size=f"{up.image.width}x{up.image.height}")
+    result.intermediate = up.image
+    image, fallback = measure_stage(
+        result.stages, "refine (tiled)", generator.device, lambda: generator.refine(
+            up.image, settings.generate, settings.refine, settings.refine_steps,
+            progress=progress, tiled=True))
+    result.choices["vae_fp32_fallback"] |= fallback
+    result.image = image
     if settings.faces is not None and settings.faces.at == "target":
         result.image = _faces(result, generator, result.image, progress)
     return result

@@ -255,7 +255,10 @@ class RunSettings(_Data):
     refine: img2img strength (0 < s < 1, e.g. 0.2–0.4) at ``refine_size`` between two
         upscales (A1111's hires fix); None: no refine. refine_steps: its steps (default:
         the generation steps). refine_size: the intermediate long side (default: twice the
-        base, at most the target).
+        base, at most the target). refine_tiled: refine at the target instead, after the
+        upscale, the UNet running on overlapping latent tiles of the model's native size
+        (MultiDiffusion; Ultimate SD Upscale's place in the pipeline): detail at the full
+        size with memory bounded by the tile.
     mode: "upscale" (generate at base size, then upscale) or "direct" (generate at the
         target size, the baseline pegu compares against).
     faces: the face detail stage (:class:`FaceSettings`); None: off.
@@ -269,6 +272,7 @@ class RunSettings(_Data):
     refine: float | None = None
     refine_steps: int | None = None
     refine_size: int | None = None
+    refine_tiled: bool = False
     mode: str = "upscale"
     faces: FaceSettings | None = None
 
@@ -315,6 +319,16 @@ class RunSettings(_Data):
                              f"got {self.refine_steps!r}")
         if self.refine_size is not None:
             check_multiple_of_8("refine_size", self.refine_size)
+        if not isinstance(self.refine_tiled, bool):
+            raise ValueError(f"refine_tiled must be true or false, got {self.refine_tiled!r}")
+        if self.refine_tiled:
+            if self.refine is None:
+                raise ValueError("refine_tiled needs refine (its img2img strength), e.g. "
+                                 "refine=0.3")
+            if self.refine_size is not None:
+                raise ValueError("refine_tiled refines at the target; leave refine_size out")
+            for name, v in (("target width", w), ("target height", h)):
+                check_multiple_of_8(name, v)
 
     def to_dict(self) -> dict:
         d = asdict(self)

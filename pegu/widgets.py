@@ -59,6 +59,9 @@ class Explorer:
         self.tile = w.Dropdown(options=TILES, description="tile")
         self.refine = w.FloatSlider(value=0.0, min=0.0, max=0.7, step=0.05,
                                     description="refine", tooltip="img2img strength; 0 = off")
+        self.refine_tiled = w.Checkbox(value=False, description="tiled", indent=False,
+                                       tooltip="refine at the target in native-size tiles "
+                                               "(MultiDiffusion)")
         self.faces = w.FloatSlider(value=0.0, min=0.0, max=0.7, step=0.05, description="faces",
                                    tooltip="face detail: img2img strength per face; 0 = off")
         self.generate_button = w.Button(description="Generate", button_style="primary")
@@ -82,7 +85,8 @@ class Explorer:
             w.HBox([self.steps, self.steps_model, self.guidance, self.guidance_model]),
             w.HBox([self.seed, self.random_button]),
             w.HBox([self.size, self.target, self.fit]),
-            w.HBox([self.upscaler, self.tile]), w.HBox([self.refine, self.faces]),
+            w.HBox([self.upscaler, self.tile]),
+            w.HBox([self.refine, self.refine_tiled, self.faces]),
             w.HBox([self.generate_button, self.save_button]), self.status, self.log,
             self.image, self.table])
 
@@ -122,6 +126,7 @@ class Explorer:
         return RunSettings(g, model=self.model.value.strip(),
                            upscale=UpscaleSettings(self.upscaler.value, tile=tile),
                            target=(tw, th), refine=self.refine.value or None,
+                           refine_tiled=bool(self.refine.value and self.refine_tiled.value),
                            fit=None if self.fit.value == "none" else self.fit.value,
                            faces=FaceSettings(self.faces.value) if self.faces.value else None)
 

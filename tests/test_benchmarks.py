@@ -61,6 +61,13 @@ def test_fidelity_benchmark_smoke(tmp_path):
         "astronaut.png", "coffee.png", "chelsea.png", "rocket.png"}
 
 
+def test_refine_benchmark_smoke():
+    out = _run(sys.executable, "benchmarks/refine.py", "--smoke")
+    for size in ("512²", "1024²"):
+        for method in ("refine", "refine tiled", "direct"):
+            assert re.search(rf"{size} +{method} +\d", out), (size, method)
+
+
 def test_flop_count_of_the_full_size_paths():
     """Counted on the meta device with the real SD 1.5 / SDXL / RRDBNet architectures."""
     out = _run(sys.executable, "benchmarks/pipeline.py", "--flops")
