@@ -57,6 +57,16 @@ class Seam:
             return 0.0
         return float(self.diff[:, max(0, self.seam_x - band):self.seam_x + band].max())
 
+    def ratio(self) -> tuple[float, float] | None:
+        """pegu.metrics.seam_ratio across the seam column, in the tiled and the untiled
+        output (the same measure the face stage and the tiled refine are held to)."""
+        if self.seam_x is None:
+            return None
+        from .metrics import seam_ratio
+
+        box = (self.seam_x, 0, self.tiled.width, self.tiled.height)
+        return seam_ratio(self.tiled, box), seam_ratio(self.untiled, box)
+
 
 def seam_study(upscaler_name: str, image, tile: int, device="auto") -> Seam:
     """Upscale ``image`` whole and in ``tile`` px tiles with one network; where they differ."""
@@ -221,9 +231,12 @@ def walkthrough_reading(photo: str, source, tiles, seam: Seam, comparison, model
         verdict = ("no larger there than anywhere else: the seam does not show"
                    if near <= rest * 0.999 or near <= 2 else
                    "largest at the seam: look at the crop")
+        tiled_ratio, untiled_ratio = seam.ratio()
         lines.append(f"- **Seam.** Within 8 px of the first seam (x = {seam.seam_x}) tiled "
                      f"and untiled differ by at most {near:.0f} 8-bit steps (mean of the colour "
-                     f"channels), {rest:.0f} over the whole image — {verdict}.")
+                     f"channels), {rest:.0f} over the whole image — {verdict}. Seam ratio "
+                     f"across that column {tiled_ratio:.2f} tiled, {untiled_ratio:.2f} untiled "
+                     "(1 = like any other column).")
     ok = comparison.set_index("method")
     if "direct at target" in ok.index and "generate + upscale" in ok.index:
         up, di = ok.loc["generate + upscale"], ok.loc["direct at target"]
