@@ -8,6 +8,7 @@ its pins are for old torch; it runs on current torch).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 
@@ -153,22 +154,15 @@ def load_restorer(name_or_path: str, offline: bool | None = None):
     """spandrel's descriptor of a face restorer: a registry name (``FACE_RESTORERS``:
     GFPGANv1.4, CodeFormer; cache, Kaggle input, download, each checked by sha256) or a
     weights file."""
-    from pathlib import Path
-
-    from .registry import FACE_RESTORERS
     from .upscale import _registry_weights
     from .weights import load_state_dict, offline_mode
 
     offline = offline_mode() if offline is None else offline
     spec = _restorer_spec(name_or_path)
     if spec is not None:
-        state, source = _registry_weights(spec, None, offline,
-                                          check=lambda st, where: restorer_from(st, where))
+        state, source = _registry_weights(spec, None, offline, check=restorer_from)
         return restorer_from(state, source)
-    path = Path(name_or_path).expanduser()
-    if not path.is_file():
-        raise ValueError(f"unknown face restorer {name_or_path!r}: use "
-                         f"{', '.join(FACE_RESTORERS)} or the path of a weights file")
+    path = _unknown_unless_file(name_or_path)
     return restorer_from(load_state_dict(path), str(path))
 
 
@@ -182,23 +176,26 @@ def _restorer_spec(name: str):
 def check_restorer(name_or_path: str, offline: bool | None = None) -> None:
     """Refuse, before any work, a restorer that is unknown, a missing file, or (offline)
     a registry restorer whose weights are neither cached nor attached."""
-    from pathlib import Path
-
-    from .kaggle import find_attached
-    from .registry import FACE_RESTORERS
-    from .weights import WeightsError, cache_dir, offline_mode
+    from .upscale import weights_at_hand
+    from .weights import WeightsError, cache_dir
 
     spec = _restorer_spec(name_or_path)
     if spec is None:
-        if not Path(name_or_path).expanduser().is_file():
-            raise ValueError(f"unknown face restorer {name_or_path!r}: use "
-                             f"{', '.join(FACE_RESTORERS)} or the path of a weights file")
-        return
-    offline = offline_mode() if offline is None else offline
-    cached = cache_dir() / "upscalers" / spec.filename
-    if offline and not cached.is_file() and not find_attached(spec.filename):
+        _unknown_unless_file(name_or_path)
+    elif not weights_at_hand(spec, offline):
         raise WeightsError(f"no weights for {spec.name}: offline mode is on. Download "
-                           f"{spec.url} to {cached}")
+                           f"{spec.url} to {cache_dir() / 'upscalers' / spec.filename}")
+
+
+def _unknown_unless_file(name_or_path: str) -> Path:
+    """The path ``name_or_path`` names, or the ValueError for an unknown restorer."""
+    from .registry import FACE_RESTORERS
+
+    path = Path(name_or_path).expanduser()
+    if not path.is_file():
+        raise ValueError(f"unknown face restorer {name_or_path!r}: use "
+                         f"{', '.join(FACE_RESTORERS)} or the path of a weights file")
+    return path
 
 
 def restorer_from(state: dict, where: str):

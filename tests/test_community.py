@@ -125,7 +125,8 @@ def test_what_pegu_cannot_run_is_refused_clearly(tmp_path, files):
     save_file({"foo.weight": torch.zeros(3, 3)}, str(junk))
     with pytest.raises(WeightsError, match="nor an architecture spandrel knows"):
         pegu.load_upscaler(junk, device="cpu")
-    with pytest.raises(ValueError, match="engine='ncnn' runs the Real-ESRGAN family"):
+    with pytest.raises(ValueError, match=r"engine='ncnn' runs the Real-ESRGAN family "
+                                         r"\(RRDBNet and SRVGGNetCompact\); DAT is DAT"):
         pegu.load_upscaler(files["DAT"], engine="ncnn")
     dat = pegu.load_upscaler(files["DAT"], device="cpu", tile=0)._desc
     assert not dat.supports_half  # spandrel: DAT overflows in fp16
@@ -267,7 +268,9 @@ def test_ncnn_photo_models_are_converted_exactly(name, size, blobs, scale, astro
 
 
 def test_upconv7_has_no_ncnn_engine_path():
-    with pytest.raises(ValueError, match="engine='ncnn' runs RRDBNet and SRVGGNetCompact"):
+    with pytest.raises(ValueError, match=r"engine='ncnn' runs the Real-ESRGAN family "
+                                         r"\(RRDBNet and SRVGGNetCompact\); "
+                                         "waifu2x_photo_x2 is upconv7"):
         pegu.load_upscaler("waifu2x_photo_x2", engine="ncnn")
 
 
