@@ -112,6 +112,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="refine at the target after the upscale, the UNet on overlapping "
                    "native-size latent tiles (MultiDiffusion): detail at full size, memory "
                    "bounded by the tile")
+    g.add_argument("--refine-control", type=float, nargs="?", const=1.0, metavar="WEIGHT",
+                   help="hold the structure during the refine with a tile ControlNet at this "
+                   "weight (default 1.0), so higher --refine strengths (0.4-0.7) add detail "
+                   "without new subjects")
+    g.add_argument("--controlnet", metavar="NAME|PATH",
+                   help="the tile ControlNet (default: the model family's; pegu models)")
     g.add_argument("--faces", type=float, nargs="?", const=0.35, metavar="STRENGTH",
                    help="face detail: detect faces, img2img each at the model's native size "
                    "at this strength (default 0.35), paste back seamlessly")
@@ -274,8 +280,8 @@ def _dims(image) -> str:
 
 
 def _models(args) -> int:
-    from .generate import generator_availability
-    from .registry import GENERATORS, UPSCALERS
+    from .generate import controlnet_availability, generator_availability
+    from .registry import CONTROLNETS, GENERATORS, UPSCALERS
     from .weights import cache_dir, ncnn_files
 
     print("Text-to-image models")
@@ -287,6 +293,11 @@ def _models(args) -> int:
         if g.sizes:
             print(f"  {'':22} {'':6} {'':>6}  {'':12}  its card's sizes: "
                   + ", ".join(f"{w}x{h}" for w, h in g.sizes))
+    print("\nTile ControlNets (the refine's --refine-control)")
+    print(f"  {'name':22} {'family':6} {'available':12}  source  description [licence]")
+    for c in CONTROLNETS.values():
+        print(f"  {c.name:22} {c.family:6} {controlnet_availability(c):12}  "
+              f"{c.repo or 'built in code'}  {c.description} [{c.licence}]")
     print(f"\nUpscalers (cache: {cache_dir() / 'upscalers'})")
     print(f"  {'name':28} {'scale':>5}  {'arch':7}  {'available':18}  description [licence]")
     for s in UPSCALERS.values():
@@ -342,7 +353,9 @@ def _generate(args) -> int:
     u = {k: v for k, v in dict(model=args.upscaler, tile=args.tile, dtype=args.upscaler_dtype,
                                engine=args.upscaler_engine).items() if v is not None}
     r = {k: v for k, v in dict(model=args.model, target=args.target, fit=args.fit,
-                               refine=args.refine, refine_steps=args.refine_steps).items()
+                               refine=args.refine, refine_steps=args.refine_steps,
+                               refine_control=args.refine_control,
+                               controlnet=args.controlnet).items()
          if v is not None}
     if args.direct:
         r["mode"] = "direct"

@@ -134,7 +134,7 @@ def refine_faces(image, generator, settings, faces_settings, progress: bool = Fa
         crop = crop_box(face.box, fs.padding, image.size)
         patch = image.crop(crop).convert("RGB").resize((native, native), Image.LANCZOS)
         g_crop = replace(g, width=native, height=native)
-        refined, _ = generator.refine(patch, g_crop, fs.strength, progress=progress)
+        refined = generator.refine(patch, g_crop, fs.strength, progress=progress).image
         image = paste(image, refined, crop)
         if restorer is not None:
             image = restore(image, face, restorer, fs.fidelity)

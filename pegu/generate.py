@@ -118,11 +118,23 @@ class GenerateResult:
         return self.images[0]
 
 
+@dataclass(frozen=True)
+class RefineResult:
+    """An img2img refine: the image, whether the fp16 VAE needed the fp32 fallback, and the
+    tile ControlNet that conditioned it (registry name or where it came from; None: none)."""
+
+    image: object
+    vae_fp32_fallback: bool
+    controlnet: str | None = None
+    controlnet_source: str | None = None
+
+
 class Generator:
     """A loaded text-to-image pipeline; build one with :func:`load_generator`."""
 
     def __init__(self, pipe, *, name: str, family: str, native: int, spec: GeneratorSpec | None,
-                 device, dtype, memory: str, scheduler: str, source: str):
+                 device, dtype, memory: str, scheduler: str, source: str,
+                 offline: bool = False):
         self.pipe = pipe
         self.name = name
         self.family = family
@@ -135,6 +147,9 @@ class Generator:
         self._placement = "unset"
         self.scheduler = scheduler
         self.source = source
+        self.offline = offline
+        self._controlnets: dict = {}  # name -> (ControlNetModel, spec or None, source)
+        self._control_pipes: dict = {}  # id(ControlNetModel) -> its img2img pipeline
         self._scheduler_config = pipe.scheduler.config  # the model's own, never a previous call's
         self.last_embeddings: dict = {}
         self.last_loras: dict = {}
@@ -185,7 +200,8 @@ class Generator:
             seconds=time.perf_counter() - t0, warnings=tuple(notes))
 
     def refine(self, image, settings: GenerateSettings, strength: float,
-               steps: int | None = None, progress: bool = True, tiled: bool = False):
+               steps: int | None = None, progress: bool = True, tiled: bool = False,
+               control: float | None = None, controlnet: str | None = None) -> RefineResult:
         """img2img over ``image`` at its own size (A1111's hires-fix second pass).
 
         strength: how much to change, 0 < strength < 1 (0.2–0.4 keeps the composition).
@@ -195,39 +211,88 @@ class Generator:
             (MultiDiffusion, Bar-Tal et al. 2023): UNet memory is bounded by the tile, and
             the overlaps agree at every step, so no seam forms. One tile covering the image
             is exactly the untiled refine.
-        Returns (PIL image, whether the VAE needed the fp32 fallback).
+        control: the weight (conditioning scale) of a tile ControlNet conditioned on
+            ``image`` itself, which holds the structure so that higher strengths (0.4–0.7)
+            add detail without new subjects; None: no ControlNet. Tiled, it runs on each
+            tile with the tile's part of the image (Ultimate SD Upscale's way).
+        controlnet: which (a registry name, Hub id or folder; default: the tile ControlNet
+            of this model's family, see ``registry.CONTROLNETS``).
         """
         import math
 
         import torch
-        from diffusers import AutoPipelineForImage2Image
 
         s = self.resolve(settings)
         w, h = image.size
         if w % 8 or h % 8:
             raise ValueError(f"refine needs a size in multiples of 8, got {w}x{h}")
+        if control is not None and (isinstance(control, bool) or not isinstance(
+                control, (int, float)) or not 0 < control <= 2):
+            raise ValueError(f"control is a ControlNet weight in (0, 2], e.g. 1.0; got {control!r}")
         self._apply_memory(w, h, 1)
-        if getattr(self, "_img2img", None) is None:
-            self._img2img = AutoPipelineForImage2Image.from_pipe(self.pipe)
+        net = self._controlnet(controlnet) if control is not None else None
+        pipe = self._img2img_pipe(net)
         run = steps or s.steps
         conditioning, _ = self._conditioning(s)
-        unet = self._img2img.unet
+        extra = {} if net is None else dict(control_image=image,
+                                            controlnet_conditioning_scale=float(control))
+        unet = pipe.unet
         own = unet.__dict__.get("forward")  # accelerate's offload hook, if any
+        own_net = None if net is None else net[0].__dict__.get("forward")
         if tiled:
+            control_forward = None
+            if net is not None:
+                control_forward = net[0].forward
+                net[0].forward = _ControlCall
             unet.forward = _tiled_forward(unet.forward, self.native // 8,
-                                          batch=4 if self.device.type == "cuda" else 1)
+                                          batch=4 if self.device.type == "cuda" else 1,
+                                          control=control_forward)
         try:
             images, fallback = self._call(
-                self._img2img, s.scheduler, progress, **conditioning, image=image,
+                pipe, s.scheduler, progress, **conditioning, image=image, **extra,
                 strength=strength, num_inference_steps=max(run, math.ceil(run / strength)),
                 guidance_scale=s.guidance, generator=torch.Generator("cpu").manual_seed(s.seed))
         finally:
-            if tiled:  # back to the forward it had
-                if own is None:
-                    del unet.forward
-                else:
-                    unet.forward = own
-        return images[0], fallback
+            if tiled:  # back to the forwards they had
+                _restore_forward(unet, own)
+                if net is not None:
+                    _restore_forward(net[0], own_net)
+        if net is None:
+            return RefineResult(images[0], fallback)
+        return RefineResult(images[0], fallback, net[1].name if net[1] else net[2], net[2])
+
+    def _img2img_pipe(self, net):
+        """diffusers' img2img pipeline sharing this pipeline's components; with ``net`` (a
+        loaded ControlNet) its ControlNet img2img pipeline."""
+        from diffusers import AutoPipelineForImage2Image
+
+        if net is None:
+            if getattr(self, "_img2img", None) is None:
+                self._img2img = AutoPipelineForImage2Image.from_pipe(self.pipe)
+            return self._img2img
+        key = id(net[0])
+        if key not in self._control_pipes:
+            self._control_pipes[key] = AutoPipelineForImage2Image.from_pipe(
+                self.pipe, controlnet=net[0])
+        return self._control_pipes[key]
+
+    def _controlnet(self, name: str | None):
+        """(ControlNetModel, registry spec or None, source) for ``name``, loaded once and
+        placed as the pipeline is (on the device, or offloaded layer by layer)."""
+        from .registry import controlnet_spec
+
+        spec = controlnet_spec(name, self.family, tiny=bool(self.spec and self.spec.tiny))
+        key = spec.name if spec else str(name)
+        if key not in self._controlnets:
+            model, source = load_controlnet(spec or str(name), self.dtype, self.offline)
+            if self._placement == "sequential-offload":
+                from accelerate import cpu_offload
+
+                cpu_offload(model, execution_device=self.device)
+            else:
+                model.to(self.device)
+            self._controlnets[key] = (model, spec, source)
+        return self._controlnets[key]
 
     def _call(self, pipe, scheduler: str, progress: bool, **kwargs):
         """Run ``pipe`` with ``scheduler``; (PIL images, fp32-VAE fallback used)."""
@@ -341,10 +406,42 @@ class Generator:
             else level
 
 
-def _tiled_forward(forward, tile: int, batch: int = 1, overlap: int | None = None):
+class _ControlCall:
+    """A ControlNet forward put off: under the tiled refine the pipeline's ControlNet call
+    returns this (as both its residual outputs), and the tiled UNet forward runs the real
+    ControlNet on each tile with the tile's part of the control image."""
+
+    def __init__(self, sample, timestep, encoder_hidden_states=None, controlnet_cond=None,
+                 conditioning_scale=1.0, guess_mode=False, return_dict=True, **kwargs):
+        self.encoder_hidden_states = encoder_hidden_states
+        self.cond = controlnet_cond
+        self.kwargs = dict(kwargs, conditioning_scale=conditioning_scale, guess_mode=guess_mode)
+
+    def __iter__(self):  # unpacked as (down residuals, mid residual)
+        return iter((self, self))
+
+
+def _restore_forward(module, own) -> None:
+    """``module.forward`` back to what it was (its class's, or an offload hook's)."""
+    if own is None:
+        module.__dict__.pop("forward", None)
+    else:
+        module.forward = own
+
+
+def _repeat(value, reps: int):
+    """A per-sample tensor (or dict of them) repeated for ``reps`` tiles along the batch."""
+    if isinstance(value, dict):
+        return {k: _repeat(v, reps) for k, v in value.items()}
+    return value.repeat(reps, *[1] * (value.ndim - 1))
+
+
+def _tiled_forward(forward, tile: int, batch: int = 1, overlap: int | None = None,
+                   control=None):
     """A UNet forward that runs ``forward`` on overlapping ``tile``² latent tiles (``batch``
     tiles per call) and averages the predictions where tiles overlap (MultiDiffusion). A
-    latent no larger than one tile goes through ``forward`` unchanged."""
+    latent no larger than one tile goes through ``forward`` unchanged. ``control``: the real
+    forward of a ControlNet whose calls were put off (:class:`_ControlCall`), run per tile."""
     import torch
 
     from .upscale import _axis_tiles
@@ -353,8 +450,14 @@ def _tiled_forward(forward, tile: int, batch: int = 1, overlap: int | None = Non
 
     def run(sample, timestep, encoder_hidden_states=None, *args, **kwargs):
         h, w = sample.shape[-2:]
-        if h <= tile and w <= tile:
-            return forward(sample, timestep, encoder_hidden_states, *args, **kwargs)
+        call = kwargs.pop("down_block_additional_residuals", None)
+        if not isinstance(call, _ControlCall):
+            if call is not None:
+                kwargs["down_block_additional_residuals"] = call
+            if h <= tile and w <= tile:
+                return forward(sample, timestep, encoder_hidden_states, *args, **kwargs)
+        else:
+            kwargs.pop("mid_block_additional_residual", None)
         kwargs.pop("return_dict", None)
         cond = kwargs.pop("added_cond_kwargs", None)
         spans = [(y, x) for y in _axis_tiles(h, tile, overlap) for x in _axis_tiles(w, tile, overlap)]
@@ -367,10 +470,20 @@ def _tiled_forward(forward, tile: int, batch: int = 1, overlap: int | None = Non
             reps = len(group)
             extra = {}
             if cond is not None:
-                extra["added_cond_kwargs"] = {key: v.repeat(reps, *[1] * (v.ndim - 1))
-                                              for key, v in cond.items()}
+                extra["added_cond_kwargs"] = _repeat(cond, reps)
             t = timestep.repeat(reps) if torch.is_tensor(timestep) and timestep.ndim else timestep
             ehs = encoder_hidden_states.repeat(reps, 1, 1)
+            if isinstance(call, _ControlCall):
+                f = call.cond.shape[-1] // w  # the control image is in pixels
+                image = torch.cat([call.cond[:, :, f * y0:f * y1, f * x0:f * x1]
+                                   for (y0, y1), (x0, x1) in group])
+                kw = dict(call.kwargs)
+                if kw.get("added_cond_kwargs") is not None:
+                    kw["added_cond_kwargs"] = _repeat(kw["added_cond_kwargs"], reps)
+                down, mid = control(x, t, call.encoder_hidden_states.repeat(reps, 1, 1),
+                                    controlnet_cond=image, return_dict=False, **kw)
+                extra.update(down_block_additional_residuals=down,
+                             mid_block_additional_residual=mid)
             pred = forward(x, t, ehs, *args, return_dict=False, **extra, **kwargs)[0]
             for i, ((y0, y1), (x0, x1)) in enumerate(group):
                 out[:, :, y0:y1, x0:x1] += pred[i * n:(i + 1) * n]
@@ -436,7 +549,7 @@ def load_generator(name_or_path: str | Path = "tiny-sd15", *, device="auto", dty
     name = spec.name if spec else Path(str(name_or_path)).name
     default = scheduler or (spec.scheduler if spec else "DPM++ 2M Karras")
     return Generator(pipe, name=name, family=family, native=native, spec=spec, device=dev,
-                     dtype=dt, memory=memory, scheduler=default, source=source)
+                     dtype=dt, memory=memory, scheduler=default, source=source, offline=offline)
 
 
 def gpu_levers(pipe) -> None:
@@ -476,6 +589,38 @@ def _load_vae(vae: str, dtype, offline: bool):
                 str(where), torch_dtype=dtype, local_files_only=offline or Path(where).is_dir())
     except OSError as e:
         raise _not_found(vae, offline, e) from e
+
+
+def load_controlnet(which, dtype, offline: bool):
+    """(ControlNetModel, where it came from) for a registry spec (pegu.registry.CONTROLNETS),
+    a Hub id or a diffusers ControlNet folder: the tiny ones are built in code; the others
+    come from a folder, an attached Kaggle input (found by the repo's name) or the Hub."""
+    from diffusers import ControlNetModel
+
+    from . import _compat
+
+    spec = None if isinstance(which, str) else which
+    if spec is not None and spec.tiny:
+        from .tiny import build_tiny_controlnet, tiny_folder
+
+        where = tiny_folder(spec.name, spec.family, cache_dir() / "controlnets",
+                            build=build_tiny_controlnet)
+        source = f"{where} (built in code, random weights)"
+    else:
+        repo = spec.repo if spec else which
+        local = Path(repo).expanduser()
+        where = local if local.is_dir() else (kaggle_model_dir(repo, marker="config.json")
+                                              or repo)
+        source = str(where) if isinstance(where, Path) else f"hf://{repo}"
+    kwargs = dict(torch_dtype=dtype, local_files_only=offline or isinstance(where, Path))
+    if spec is not None and not isinstance(where, Path):
+        kwargs["revision"] = spec.revision
+    try:
+        with _compat.diffusers_loading():
+            model = ControlNetModel.from_pretrained(str(where), **kwargs)
+    except OSError as e:
+        raise _not_found(str(where), offline, e) from e
+    return model, source
 
 
 # SD 1.5 repos list a safety checker and its CLIPFeatureExtractor (a class transformers 5
@@ -591,6 +736,19 @@ def kaggle_model_dir(repo: str, marker: str = "model_index.json") -> Path | None
         if want in str(index.parent).lower().replace("-", "_"):
             return index.parent
     return None
+
+
+def controlnet_availability(spec) -> str:
+    """"cached" when a registry ControlNet is on this machine, else where it would come from."""
+    if spec.tiny:
+        built = (cache_dir() / "controlnets" / spec.name / "config.json").is_file()
+        return "cached" if built else "built on use"
+    if kaggle_model_dir(spec.repo, marker="config.json") is not None:
+        return "kaggle input"
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(spec.repo, "config.json", revision=spec.revision)
+    return "cached" if isinstance(found, str) else "download"
 
 
 def generator_availability(spec) -> str:

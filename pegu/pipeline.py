@@ -154,7 +154,7 @@ def warm_up(settings: RunSettings, generator, upscaler=None) -> bool:
     used = upscaler if settings.mode == "upscale" else None
     key = (settings.mode, g.width, g.height, g.scheduler, settings.target, settings.fit,
            settings.refine is not None, settings.refine_size, settings.refine_tiled,
-           settings.faces is not None)
+           settings.refine_control is not None, settings.faces is not None)
     if key in generator.warmed and (used is None or key in used.warmed):
         return False
     quick = replace(settings, generate=replace(settings.generate, steps=min(g.steps, 2)),
@@ -266,6 +266,8 @@ def _precheck(settings: RunSettings) -> None:
         from .faces import check_restorer
 
         check_restorer(settings.faces.restore)
+    if settings.refine_control is not None:
+        _check_controlnet(settings)
     if settings.mode == "direct":
         return
     _check_memory(settings.target, "cuda")  # the least any device needs for the output
@@ -283,6 +285,27 @@ def _precheck(settings: RunSettings) -> None:
     w, h = g.width or native, g.height or native
     if w and h:
         plan_size((w, h), target=settings.target, fit=settings.fit)
+
+
+def _check_controlnet(settings: RunSettings) -> None:
+    """A ControlNet name that is unknown or of the other family, or a registry ControlNet
+    that offline mode cannot reach, refused before any work (a registered model's family
+    is known now; a path's once it loads)."""
+    from .generate import controlnet_availability
+    from .registry import controlnet_spec, generator_spec
+    from .weights import offline_mode
+
+    try:
+        model = generator_spec(settings.model)
+    except ValueError:
+        return
+    spec = controlnet_spec(settings.controlnet, model.family, model.tiny)
+    if spec is not None and offline_mode() and controlnet_availability(spec) == "download":
+        raise FileNotFoundError(
+            f"the tile ControlNet {spec.name} ({spec.repo}) is not on this machine and offline "
+            f"mode is on: run once with internet on (or `huggingface-cli download "
+            f"{spec.repo}`), attach it as a Kaggle model or dataset, or pass --controlnet a "
+            "local diffusers ControlNet folder")
 
 
 def resolve_upscaler(settings: RunSettings, generator) -> tuple[RunSettings, str | None]:
@@ -375,10 +398,11 @@ def _upscale(result: RunResult, generator, upscaler, progress: bool) -> RunResul
         result.choices["refine_size"] = f"{size[0]}x{size[1]}"
         image = stage("upscale to refine size", upscaler.device, lambda: upscaler.run(
             image, target=size, fit=settings.fit, progress=progress)).image
-        image, fallback = stage("refine", generator.device, lambda: generator.refine(
-            image, g, settings.refine, settings.refine_steps, progress=progress))
-        result.intermediate = image
-        result.choices["vae_fp32_fallback"] |= fallback
+        refined = stage("refine", generator.device, lambda: generator.refine(
+            image, g, settings.refine, settings.refine_steps, progress=progress,
+            control=settings.refine_control, controlnet=settings.controlnet))
+        image = result.intermediate = refined.image
+        _record_refine(result, refined)
     # face detail where a face is still small (before the final upscale)
     if settings.faces is not None and settings.faces.at == "base":
         image = _faces(result, generator, image, progress)
@@ -403,15 +427,26 @@ def _tiled_refine(result: RunResult, generator, upscaler, image, progress: bool)
     result.choices.update(tile=up.tile, tiles=up.tiles, upscale_passes=up.passes,
                           refine_size=f"{up.image.width}x{up.image.height}")
     result.intermediate = up.image
-    image, fallback = measure_stage(
+    refined = measure_stage(
         result.stages, "refine (tiled)", generator.device, lambda: generator.refine(
             up.image, settings.generate, settings.refine, settings.refine_steps,
-            progress=progress, tiled=True))
-    result.choices["vae_fp32_fallback"] |= fallback
-    result.image = image
+            progress=progress, tiled=True, control=settings.refine_control,
+            controlnet=settings.controlnet))
+    _record_refine(result, refined)
+    result.image = refined.image
     if settings.faces is not None and settings.faces.at == "target":
         result.image = _faces(result, generator, result.image, progress)
     return result
+
+
+def _record_refine(result: RunResult, refined) -> None:
+    """What the refine used: the fp32 VAE fallback, the ControlNet and its source."""
+    result.choices["vae_fp32_fallback"] |= refined.vae_fp32_fallback
+    if refined.controlnet is not None:
+        result.choices.update(controlnet=refined.controlnet,
+                              controlnet_source=refined.controlnet_source)
+        if "/" not in refined.controlnet:  # a registry name is what a re-run loads
+            result.settings = replace(result.settings, controlnet=refined.controlnet)
 
 
 def _faces(result: RunResult, generator, image, progress: bool):

@@ -255,6 +255,78 @@ GENERATORS: dict[str, GeneratorSpec] = {s.name: s for s in (
 DEFAULT_GENERATOR = "realistic-vision-v6"
 
 
+# ---- ControlNets (the refine's tile control) ----
+
+@dataclass(frozen=True)
+class ControlNetSpec:
+    """A tile ControlNet: it conditions img2img on the image itself, so a refine keeps the
+    picture's structure at strengths that would otherwise invent new content.
+
+    family: the generator family it was trained for. repo/revision: its Hugging Face Hub
+    source (None: a tiny random one pegu builds in code). weight: the conditioning scale its
+    card's examples use. source: where these facts come from.
+    """
+
+    name: str
+    family: str
+    repo: str | None
+    description: str
+    licence: str
+    source: str
+    weight: float = 1.0
+    revision: str = "main"
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def tiny(self) -> bool:
+        return self.repo is None
+
+
+CONTROLNETS: dict[str, ControlNetSpec] = {s.name: s for s in (
+    ControlNetSpec(
+        "tile-sd15", "sd15", "lllyasviel/control_v11f1e_sd15_tile",
+        "ControlNet 1.1 tile (SD 1.5): adds detail, keeps the image's structure", "openrail",
+        "model card huggingface.co/lllyasviel/control_v11f1e_sd15_tile (the condition is the "
+        "image itself, resized to the output; scale 1.0 in its example); files "
+        "config.json + diffusion_pytorch_model.bin on main",
+        aliases=("control_v11f1e_sd15_tile",)),
+    ControlNetSpec(
+        "tile-sdxl", "sdxl", "xinsir/controlnet-tile-sdxl-1.0",
+        "xinsir ControlNet tile (SDXL): detail and super-resolution with structure kept",
+        "Apache-2.0",
+        "model card huggingface.co/xinsir/controlnet-tile-sdxl-1.0 (diffusers "
+        "ControlNetModel, config.json + diffusion_pytorch_model.safetensors, 2.5 GB fp16)",
+        aliases=("controlnet-tile-sdxl-1.0",)),
+    ControlNetSpec(
+        "tiny-tile-sd15", "sd15", None,
+        "SMOKE TEST ONLY: random ControlNet for tiny-sd15", "-", "built in code"),
+    ControlNetSpec(
+        "tiny-tile-sdxl", "sdxl", None,
+        "SMOKE TEST ONLY: random ControlNet for tiny-sdxl", "-", "built in code"),
+)}
+
+
+def controlnet_spec(name: str | None, family: str, tiny: bool = False) -> ControlNetSpec | None:
+    """The registry ControlNet ``name`` (None: the tile ControlNet of ``family``, the tiny one
+    for a tiny generator), or None for a Hub id or folder; refuses unknown names and a
+    ControlNet of the other family."""
+    if name is None:
+        return CONTROLNETS[f"{'tiny-' if tiny else ''}tile-{family}"]
+    for spec in CONTROLNETS.values():
+        if name.lower() in (spec.name.lower(), (spec.repo or "").lower(),
+                            *(a.lower() for a in spec.aliases)):
+            if spec.family != family:
+                raise ValueError(f"ControlNet {spec.name!r} is for {spec.family} models; this "
+                                 f"model is {family}: use "
+                                 f"{controlnet_spec(None, family, tiny).name!r}")
+            return spec
+    if "/" in name or name.startswith((".", "~")):
+        return None  # a Hub id or a folder
+    hint = did_you_mean(name, (n for s in CONTROLNETS.values() for n in (s.name, *s.aliases)))
+    raise ValueError(f"unknown ControlNet {name!r}.{hint} Known: {', '.join(CONTROLNETS)}; "
+                     "or a Hub id or a diffusers ControlNet folder.")
+
+
 def generator_by_hash(model_hash: str) -> GeneratorSpec | None:
     """The registry entry one of whose published files has this A1111 ``Model hash``."""
     h = model_hash.strip().lower()

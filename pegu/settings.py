@@ -259,6 +259,11 @@ class RunSettings(_Data):
         upscale, the UNet running on overlapping latent tiles of the model's native size
         (MultiDiffusion; Ultimate SD Upscale's place in the pipeline): detail at the full
         size with memory bounded by the tile.
+    refine_control: the weight of a tile ControlNet during the refine (0 < w ≤ 2; 1.0 as
+        its card), conditioned on the image being refined: the structure holds, so higher
+        refine strengths (0.4–0.7) add detail without inventing subjects; None: off.
+    controlnet: which tile ControlNet (registry name, Hub id or folder; default: the
+        model family's, pegu.registry.CONTROLNETS).
     mode: "upscale" (generate at base size, then upscale) or "direct" (generate at the
         target size, the baseline pegu compares against).
     faces: the face detail stage (:class:`FaceSettings`); None: off.
@@ -273,6 +278,8 @@ class RunSettings(_Data):
     refine_steps: int | None = None
     refine_size: int | None = None
     refine_tiled: bool = False
+    refine_control: float | None = None
+    controlnet: str | None = None
     mode: str = "upscale"
     faces: FaceSettings | None = None
 
@@ -329,6 +336,22 @@ class RunSettings(_Data):
                 raise ValueError("refine_tiled refines at the target; leave refine_size out")
             for name, v in (("target width", w), ("target height", h)):
                 check_multiple_of_8(name, v)
+        if self.refine_control is not None:
+            if isinstance(self.refine_control, bool) or not isinstance(
+                    self.refine_control, (int, float)) or not 0 < self.refine_control <= 2:
+                raise ValueError(f"refine_control is a ControlNet weight in (0, 2], e.g. 1.0; "
+                                 f"got {self.refine_control!r}")
+            if self.refine is None:
+                raise ValueError("refine_control conditions the refine: give refine (its "
+                                 "img2img strength) too, e.g. refine=0.5")
+            object.__setattr__(self, "refine_control", float(self.refine_control))
+        if self.controlnet is not None:
+            if not isinstance(self.controlnet, str) or not self.controlnet:
+                raise ValueError(f"controlnet is a registry name, Hub id or folder, got "
+                                 f"{self.controlnet!r}")
+            if self.refine_control is None:
+                raise ValueError("controlnet names the ControlNet of refine_control: give "
+                                 "refine_control (its weight, e.g. 1.0) too")
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -21,7 +21,7 @@ from pathlib import Path
 AXES = {"models": "model", "prompts": "generate.prompt", "seeds": "generate.seed",
         "schedulers": "generate.scheduler", "steps": "generate.steps",
         "guidance": "generate.guidance", "upscalers": "upscale.model", "modes": "mode",
-        "targets": "target", "refine": "refine"}
+        "targets": "target", "refine": "refine", "refine_control": "refine_control"}
 
 
 # counted before a grid's run list is built: beyond MANY_RUNS a sweep needs many=True
@@ -53,7 +53,7 @@ def load_grid(grid, many: bool = False) -> list[dict]:
 
     ``base`` holds fixed RunSettings fields (nested ``generate``/``upscale`` dicts); each axis
     (``models``, ``prompts``, ``seeds``, ``schedulers``, ``steps``, ``guidance``, ``upscalers``,
-    ``modes``, ``targets``, ``refine``) lists values; the runs are every combination.
+    ``modes``, ``targets``, ``refine``, ``refine_control``) lists values; the runs are every combination.
     ``timing`` (optional) is :func:`grid_timing`'s, ``iqa`` :func:`grid_iqa`'s. A grid of more than ``MANY_RUNS`` runs
     needs ``many=True``; more than ``MAX_RUNS`` is refused. Settings are validated when each
     run starts, so one bad combination fails alone.

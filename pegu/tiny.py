@@ -140,12 +140,31 @@ def build_tiny(family: str):
     raise ValueError(f"unknown family {family!r}; use 'sd15' or 'sdxl'")
 
 
+def build_tiny_controlnet(family: str):
+    """A random-weight ControlNet for the tiny model of ``family``: diffusers' copy of its
+    UNet's encoder, with the zero-initialised output convolutions made small and random so
+    that the control changes the result (a fresh ControlNet adds exactly nothing)."""
+    import torch
+    from diffusers import ControlNetModel
+
+    unet = build_tiny(family).unet
+    torch.manual_seed(1)
+    net = ControlNetModel.from_unet(unet)
+    zero = [net.controlnet_cond_embedding.conv_out, *net.controlnet_down_blocks,
+            net.controlnet_mid_block]
+    with torch.no_grad():
+        for conv in zero:
+            conv.weight.normal_(0, 0.05)
+            conv.bias.normal_(0, 0.05)
+    return net
+
+
 BUILD = "2"  # raise when build_tiny changes: cached folders of another build are rebuilt
 
 
-def tiny_folder(name: str, family: str, root: Path) -> Path:
-    """``root/name``, holding the saved tiny pipeline of this BUILD (built and saved
-    atomically if absent or of another build)."""
+def tiny_folder(name: str, family: str, root: Path, build=build_tiny) -> Path:
+    """``root/name``, holding what ``build(family)`` makes (the tiny pipeline by default),
+    saved with this BUILD (built and saved atomically if absent or of another build)."""
     folder = Path(root) / name
     stamp = folder / "pegu-tiny-build"
     if stamp.is_file() and stamp.read_text() == BUILD:
@@ -154,7 +173,7 @@ def tiny_folder(name: str, family: str, root: Path) -> Path:
     tmp = folder.with_name(f".{name}.{os.getpid()}.tmp")
     old = folder.with_name(f".{name}.{os.getpid()}.old")
     try:
-        build_tiny(family).save_pretrained(tmp)
+        build(family).save_pretrained(tmp)
         (tmp / "pegu-tiny-build").write_text(BUILD)
         if folder.exists():
             os.replace(folder, old)

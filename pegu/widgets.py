@@ -62,6 +62,9 @@ class Explorer:
         self.refine_tiled = w.Checkbox(value=False, description="tiled", indent=False,
                                        tooltip="refine at the target in native-size tiles "
                                                "(MultiDiffusion)")
+        self.control = w.FloatSlider(value=0.0, min=0.0, max=1.5, step=0.1,
+                                     description="control", tooltip="tile ControlNet weight "
+                                     "during the refine (keeps the structure); 0 = off")
         self.faces = w.FloatSlider(value=0.0, min=0.0, max=0.7, step=0.05, description="faces",
                                    tooltip="face detail: img2img strength per face; 0 = off")
         self.generate_button = w.Button(description="Generate", button_style="primary")
@@ -86,7 +89,8 @@ class Explorer:
             w.HBox([self.seed, self.random_button]),
             w.HBox([self.size, self.target, self.fit]),
             w.HBox([self.upscaler, self.tile]),
-            w.HBox([self.refine, self.refine_tiled, self.faces]),
+            w.HBox([self.refine, self.refine_tiled, self.control]),
+            self.faces,
             w.HBox([self.generate_button, self.save_button]), self.status, self.log,
             self.image, self.table])
 
@@ -127,6 +131,8 @@ class Explorer:
                            upscale=UpscaleSettings(self.upscaler.value, tile=tile),
                            target=(tw, th), refine=self.refine.value or None,
                            refine_tiled=bool(self.refine.value and self.refine_tiled.value),
+                           refine_control=(self.control.value or None) if self.refine.value
+                           else None,
                            fit=None if self.fit.value == "none" else self.fit.value,
                            faces=FaceSettings(self.faces.value) if self.faces.value else None)
 

@@ -33,8 +33,8 @@ def _unet_sizes(generator):
 
 def test_one_tile_covering_the_image_is_the_untiled_refine(sd15, astronaut):
     img = Image.fromarray(astronaut)  # 512²: one 64² latent tile of tiny-sd15 (native 512)
-    tiled, _ = sd15.refine(img, SETTINGS, 0.3, progress=False, tiled=True)
-    plain, _ = sd15.refine(img, SETTINGS, 0.3, progress=False)
+    tiled = sd15.refine(img, SETTINGS, 0.3, progress=False, tiled=True).image
+    plain = sd15.refine(img, SETTINGS, 0.3, progress=False).image
     assert np.array_equal(np.asarray(tiled), np.asarray(plain))
 
 
@@ -42,13 +42,13 @@ def test_tiles_bound_the_unet_and_leave_no_seam(sd15, astronaut):
     img = Image.fromarray(astronaut).resize((1024, 1024), Image.LANCZOS)
     sizes, hook = _unet_sizes(sd15)
     try:
-        tiled, _ = sd15.refine(img, SETTINGS, 0.3, progress=False, tiled=True)
+        tiled = sd15.refine(img, SETTINGS, 0.3, progress=False, tiled=True).image
     finally:
         hook.remove()
     assert tiled.size == (1024, 1024)
     assert max(max(s) for s in sizes) <= 64  # never more than the model's native latent
     assert len(sizes) >= 9  # 3 x 3 tiles per step
-    plain, _ = sd15.refine(img, SETTINGS, 0.3, progress=False)
+    plain = sd15.refine(img, SETTINGS, 0.3, progress=False).image
     assert "forward" not in sd15._img2img.unet.__dict__  # the UNet is itself again
     # the tiles' borders in pixels (latent spans 0-54, 37-91, 74-128, × 8): no seam
     for box in [(296, 296, 728, 728), (0, 296, 432, 728), (296, 0, 728, 432)]:
@@ -60,7 +60,7 @@ def test_sdxl_tiles_carry_its_size_conditioning(astronaut):
     img = Image.fromarray(astronaut).resize((1280, 1280), Image.LANCZOS)
     sizes, hook = _unet_sizes(xl)
     try:
-        out, _ = xl.refine(img, SETTINGS, 0.3, progress=False, tiled=True)
+        out = xl.refine(img, SETTINGS, 0.3, progress=False, tiled=True).image
     finally:
         hook.remove()
     assert out.size == (1280, 1280) and max(max(s) for s in sizes) <= 128
