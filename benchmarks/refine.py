@@ -1,5 +1,5 @@
-"""Refine untiled, refine tiled (MultiDiffusion) and direct generation: time and peak memory
-at 1024² and 2048²; prints a table (not a test).
+"""Refine untiled, refine tiled (MultiDiffusion), refine tiled with the tile ControlNet and
+direct generation: time and peak memory at 1024² and 2048²; prints a table (not a test).
 
     .venv/bin/python benchmarks/refine.py                    # tiny-sd15 on this CPU
     .venv/bin/python benchmarks/refine.py --model realistic-vision-v6 --device cuda
@@ -7,7 +7,8 @@ at 1024² and 2048²; prints a table (not a test).
 
 Each row runs in its own process (peak memory is that process's: VRAM allocated by torch on
 CUDA, resident set size on the CPU). Refines start from the astronaut photograph resized to
-the size, strength 0.3; direct generation makes the size from text. Steps: --steps.
+the size, strength 0.3 (ControlNet weight 1.0: the model family's tile ControlNet, the tiny
+one for the tiny models); direct generation makes the size from text. Steps: --steps.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-METHODS = ("refine", "refine tiled", "direct")
+METHODS = ("refine", "refine tiled", "refine tiled + ControlNet", "direct")
 
 
 def main(argv=None) -> None:
@@ -66,11 +67,15 @@ def _child(job: dict) -> None:
     n = job["size"]
     s = GenerateSettings("RAW photo, portrait of a woman", steps=job["steps"], seed=0)
     photo = pegu.studies.source_image("astronaut").resize((n, n), Image.LANCZOS)
+    if "ControlNet" in job["method"]:
+        g._controlnet(None)  # loaded (built, for the tiny models) before the clock starts
     with Measure(dev) as m, torch.no_grad():
         if job["method"] == "direct":
             g.generate(replace(s, width=n, height=n), progress=False)
         else:
-            g.refine(photo, s, 0.3, progress=False, tiled=job["method"] == "refine tiled")
+            method = job["method"]
+            g.refine(photo, s, 0.3, progress=False, tiled=method.startswith("refine tiled"),
+                     control=1.0 if "ControlNet" in method else None)
     print(json.dumps({"size": f"{n}²", "method": job["method"], "seconds": round(m.seconds, 2),
                       "peak_mib": round(m.peak_bytes / 2**20), "memory": m.memory_kind}))
 

@@ -36,6 +36,11 @@ def test_gpu_script_smoke_on_the_cpu():
     assert direct[1] == 1.0  # its own "x direct"
     # same weights, same untiled input: pegu and RealESRGANer agree within 1/255
     assert _numbers(rows["RealESRGANer fp32 untiled"].split("untiled", 1)[1])[-1] <= 1
+    # the refine table: SD 1.5's architecture, untiled, tiled, tiled with a ControlNet
+    assert "Refine SD 1.5 (random weights), strength 0.3, 2 steps" in out
+    for method in ("untiled", "tiled", "tiled + ControlNet tile"):
+        line = [x for x in out.splitlines() if f"sd15 refine {method} 256²" in x][-1]
+        assert _numbers(line.split("256²", 1)[1])[0] > 0, line
 
 
 def test_upscale_benchmark_smoke():
@@ -64,7 +69,7 @@ def test_fidelity_benchmark_smoke(tmp_path):
 def test_refine_benchmark_smoke():
     out = _run(sys.executable, "benchmarks/refine.py", "--smoke")
     for size in ("512²", "1024²"):
-        for method in ("refine", "refine tiled", "direct"):
+        for method in ("refine", "refine tiled", "refine tiled \\+ ControlNet", "direct"):
             assert re.search(rf"{size} +{method} +\d", out), (size, method)
 
 

@@ -79,7 +79,7 @@ def test_papermill_runs_the_notebook(executed, name):
         assert "**Photograph.** astronaut, 96×96 → 384×384" in text  # not the noise
         assert "**Tiles.** 64 px tiles (4 passes)" in text and "**Seam.**" in text
         assert "**Upscale against direct.**" in text and "random test network" in text
-        assert "**Tiled refine.**" in text
+        assert "**Tiled refine.**" in text and "**ControlNet tile.**" in text
         assert "**Faces.** 1 face(s) refined" in text and "faces.png" in pngs
 
 

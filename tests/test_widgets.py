@@ -43,10 +43,13 @@ def test_models_stay_loaded_and_errors_stay_in_the_interface(tmp_path):
     ex.generate()
     gen = ex._generators["tiny-sd15"]
     ex.refine.value = 0.3
+    ex.control.value = 0.8  # the tile ControlNet conditions the refine
     ex.faces.value = 0.35  # the face stage runs and is recorded (noise: no face found)
     ex.generate()
     assert ex._generators["tiny-sd15"] is gen and ex.result.intermediate is not None
     assert ex.result.settings.faces.strength == 0.35 and "faces" in ex.table.value
+    assert ex.result.settings.refine_control == 0.8
+    assert ex.result.choices["controlnet"] == "tiny-tile-sd15"
     before = ex.result
     ex.model.value = "epicrealsim"
     ex.generate_button.click()  # no exception escapes
