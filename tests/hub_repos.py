@@ -10,6 +10,9 @@ Shapes, from the repos' file lists (huggingface.co/<repo>/tree/main):
 * stabilityai/stable-diffusion-xl-base-1.0: two text encoders, fp16 variant files
   (``*.fp16.safetensors``) beside the fp32 ones.
 * stabilityai/sd-vae-ft-mse, madebyollin/sdxl-vae-fp16-fix: a VAE (config.json and weights).
+* lllyasviel/control_v11f1e_sd15_tile (main): config.json and diffusion_pytorch_model.bin
+  (the safetensors file exists only in an unmerged PR); xinsir/controlnet-tile-sdxl-1.0:
+  config.json and diffusion_pytorch_model.safetensors.
 
 Only what pegu needs is written: a component pegu must not load (the safety checker, the
 feature extractor, a VAE that pegu replaces, the root checkpoints) is named in
@@ -29,6 +32,8 @@ REPOS = {  # repo: (family, weights format, replaced VAE absent)
     "stabilityai/stable-diffusion-xl-base-1.0": ("sdxl", "fp16", True),
 }
 VAES = {"stabilityai/sd-vae-ft-mse": 512, "madebyollin/sdxl-vae-fp16-fix": 1024}
+CONTROLNETS = {"lllyasviel/control_v11f1e_sd15_tile": ("sd15", "bin"),
+               "xinsir/controlnet-tile-sdxl-1.0": ("sdxl", "safetensors")}
 
 
 def snapshot(cache: Path, repo: str) -> Path:
@@ -85,4 +90,14 @@ def write_vae(cache: Path, repo: str) -> Path:
 
     folder = snapshot(cache, repo)
     _vae(VAES[repo]).save_pretrained(folder)
+    return folder
+
+
+def write_controlnet(cache: Path, repo: str) -> Path:
+    """A tiny tile ControlNet for the tiny model of the repo's family, in the repo's format."""
+    from pegu.tiny import build_tiny_controlnet
+
+    family, weights = CONTROLNETS[repo]
+    folder = snapshot(cache, repo)
+    build_tiny_controlnet(family).save_pretrained(folder, safe_serialization=weights != "bin")
     return folder

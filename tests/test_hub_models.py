@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from hub_repos import REPOS, VAES, write_repo, write_vae
+from hub_repos import CONTROLNETS, REPOS, VAES, write_controlnet, write_repo, write_vae
 from pegu.registry import generator_spec
 
 
@@ -24,6 +24,8 @@ def hub_cache(tmp_path_factory) -> Path:
         write_repo(cache, repo)
     for repo in VAES:
         write_vae(cache, repo)
+    for repo in CONTROLNETS:
+        write_controlnet(cache, repo)
     return cache
 
 
@@ -53,3 +55,27 @@ def test_registry_model_from_the_hub_cache(model, hub_cache, tmp_path):
     snap = next((hub_cache / f"models--{spec.repo.replace('/', '--')}").glob("snapshots/*"))
     assert not (snap / "safety_checker").exists() and not (snap / "feature_extractor").exists()
     assert (snap / "vae").exists() == (spec.vae is None)
+
+
+@pytest.mark.parametrize("model", ["realistic-vision-v6", "sdxl-base"])
+def test_registry_controlnet_from_the_hub_cache(model, hub_cache, tmp_path):
+    """`--refine-control` loads the family's tile ControlNet by registry name from the cache
+    (lllyasviel's .bin-only main branch, xinsir's safetensors), tiled at the target."""
+    env = dict(os.environ, HF_HUB_CACHE=str(hub_cache), HF_HUB_OFFLINE="1",
+               PEGU_CACHE=str(tmp_path / "pegu"))
+    out = tmp_path / "out.png"
+    size = 64 if model != "sdxl-base" else 128
+    r = subprocess.run(
+        [str(Path(sys.executable).parent / "pegu"), "generate", "portrait of an old man",
+         "--model", model, "--offline", "--size", f"{size}x{size}", "--steps", "1",
+         "--target", f"{2 * size}x{2 * size}", "--upscaler", "realesr-animevideov3",
+         "--refine", "0.5", "--refine-tiled", "--refine-control", "--out", str(out)],
+        env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    with Image.open(out) as im:
+        assert im.size == (2 * size, 2 * size)
+        record = json.loads(im.text["pegu"])
+    family = generator_spec(model).family
+    repo = next(k for k, v in CONTROLNETS.items() if v[0] == family)
+    assert record["settings"]["controlnet"] == f"tile-{family}"
+    assert record["choices"]["controlnet_source"] == f"hf://{repo}"
