@@ -44,7 +44,6 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests"))
 sys.path.insert(0, str(HERE.parent))
 
 SPEED = ["pegu fp32", "pegu ncnn", "pegu bf16", "RealESRGANer", "ncnn fp32", "ncnn fp16",
@@ -181,10 +180,10 @@ def _method(method: str, model: str, tile):
             return r.image, dict(tile_limit=up.tile, tiles=r.tiles)
         return run
     if method == "RealESRGANer":
-        from conftest import realesrganer
+        from pegu._compat import realesrganer_for
 
-        r = realesrganer(pegu.load_upscaler(model, device="cpu", tile=0, offline=True),
-                         Path(tempfile.mkdtemp()), tile=0)
+        r = realesrganer_for(pegu.load_upscaler(model, device="cpu", tile=0, offline=True),
+                             Path(tempfile.mkdtemp()), tile=0)
         return lambda img: (r.enhance(np.ascontiguousarray(img[..., ::-1]))[0][..., ::-1], {})
     return _ncnn(model, method.split()[1])
 
@@ -241,7 +240,7 @@ def _tradeoff_table(args, tmp) -> None:
     import pandas as pd
 
     import pegu
-    from conftest import realesrganer
+    from pegu._compat import realesrganer_for as realesrganer
 
     n, tile = (128, 64) if args.smoke else (256, 128)
     img = _crop(n)

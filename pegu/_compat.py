@@ -82,6 +82,24 @@ def realesrganer_class():
     return RealESRGANer
 
 
+def realesrganer_for(upscaler, folder, tile: int = 0, tile_pad: int = 10):
+    """realesrgan's ``RealESRGANer`` running the very same weights as a loaded registry
+    ``upscaler`` (saved into ``folder``), fp32 on the CPU: the reference of tests and
+    benchmarks."""
+    from pathlib import Path
+
+    import torch
+
+    from .registry import upscaler_spec
+    from .upscale import _network
+
+    spec = upscaler_spec(upscaler.name)
+    path = Path(folder) / f"{spec.name}.pth"
+    torch.save({"params_ema": upscaler.model.state_dict()}, path)
+    return realesrganer_class()(
+        scale=spec.scale, model_path=str(path), model=_network(spec.arch, spec.kwargs()),
+        tile=tile, tile_pad=tile_pad, pre_pad=0, half=False, device=torch.device("cpu"))
+
 
 @contextlib.contextmanager
 def diffusers_loading():

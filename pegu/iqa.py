@@ -255,29 +255,40 @@ def fid_kid(generated, real, *, crop: int | None = None, feature=None, weights=N
     standard deviation. Lower is better for both. ``feature``: another feature network
     (uint8 (N, 3, H, W) -> (N, D)); default :func:`inception` (``weights``: its file).
     """
-    import torch
-
     gen, ref = images_in(generated), images_in(real)
+    _check_crop(crop)
+    net = feature if feature is not None else inception(weights, device)
+    return _compare(_features(gen, net, crop), _features(ref, net, crop), kid_subsets)
+
+
+def _check_crop(crop) -> None:
     if crop is not None and (not isinstance(crop, int) or crop < 16):
         raise ValueError(f"crop must be a size in pixels of at least 16, got {crop!r}")
-    net = feature if feature is not None else inception(weights, device)
+
+
+def _features(items, net, crop: int | None) -> dict:
+    """{"": features of the whole images, "_crop": of their crops (with ``crop``)}."""
+    import torch
+
     dev = next((q.device for q in net.parameters()), "cpu")
-    out = {"n_generated": len(gen), "n_real": len(ref)}
-    variants = [("", None)] + ([("_crop", crop)] if crop else [])
-    feats: dict = {}
+    whole, cropped = [], []
     with torch.no_grad():
-        for which, items in (("generated", gen), ("real", ref)):
-            whole, cropped = [], []
-            for im in items:
-                t = _tensor(im, "uint8")
-                whole.append(net(t.to(dev)).double().cpu())
-                if crop:
-                    cropped += [net(c.to(dev)).double().cpu() for c in crops(t, crop)]
-            feats[which, ""] = torch.cat(whole)
+        for im in items:
+            t = _tensor(im, "uint8")
+            whole.append(net(t.to(dev)).double().cpu())
             if crop:
-                feats[which, "_crop"] = torch.cat(cropped)
-    for suffix, _ in variants:
-        g, r = feats["generated", suffix], feats["real", suffix]
+                cropped += [net(c.to(dev)).double().cpu() for c in crops(t, crop)]
+    out = {"": torch.cat(whole), "n": len(items)}
+    if crop:
+        out["_crop"] = torch.cat(cropped)
+    return out
+
+
+def _compare(gen: dict, real: dict, kid_subsets: int) -> dict:
+    """FID and KID of two :func:`_features` results (see :func:`fid_kid`)."""
+    out = {"n_generated": gen["n"], "n_real": real["n"]}
+    for suffix in [k for k in ("", "_crop") if k in gen]:
+        g, r = gen[suffix], real[suffix]
         if len(g) < 2 or len(r) < 2:
             raise ValueError(f"FID needs at least 2 samples on each side, got {len(g)} "
                              f"generated and {len(r)} real{' crops' if suffix else ''}")

@@ -459,25 +459,25 @@ def fid_reading(table, real, crop: int | None = None, weights=None, device="auto
 
     if not real:
         return "No folder of real photographs given (`real_photos`): FID and KID skipped."
-    from .iqa import fid_kid, inception
+    from .iqa import _check_crop, _compare, _features, images_in, inception
 
+    _check_crop(crop)
     ok = table[(table["status"] == "ok") & table["image"].notna()]
     net = inception(weights, device)
+    reference = _features(images_in(real), net, crop)  # once, for every model
     rows = []
     for model, group in ok.groupby("model", sort=True):
         if len(group) < 2:
             rows.append({"model": model, "images": len(group), "FID": "needs ≥ 2 images"})
             continue
-        r = fid_kid(list(group["image"]), real, crop=crop, feature=net)
+        r = _compare(_features(images_in(list(group["image"])), net, crop), reference, 100)
         row = {"model": model, "images": len(group), "FID": f"{r['fid']:.4g}",
                "KID": f"{r['kid']:.3g} ± {r['kid_std']:.2g}"}
         if crop:
             row.update({"crops": r["n_crops_generated"], "FID_crop": f"{r['fid_crop']:.4g}",
                         "KID_crop": f"{r['kid_crop']:.3g} ± {r['kid_crop_std']:.2g}"})
         rows.append(row)
-    from .iqa import images_in
-
-    n_real = len(images_in(real))
+    n_real = reference["n"]
     head = (f"FID and KID against {n_real} real photographs (Inception-v3 features; lower "
             "is better; both are biased at small sample sizes, so compare models only at the "
             "same number of images)" + (f"; crops of {crop}² at native resolution" if crop

@@ -55,18 +55,9 @@ def diff(a, b) -> np.ndarray:
 
 def realesrganer(upscaler, tmp_path, tile=0, tile_pad=10):
     """realesrgan's own RealESRGANer with the very same weights as ``upscaler``."""
-    import torch
-
     from pegu import _compat
-    from pegu.registry import upscaler_spec
-    from pegu.upscale import _network
 
-    spec = upscaler_spec(upscaler.name)
-    path = tmp_path / f"{spec.name}.pth"
-    torch.save({"params_ema": upscaler.model.state_dict()}, path)
-    return _compat.realesrganer_class()(
-        scale=spec.scale, model_path=str(path), model=_network(spec.arch, spec.kwargs()),
-        tile=tile, tile_pad=tile_pad, pre_pad=0, half=False, device=torch.device("cpu"))
+    return _compat.realesrganer_for(upscaler, tmp_path, tile=tile, tile_pad=tile_pad)
 
 
 def reference_upscale(upscaler, image: np.ndarray, tmp_path, **kw) -> np.ndarray:
