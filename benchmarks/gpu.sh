@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU benchmark as one prepared script (a few minutes on an H100 / H200):
+# The GPU benchmark as one prepared script (about five minutes on an H100 / H200):
 #   bash benchmarks/gpu.sh            # full-size tables on the GPU
 #   bash benchmarks/gpu.sh --smoke    # tiny sizes on the CPU (what the tests run)
 # A GPU machine without network gets what it lacks from wheels carried with the checkout:
@@ -15,7 +15,9 @@ missing() {
 import importlib.util
 need = {"torch": "torch", "diffusers": "diffusers", "transformers": "transformers",
         "accelerate": "accelerate", "basicsr": "basicsr", "realesrgan": "realesrgan",
-        "pandas": "pandas", "skimage": "scikit-image", "tqdm": "tqdm", "cv2": "opencv-python-headless"}
+        "pandas": "pandas", "skimage": "scikit-image", "tqdm": "tqdm", "cv2": "opencv-python-headless",
+        "spandrel": "spandrel", "einops": "einops", "requests": "requests",
+        "facenet_pytorch": "facenet-pytorch"}
 print(" ".join(pkg for mod, pkg in need.items() if importlib.util.find_spec(mod) is None))
 PYEOF
 }
@@ -26,8 +28,10 @@ if [ -n "$need" ]; then
     "$PY" -m pip install -q --no-index --no-deps --no-compile --target /tmp/pegu-site \
       benchmarks/wheels/*.whl
     export PYTHONPATH="/tmp/pegu-site${PYTHONPATH:+:$PYTHONPATH}"
-  else
-    "$PY" -m pip install -q $need
+  else  # facenet-pytorch pins an old torch: without its dependencies, like make does
+    rest=$(echo " $need " | sed 's/ facenet-pytorch / /')
+    [ -z "${rest// }" ] || "$PY" -m pip install -q $rest
+    [ "$rest" = " $need " ] || "$PY" -m pip install -q --no-deps facenet-pytorch==2.6.0
   fi
   need=$(missing)
   [ -z "$need" ] || { echo "still missing: $need (see make gpu-wheels)" >&2; exit 2; }

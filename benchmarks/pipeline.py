@@ -18,8 +18,14 @@ Refine table (SD 1.5, its real architecture with random weights, pegu's Generato
 from the astronaut photograph at the size, strength 0.3, REFINE_STEPS steps): untiled, tiled
 (MultiDiffusion on 512² tiles) and tiled with a tile ControlNet of the real architecture
 (diffusers' ControlNetModel.from_unet), at half the target and at the target.
+Extras table: community upscalers through spandrel with random weights of their published
+full-size configurations (ESRGAN in the old key layout, SwinIR-M real-world x4, DAT x4),
+quarter target -> target in the dtype pegu picks ("auto": fp16 where spandrel allows it, else
+bf16); and the face stage (MTCNN + img2img of each face with SD 1.5's architecture) on the
+astronaut photograph at the target.
 On a GPU a profile of one upscaler call follows its table (GPU busy time against wall, the
-top kernels). --upscaler-only / --pipelines-only / --refine-only print one table; --compile adds a
+top kernels). --upscaler-only / --pipelines-only / --refine-only / --extras-only print one
+table; --compile adds a
 torch.compile upscaler row. Pipeline FLOPs are counted once on the meta device (--flops).
 Columns: seconds (warm, wall), "x direct" (direct's time over the row's), peak GiB (peak
 allocated VRAM; RSS on the CPU), TFLOP (counted with torch's FlopCounterMode), TFLOP/s
@@ -233,6 +239,8 @@ def main(argv=None) -> None:
     ap.add_argument("--upscaler-only", action="store_true", help="only the upscaler table")
     ap.add_argument("--pipelines-only", action="store_true", help="only the pipeline table")
     ap.add_argument("--refine-only", action="store_true", help="only the refine table")
+    ap.add_argument("--extras-only", action="store_true",
+                    help="only the spandrel upscalers and the face stage")
     ap.add_argument("--flops", action="store_true",
                     help="only count each path's FLOPs (full-size networks, meta device, "
                          "no GPU needed)")
@@ -312,6 +320,8 @@ def main(argv=None) -> None:
         x4 = pegu.load_upscaler(x4_weights, device=dev)
     if args.refine_only:
         return refine_table(dev, dtype, target, args.smoke, measured, row, stage, tmp)
+    if args.extras_only:
+        return extras_table(dev, dtype, target, args.smoke, measured, row, stage, tmp)
     if not args.pipelines_only:
         rows = []
         out, m = measured(lambda: x4.run(photo))
@@ -399,6 +409,7 @@ def main(argv=None) -> None:
     print(table.to_string(index=False), flush=True)
     if not args.pipelines_only:
         refine_table(dev, dtype, target, args.smoke, measured, row, stage, tmp)
+        extras_table(dev, dtype, target, args.smoke, measured, row, stage, tmp)
 
 
 REFINE_STEPS = 10  # denoising steps each refine runs (2 with --smoke)
@@ -412,15 +423,11 @@ def refine_table(dev, dtype, target, smoke, measured, row, stage, tmp) -> None:
     from diffusers import ControlNetModel
     from PIL import Image
 
-    from pegu.generate import Generator
     from pegu.settings import GenerateSettings
     from pegu.studies import source_image
 
-    native = 128 if smoke else 512  # smoke: small tiles, so that the smoke sizes tile too
-    pipe = build("sd15", dev, dtype, smoke)
-    gen = Generator(pipe, name="sd15-random", family="sd15", native=native, spec=None,
-                    device=dev, dtype=dtype, memory="auto", scheduler="Euler",
-                    source="random weights", offline=True)
+    gen = _sd15_generator(dev, dtype, smoke)
+    pipe, native = gen.pipe, gen.native
     torch.manual_seed(0)
     folder = tmp / "controlnet"
     ControlNetModel.from_unet(pipe.unet).save_pretrained(folder)  # zero-initialised outputs:
@@ -451,6 +458,96 @@ def refine_table(dev, dtype, target, smoke, measured, row, stage, tmp) -> None:
           f"({str(dtype)[6:]}; tiles of {native}²)")
     print(pd.DataFrame(rows).drop(columns=["TFLOP", "TFLOP/s", "% of peak"]).to_string(
         index=False), flush=True)
+
+
+def _sd15_generator(dev, dtype, smoke: bool):
+    """pegu's Generator over SD 1.5's architecture with random weights (smoke: in miniature,
+    with 128² tiles so that the smoke sizes tile too)."""
+    from pegu.generate import Generator
+
+    return Generator(build("sd15", dev, dtype, smoke), name="sd15-random", family="sd15",
+                     native=128 if smoke else 512, spec=None, device=dev, dtype=dtype,
+                     memory="auto", scheduler="Euler", source="random weights", offline=True)
+
+
+def _community(smoke: bool) -> dict:
+    """{name: (spandrel network, file suffix)} at their published sizes (smoke: tiny)."""
+    from spandrel.architectures.DAT import DAT
+    from spandrel.architectures.ESRGAN import ESRGAN
+    from spandrel.architectures.SwinIR import SwinIR
+
+    if smoke:
+        small = dict(embed_dim=24, depths=[2], num_heads=[2], mlp_ratio=2)
+        return {
+            "ESRGAN": (ESRGAN(in_nc=3, out_nc=3, num_filters=16, num_blocks=2), ".pth"),
+            "SwinIR": (SwinIR(upscale=4, img_size=32, window_size=8, upsampler="nearest+conv",
+                              **small), ".pth"),
+            "DAT": (DAT(upscale=4, img_size=32, embed_dim=24, split_size=[2, 4], depth=[2],
+                        num_heads=[2], expansion_factor=2, upsampler="pixelshuffle"),
+                    ".safetensors")}
+    # the configurations of 4x-UltraSharp-class ESRGANs (64 filters, 23 blocks), SwinIR-M
+    # real-world x4 (SwinIR's main_test_swinir.py) and DAT x4 (DAT's options files)
+    return {
+        "ESRGAN": (ESRGAN(in_nc=3, out_nc=3, num_filters=64, num_blocks=23), ".pth"),
+        "SwinIR": (SwinIR(upscale=4, img_size=64, window_size=8, embed_dim=180,
+                          depths=[6] * 6, num_heads=[6] * 6, mlp_ratio=2,
+                          upsampler="nearest+conv", resi_connection="1conv"), ".pth"),
+        "DAT": (DAT(upscale=4, img_size=64, embed_dim=180, split_size=[8, 32], depth=[6] * 6,
+                    num_heads=[6] * 6, expansion_factor=4, upsampler="pixelshuffle",
+                    resi_connection="1conv"), ".safetensors")}
+
+
+def extras_table(dev, dtype, target, smoke, measured, row, stage, tmp) -> None:
+    """Community upscalers through spandrel, and the face stage; prints the table."""
+    import numpy as np
+    import pandas as pd
+    import torch
+    from PIL import Image
+    from safetensors.torch import save_file
+
+    import pegu
+    from pegu.faces import refine_faces
+    from pegu.settings import FaceSettings, GenerateSettings
+    from pegu.studies import source_image
+
+    rows = []
+    base = target // 4
+    photo = np.asarray(source_image("astronaut").resize((base, base), Image.LANCZOS))
+    torch.manual_seed(0)
+    for name, (net, suffix) in _community(smoke).items():
+        path = tmp / f"{name}{suffix}"
+        state = {k: v.contiguous() for k, v in net.state_dict().items()}
+        if suffix == ".safetensors":
+            save_file(state, str(path))
+        else:
+            torch.save(state, path)
+        del net
+        up = pegu.load_upscaler(path, device=dev, offline=True)
+        stage(f"{name} (spandrel, {str(up.dtype)[6:]}): warm-up")
+        out, m = measured(lambda: up.run(photo))
+        assert out.image.shape[:2] == (target, target), out.image.shape
+        rows.append(row(f"{name} {base}² -> {target}²", m, None, dtype=str(up.dtype)[6:],
+                        tile=up.tile, tiles=out.tiles))
+        print(pd.DataFrame(rows[-1:]).to_string(index=False, header=len(rows) == 1), flush=True)
+        up = None  # freed before the next network loads
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
+    gen = _sd15_generator(dev, dtype, smoke)
+    big = source_image("astronaut").resize((target, target), Image.LANCZOS)
+    s = GenerateSettings("a portrait photo of an astronaut", steps=2 if smoke else REFINE_STEPS,
+                         guidance=5.0, seed=0)
+    faces = FaceSettings(strength=0.35, min_size=16 if smoke else 24)
+    stage(f"face stage {target}²: warm-up")
+    (img, found), m = measured(lambda: refine_faces(big, gen, s, faces))
+    rows.append(row(f"face stage {target}²", m, None, dtype=str(dtype)[6:],
+                    faces=len(found)))
+    print(pd.DataFrame(rows[-1:]).to_string(index=False, header=False), flush=True)
+    print(f"\nCommunity upscalers (spandrel, random weights, dtype as pegu picks it) and the "
+          f"face stage (SD 1.5 random weights, {s.steps} steps per face, at {gen.native}²)")
+    table = pd.DataFrame(rows).drop(columns=["TFLOP", "TFLOP/s", "% of peak"])
+    for c in ("tile", "tiles", "faces"):
+        table[c] = table[c].map(lambda v: "" if pd.isna(v) else int(v))
+    print(table.to_string(index=False), flush=True)
 
 
 if __name__ == "__main__":

@@ -41,6 +41,13 @@ def test_gpu_script_smoke_on_the_cpu():
     for method in ("untiled", "tiled", "tiled + ControlNet tile"):
         line = [x for x in out.splitlines() if f"sd15 refine {method} 256²" in x][-1]
         assert _numbers(line.split("256²", 1)[1])[0] > 0, line
+    # the extras: spandrel's families in the dtype pegu picks, the face stage finds the face
+    assert "Community upscalers (spandrel" in out
+    for name in ("ESRGAN", "SwinIR", "DAT"):
+        line = [x for x in out.splitlines() if x.strip().startswith(f"{name} 64² -> 256²")][-1]
+        assert _numbers(line.split("256²", 1)[1])[0] > 0 and "float32" in line, line
+    face = [x for x in out.splitlines() if x.strip().startswith("face stage 256²")][-1]
+    assert _numbers(face.split("256²", 1)[1])[-1] == 1, face  # the astronaut's one face
 
 
 def test_upscale_benchmark_smoke():
