@@ -418,6 +418,8 @@ REFINE_STEPS = 10  # denoising steps each refine runs (2 with --smoke)
 def refine_table(dev, dtype, target, smoke, measured, row, stage, tmp) -> None:
     """Untiled, tiled and tiled + ControlNet refine of SD 1.5 (real architecture, random
     weights) at half the target and the target; prints the table."""
+    from dataclasses import replace
+
     import pandas as pd
     import torch
     from diffusers import ControlNetModel
@@ -439,22 +441,28 @@ def refine_table(dev, dtype, target, smoke, measured, row, stage, tmp) -> None:
         photo = source_image("astronaut").resize((size, size), Image.LANCZOS)
         for label, kw in (("untiled", {}), ("tiled", dict(tiled=True)),
                           ("tiled + ControlNet tile", dict(tiled=True, control=1.0,
-                                                           controlnet=str(folder)))):
-            def job(n=steps, photo=photo, kw=kw):
+                                                           controlnet=str(folder))),
+                          ("direct", None)):
+            def job(n=steps, photo=photo, kw=kw, size=size):
+                if kw is None:  # generating the size from text, the same number of steps
+                    return gen.generate(replace(s, steps=n, width=size, height=size),
+                                        progress=False).image
                 return gen.refine(photo, s, 0.3, steps=n, progress=False, **kw).image
 
-            stage(f"refine {label} {size}²: warm-up (1 step)")
+            stage(f"{label} {size}²: warm-up (1 step)")
             try:
                 img, m = measured(job, warm=lambda: job(1))
             except torch.OutOfMemoryError as e:
-                print(f"refine {label} {size}²: out of memory ({str(e)[:80]})", flush=True)
+                print(f"{label} {size}²: out of memory ({str(e)[:80]})", flush=True)
                 torch.cuda.empty_cache()
                 continue
             assert img.size == (size, size), img.size
-            rows.append(row(f"sd15 refine {label} {size}²", m, None, memory=gen.memory))
+            what = f"sd15 direct {size}²" if kw is None else f"sd15 refine {label} {size}²"
+            rows.append(row(what, m, None, memory=gen.memory))
             print(pd.DataFrame(rows[-1:]).to_string(index=False, header=len(rows) == 1),
                   flush=True)
-    print(f"\nRefine SD 1.5 (random weights), strength 0.3, {steps} steps, CFG "
+    print(f"\nRefine SD 1.5 (random weights), strength 0.3, and direct generation at the "
+          f"size, {steps} steps, CFG "
           f"({str(dtype)[6:]}; tiles of {native}²)")
     print(pd.DataFrame(rows).drop(columns=["TFLOP", "TFLOP/s", "% of peak"]).to_string(
         index=False), flush=True)

@@ -37,9 +37,10 @@ def test_gpu_script_smoke_on_the_cpu():
     # same weights, same untiled input: pegu and RealESRGANer agree within 1/255
     assert _numbers(rows["RealESRGANer fp32 untiled"].split("untiled", 1)[1])[-1] <= 1
     # the refine table: SD 1.5's architecture, untiled, tiled, tiled with a ControlNet
-    assert "Refine SD 1.5 (random weights), strength 0.3, 2 steps" in out
-    for method in ("untiled", "tiled", "tiled + ControlNet tile"):
-        line = [x for x in out.splitlines() if f"sd15 refine {method} 256²" in x][-1]
+    assert "Refine SD 1.5 (random weights), strength 0.3, and direct generation" in out
+    for method in ("refine untiled", "refine tiled", "refine tiled + ControlNet tile",
+                   "direct"):
+        line = [x for x in out.splitlines() if f"sd15 {method} 256²" in x][-1]
         assert _numbers(line.split("256²", 1)[1])[0] > 0, line
     # the extras: spandrel's families in the dtype pegu picks, the face stage finds the face
     assert "Community upscalers (spandrel" in out
