@@ -263,8 +263,8 @@ class ControlNetSpec:
     picture's structure at strengths that would otherwise invent new content.
 
     family: the generator family it was trained for. repo/revision: its Hugging Face Hub
-    source (None: a tiny random one pegu builds in code). weight: the conditioning scale its
-    card's examples use. source: where these facts come from.
+    source (None: a tiny random one pegu builds in code). source: where these facts come
+    from.
     """
 
     name: str
@@ -273,7 +273,6 @@ class ControlNetSpec:
     description: str
     licence: str
     source: str
-    weight: float = 1.0
     revision: str = "main"
     aliases: tuple[str, ...] = ()
 
