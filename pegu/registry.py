@@ -285,9 +285,11 @@ CONTROLNETS: dict[str, ControlNetSpec] = {s.name: s for s in (
     ControlNetSpec(
         "tile-sd15", "sd15", "lllyasviel/control_v11f1e_sd15_tile",
         "ControlNet 1.1 tile (SD 1.5): adds detail, keeps the image's structure", "openrail",
-        "model card huggingface.co/lllyasviel/control_v11f1e_sd15_tile (the condition is the "
-        "image itself, resized to the output; scale 1.0 in its example); files "
-        "config.json + diffusion_pytorch_model.bin on main",
+        "lllyasviel's ControlNet-v1-1-nightly README, tile section, and sd-webui-controlnet "
+        "issue 1033: the condition is the image itself (preprocessor none, or tile_resample, "
+        "a resize); it fixes Real-ESRGAN's blur and keeps 'one girl' from becoming one per "
+        "tile; files on huggingface.co/lllyasviel/control_v11f1e_sd15_tile main: "
+        "config.json + diffusion_pytorch_model.bin",
         aliases=("control_v11f1e_sd15_tile",)),
     ControlNetSpec(
         "tile-sdxl", "sdxl", "xinsir/controlnet-tile-sdxl-1.0",

@@ -259,9 +259,10 @@ class RunSettings(_Data):
         upscale, the UNet running on overlapping latent tiles of the model's native size
         (MultiDiffusion; Ultimate SD Upscale's place in the pipeline): detail at the full
         size with memory bounded by the tile.
-    refine_control: the weight of a tile ControlNet during the refine (0 < w ≤ 2; 1.0 as
-        its card), conditioned on the image being refined: the structure holds, so higher
-        refine strengths (0.4–0.7) add detail without inventing subjects; None: off.
+    refine_control: the weight of a tile ControlNet during the refine (0 < w ≤ 2; 1.0 is
+        diffusers' default), conditioned on the image being refined: the structure holds,
+        so higher refine strengths (0.4–0.7) add detail without inventing subjects; None:
+        off.
     controlnet: which tile ControlNet (registry name, Hub id or folder; default: the
         model family's, pegu.registry.CONTROLNETS).
     mode: "upscale" (generate at base size, then upscale) or "direct" (generate at the
