@@ -156,6 +156,7 @@ class GenerateSettings(_Data):
         return [(self.seed + i) % (MAX_SEED + 1) for i in range(self.batch_size)]
 
 
+MIN_TILE = 64  # the smallest upscaler tile (pegu.upscale.load_upscaler refuses less)
 # the upscaler's speed options (pegu.upscale.load_upscaler)
 UPSCALER_DTYPES = ("auto", "fp32", "fp16", "bf16")
 ENGINES = ("torch", "ncnn")
@@ -181,10 +182,17 @@ class UpscaleSettings(_Data):
     def __post_init__(self):
         if not isinstance(self.model, str) or not self.model:
             raise ValueError("upscaler model must be a registry name or a weights path")
-        if self.tile is not None and (not isinstance(self.tile, int) or self.tile < 0):
-            raise ValueError(f"tile must be None (auto), 0 (untiled) or ≥ 64, got {self.tile!r}")
-        if not isinstance(self.tile_overlap, int) or self.tile_overlap < 0:
+        # what load_upscaler would refuse, refused here: before a sweep runs or a model loads
+        if self.tile is not None and (isinstance(self.tile, bool) or not isinstance(
+                self.tile, int) or self.tile < 0 or 0 < self.tile < MIN_TILE):
+            raise ValueError(f"tile must be None (auto), 0 (untiled) or ≥ {MIN_TILE}, got "
+                             f"{self.tile!r}")
+        if isinstance(self.tile_overlap, bool) or not isinstance(self.tile_overlap, int) \
+                or self.tile_overlap < 0:
             raise ValueError(f"tile_overlap must be ≥ 0, got {self.tile_overlap!r}")
+        if self.tile and 2 * self.tile_overlap > self.tile:
+            raise ValueError(f"tile_overlap must be at most tile/2 ({self.tile // 2}) for tile "
+                             f"{self.tile}, got {self.tile_overlap}")
         if self.dtype not in UPSCALER_DTYPES:
             raise ValueError(f"upscaler dtype must be auto, fp32, fp16 or bf16, got {self.dtype!r}")
         if self.engine not in ENGINES:

@@ -31,10 +31,10 @@ from pathlib import Path
 
 from .images import from_planes, luma, to_planes
 from .registry import DEFAULT_UPSCALER, UpscalerSpec, upscaler_spec
+from .settings import MIN_TILE
 from .weights import (WeightsError, cache_dir, download, load_state_dict, ncnn_files,
                       ncnn_state_dict, offline_mode, sha256_file)
 
-MIN_TILE = 64
 ASPECT_TOLERANCE = 0.01
 
 

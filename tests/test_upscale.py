@@ -312,11 +312,23 @@ def test_bf16_on_cpu_is_close(x4plus, astronaut):
     assert d.mean() < 0.6 and d.max() <= 12, (d.mean(), d.max())
 
 
-def test_bad_tile_settings():
+def test_bad_tile_settings(tmp_path, capsys):
+    from pegu.cli import main
+    from pegu.settings import UpscaleSettings
+
     with pytest.raises(ValueError, match="tile must be"):
         pegu.load_upscaler("realesr-animevideov3", device="cpu", tile=16)
     with pytest.raises(ValueError, match="tile_overlap"):
         pegu.load_upscaler("realesr-animevideov3", device="cpu", tile=128, tile_overlap=100)
+    # the settings refuse the same at creation, before a sweep runs or a model loads
+    with pytest.raises(ValueError, match="tile must be None .*≥ 64, got 16"):
+        UpscaleSettings(tile=16)
+    with pytest.raises(ValueError, match=r"tile_overlap must be at most tile/2 \(64\)"):
+        UpscaleSettings(tile=128, tile_overlap=100)
+    assert UpscaleSettings(tile=64, tile_overlap=32).tile == 64  # the edges are allowed
+    assert main(["generate", "x", "--model", "tiny-sd15", "--tile", "32",
+                 "--out", str(tmp_path / "x.png")]) == 2
+    assert "≥ 64, got 32" in capsys.readouterr().err and not (tmp_path / "x.png").exists()
 
 
 def test_defaults_follow_the_device():
