@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .registry import GeneratorSpec, generator_spec
-from .settings import GenerateSettings, check_scheduler
+from .settings import GenerateSettings, check_control_weight, check_scheduler
 from .weights import cache_dir, offline_mode
 
 MEMORY_LEVELS = ("none", "vae-tiling", "model-offload", "sequential-offload")
@@ -226,9 +226,8 @@ class Generator:
         w, h = image.size
         if w % 8 or h % 8:
             raise ValueError(f"refine needs a size in multiples of 8, got {w}x{h}")
-        if control is not None and (isinstance(control, bool) or not isinstance(
-                control, (int, float)) or not 0 < control <= 2):
-            raise ValueError(f"control is a ControlNet weight in (0, 2], e.g. 1.0; got {control!r}")
+        if control is not None:
+            check_control_weight("control", control)
         self._apply_memory(w, h, 1)
         net = self._controlnet(controlnet) if control is not None else None
         pipe = self._img2img_pipe(net)
@@ -450,14 +449,11 @@ def _tiled_forward(forward, tile: int, batch: int = 1, overlap: int | None = Non
 
     def run(sample, timestep, encoder_hidden_states=None, *args, **kwargs):
         h, w = sample.shape[-2:]
-        call = kwargs.pop("down_block_additional_residuals", None)
-        if not isinstance(call, _ControlCall):
-            if call is not None:
-                kwargs["down_block_additional_residuals"] = call
-            if h <= tile and w <= tile:
-                return forward(sample, timestep, encoder_hidden_states, *args, **kwargs)
-        else:
-            kwargs.pop("mid_block_additional_residual", None)
+        call = kwargs.get("down_block_additional_residuals")
+        if isinstance(call, _ControlCall):  # run per tile below
+            del kwargs["down_block_additional_residuals"], kwargs["mid_block_additional_residual"]
+        elif h <= tile and w <= tile:
+            return forward(sample, timestep, encoder_hidden_states, *args, **kwargs)
         kwargs.pop("return_dict", None)
         cond = kwargs.pop("added_cond_kwargs", None)
         spans = [(y, x) for y in _axis_tiles(h, tile, overlap) for x in _axis_tiles(w, tile, overlap)]
@@ -579,16 +575,25 @@ def _load_vae(vae: str, dtype, offline: bool):
     """An AutoencoderKL from a folder, an attached Kaggle input or the Hub."""
     from diffusers import AutoencoderKL
 
+    return _load_component(AutoencoderKL, vae, dtype, offline)[0]
+
+
+def _load_component(cls, repo: str, dtype, offline: bool, revision: str | None = None):
+    """(a diffusers model of ``cls``, where it came from) for a local folder, an attached
+    Kaggle input whose path names ``repo`` (one holding config.json), or the Hub id ``repo``."""
     from . import _compat
 
-    local = Path(vae).expanduser()
-    where = str(local) if local.is_dir() else (kaggle_model_dir(vae, marker="config.json") or vae)
+    local = Path(repo).expanduser()
+    where = local if local.is_dir() else kaggle_model_dir(repo, marker="config.json")
+    kwargs = dict(torch_dtype=dtype, local_files_only=offline or where is not None)
+    if where is None and revision:
+        kwargs["revision"] = revision
     try:
         with _compat.diffusers_loading():
-            return AutoencoderKL.from_pretrained(
-                str(where), torch_dtype=dtype, local_files_only=offline or Path(where).is_dir())
+            model = cls.from_pretrained(str(where or repo), **kwargs)
     except OSError as e:
-        raise _not_found(vae, offline, e) from e
+        raise _not_found(repo, offline, e) from e
+    return model, str(where) if where is not None else f"hf://{repo}"
 
 
 def load_controlnet(which, dtype, offline: bool):
@@ -597,30 +602,16 @@ def load_controlnet(which, dtype, offline: bool):
     come from a folder, an attached Kaggle input (found by the repo's name) or the Hub."""
     from diffusers import ControlNetModel
 
-    from . import _compat
-
     spec = None if isinstance(which, str) else which
     if spec is not None and spec.tiny:
         from .tiny import build_tiny_controlnet, tiny_folder
 
         where = tiny_folder(spec.name, spec.family, cache_dir() / "controlnets",
                             build=build_tiny_controlnet)
-        source = f"{where} (built in code, random weights)"
-    else:
-        repo = spec.repo if spec else which
-        local = Path(repo).expanduser()
-        where = local if local.is_dir() else (kaggle_model_dir(repo, marker="config.json")
-                                              or repo)
-        source = str(where) if isinstance(where, Path) else f"hf://{repo}"
-    kwargs = dict(torch_dtype=dtype, local_files_only=offline or isinstance(where, Path))
-    if spec is not None and not isinstance(where, Path):
-        kwargs["revision"] = spec.revision
-    try:
-        with _compat.diffusers_loading():
-            model = ControlNetModel.from_pretrained(str(where), **kwargs)
-    except OSError as e:
-        raise _not_found(str(where), offline, e) from e
-    return model, source
+        model, _ = _load_component(ControlNetModel, str(where), dtype, offline)
+        return model, f"{where} (built in code, random weights)"
+    return _load_component(ControlNetModel, spec.repo if spec else which, dtype, offline,
+                           revision=spec.revision if spec else None)
 
 
 # SD 1.5 repos list a safety checker and its CLIPFeatureExtractor (a class transformers 5

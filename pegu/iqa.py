@@ -245,8 +245,11 @@ def inception(weights=None, device="auto"):
     return net.to(resolve_device(device))
 
 
+KID_SUBSETS = 100  # random subsets KID is averaged over
+
+
 def fid_kid(generated, real, *, crop: int | None = None, feature=None, weights=None,
-            device="auto", kid_subsets: int = 100) -> dict:
+            device="auto", kid_subsets: int = KID_SUBSETS) -> dict:
     """FID and KID of ``generated`` against ``real`` photographs (folders, paths or images).
 
     Whole images (Inception resizes each to 299²), and with ``crop`` also the crops of a

@@ -83,6 +83,13 @@ def check_multiple_of_8(name: str, value: int) -> None:
         raise ValueError(f"{name} must be a multiple of 8, got {value}; use {lo} or {hi}")
 
 
+def check_control_weight(name: str, value) -> float:
+    """``value`` as a float if it is a ControlNet weight in (0, 2], else a ValueError."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 2:
+        raise ValueError(f"{name} is a ControlNet weight in (0, 2], e.g. 1.0; got {value!r}")
+    return float(value)
+
+
 class _Data:
     """to_dict / from_dict shared by the settings classes."""
 
@@ -346,14 +353,11 @@ class RunSettings(_Data):
             for name, v in (("target width", w), ("target height", h)):
                 check_multiple_of_8(name, v)
         if self.refine_control is not None:
-            if isinstance(self.refine_control, bool) or not isinstance(
-                    self.refine_control, (int, float)) or not 0 < self.refine_control <= 2:
-                raise ValueError(f"refine_control is a ControlNet weight in (0, 2], e.g. 1.0; "
-                                 f"got {self.refine_control!r}")
+            weight = check_control_weight("refine_control", self.refine_control)
             if self.refine is None:
                 raise ValueError("refine_control conditions the refine: give refine (its "
                                  "img2img strength) too, e.g. refine=0.5")
-            object.__setattr__(self, "refine_control", float(self.refine_control))
+            object.__setattr__(self, "refine_control", weight)
         if self.controlnet is not None:
             if not isinstance(self.controlnet, str) or not self.controlnet:
                 raise ValueError(f"controlnet is a registry name, Hub id or folder, got "

@@ -459,7 +459,7 @@ def fid_reading(table, real, crop: int | None = None, weights=None, device="auto
 
     if not real:
         return "No folder of real photographs given (`real_photos`): FID and KID skipped."
-    from .iqa import _check_crop, _compare, _features, images_in, inception
+    from .iqa import KID_SUBSETS, _check_crop, _compare, _features, images_in, inception
 
     _check_crop(crop)
     ok = table[(table["status"] == "ok") & table["image"].notna()]
@@ -470,7 +470,8 @@ def fid_reading(table, real, crop: int | None = None, weights=None, device="auto
         if len(group) < 2:
             rows.append({"model": model, "images": len(group), "FID": "needs ≥ 2 images"})
             continue
-        r = _compare(_features(images_in(list(group["image"])), net, crop), reference, 100)
+        r = _compare(_features(images_in(list(group["image"])), net, crop), reference,
+                     KID_SUBSETS)
         row = {"model": model, "images": len(group), "FID": f"{r['fid']:.4g}",
                "KID": f"{r['kid']:.3g} ± {r['kid_std']:.2g}"}
         if crop:
