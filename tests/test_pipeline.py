@@ -300,22 +300,40 @@ def test_cli_bad_input(tmp_path):
     assert r.returncode == 2 and "steps must be" in r.stderr
 
 
+# Run as `pegu` runs, with the upscaler's first tile held until the test has signalled: the
+# tile announces itself on stderr and waits for a byte on stdin, which the test sends only
+# after SIGINT. A SIGINT that lands before the read is raised when the read returns, so the
+# interrupt always arrives mid-upscale, whatever the machine's speed.
+_HELD_FIRST_TILE = """
+import os, sys
+import pegu.upscale as up
+from pegu.cli import main
+real = up.Upscaler._forward
+def held(self, t):
+    up.Upscaler._forward = real
+    print("pegu-test: first tile", file=sys.stderr, flush=True)
+    os.read(0, 1)
+    return real(self, t)
+up.Upscaler._forward = held
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 def test_ctrl_c_mid_run_leaves_no_file(tmp_path):
     out = tmp_path / "out"
-    exe = Path(sys.executable).parent / "pegu"
-    proc = subprocess.Popen([str(exe), "generate", PROMPT, "--model", "tiny-sd15",
-                             "--steps", "2", "--out", out], stderr=subprocess.PIPE, text=True)
-    seen = ""
-    # wait for the upscaler's tile bar however slow the machine (no clock): the 9 tiles of
-    # 512² -> 2048² still ahead leave the signal time to land mid-upscale
-    for char in iter(lambda: proc.stderr.read(1), ""):
-        seen += char
-        if "tiles" in seen:
+    proc = subprocess.Popen([sys.executable, "-c", _HELD_FIRST_TILE, "generate", PROMPT,
+                             "--model", "tiny-sd15", "--steps", "2", "--out", out],
+                            stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if "pegu-test: first tile" in line:  # may follow the tile bar's \r on one line
             break
-    assert "tiles" in seen, f"the run ended before upscaling: {seen[-2000:]}"
+    assert seen and "pegu-test" in seen[-1], \
+        f"the run ended before upscaling: {''.join(seen)[-2000:]}"
     proc.send_signal(signal.SIGINT)
-    rest = proc.communicate(timeout=600)[1]
-    assert proc.returncode == 130 and "interrupted" in rest
+    rest = proc.communicate(input="go", timeout=600)[1]  # releases the tile
+    assert proc.returncode == 130 and "interrupted" in rest, rest[-2000:]
     assert not out.exists() or list(out.iterdir()) == []
 
 

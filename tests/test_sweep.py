@@ -131,6 +131,7 @@ def test_killing_the_parent_ends_its_workers(tmp_path):
     by events, not the clock: a worker's first progress line, then each worker's exit."""
     import re
     import select
+    import signal
     import subprocess
     import sys
     import threading
@@ -139,7 +140,7 @@ def test_killing_the_parent_ends_its_workers(tmp_path):
 
     grid = tmp_path / "grid.yaml"
     grid.write_text(yaml.safe_dump({"base": GRID["base"], "models": ["tiny-sd15"],
-                                    "seeds": list(range(40))}))
+                                    "seeds": list(range(400))}))
     exe = Path(sys.executable).parent / "pegu"
     parent = subprocess.Popen([str(exe), "sweep", "--grid", str(grid), "--out",
                                str(tmp_path / "o"), "--no-clip", "--processes", "2"],
@@ -147,16 +148,25 @@ def test_killing_the_parent_ends_its_workers(tmp_path):
     # the workers share the parent's stderr; by a worker's first row both were started
     if not any(re.search(r"\[\d/2\] run \d+ ", line) for line in parent.stderr):
         pytest.fail(f"the sweep ended without a worker's progress line ({parent.wait()})")
-    workers = [os.pidfd_open(pid) for pid in _children(parent.pid)]
+    pids = _children(parent.pid)
+    workers = [os.pidfd_open(pid) for pid in pids]
     assert len(workers) == 2, "the sweep did not start two workers"
     threading.Thread(target=parent.stderr.read, daemon=True).start()  # keep the pipe open
+    # held still while the parent dies, so that however fast they run they cannot finish
+    # the sweep first; a worker that does not end with its parent resumes and runs on
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    rows = tmp_path / "o" / "rows"
+    done = len(list(rows.glob("*.json")))
     parent.kill()
     parent.wait()
+    for pid in pids:
+        os.kill(pid, signal.SIGCONT)
     for fd in workers:  # readable once that process has exited
         select.select([fd], [], [])
         os.close(fd)
     # they ended with it, not after finishing the sweep on their own
-    assert len(list((tmp_path / "o" / "rows").glob("*.json"))) < 40
+    assert len(list(rows.glob("*.json"))) == done < 400
 
 
 def _children(pid: int) -> list[int]:
