@@ -43,7 +43,7 @@ def main(argv=None) -> None:
 
     import pandas as pd
 
-    from pegu.registry import UPSCALERS
+    from pegu.core.registry import UPSCALERS
     from pegu.upscale import weights_at_hand
 
     if args.smoke:
@@ -98,8 +98,8 @@ def _child(job: dict) -> None:
     from PIL import Image
 
     import pegu
-    from pegu.device import peak_rss
-    from pegu.metrics import detail_ratio, psnr, ssim
+    from pegu.core.device import peak_rss
+    from pegu.lab.metrics import detail_ratio, psnr, ssim
 
     method = job["method"]
     if method in BASELINES:
@@ -135,7 +135,7 @@ def _figures(args, methods) -> None:
     """Per photo, the demo's figure: every method in full and zoomed."""
     from PIL import Image
 
-    from pegu.plots import close, side_by_side
+    from pegu.lab.plots import close, side_by_side
 
     for name in args.photos:
         images = {}

@@ -111,7 +111,7 @@ def build(family: str, dev, dtype, smoke: bool):
                            StableDiffusionXLPipeline, UNet2DConditionModel)
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    from pegu.tiny import tiny_tokenizer
+    from pegu.generate.tiny import tiny_tokenizer
 
     fit = _smoke if smoke else (lambda c: c)
     tok = tiny_tokenizer()
@@ -146,8 +146,8 @@ def build(family: str, dev, dtype, smoke: bool):
 
 def rrdb_net(scale: int):
     """x4plus (scale 4) or x2plus (scale 2) as the registry builds it, random weights."""
-    from pegu.registry import upscaler_spec
-    from pegu.upscale import _network
+    from pegu.core.registry import upscaler_spec
+    from pegu.upscale.networks import network as _network
 
     spec = upscaler_spec({4: "RealESRGAN_x4plus", 2: "RealESRGAN_x2plus"}[scale])
     return _network(spec.arch, spec.kwargs())
@@ -259,7 +259,7 @@ def main(argv=None) -> None:
     from diffusers.utils import logging as diffusers_logging
 
     import pegu
-    from pegu.device import Measure, describe
+    from pegu.core.device import Measure, describe
 
     diffusers_logging.set_verbosity_error()  # random-weight pipelines: nothing to warn about
 
@@ -304,7 +304,7 @@ def main(argv=None) -> None:
     from PIL import Image
 
     photo = np.asarray(Image.fromarray(data.astronaut()).resize((base, base), Image.LANCZOS))
-    from pegu.weights import WeightsError
+    from pegu.core.errors import WeightsError
 
     def rrdb_file(scale):  # random weights of the real architecture: the same compute
         torch.manual_seed(0)
@@ -344,7 +344,7 @@ def main(argv=None) -> None:
             rows.append(row("pegu compiled", m, flops,
                             **{"max /255": int(np.abs(out.image.astype(int) - ref).max())}))
         try:
-            from pegu import _compat
+            from pegu.core import compat as _compat
 
             ref_cls = _compat.realesrganer_class()
         except ImportError as e:
@@ -425,8 +425,8 @@ def refine_table(dev, dtype, target, smoke, measured, row, stage, tmp) -> None:
     from diffusers import ControlNetModel
     from PIL import Image
 
-    from pegu.settings import GenerateSettings
-    from pegu.studies import source_image
+    from pegu.core.settings import GenerateSettings
+    from pegu.lab.studies import source_image
 
     gen = _sd15_generator(dev, dtype, smoke)
     pipe, native = gen.pipe, gen.native
@@ -458,7 +458,7 @@ def refine_table(dev, dtype, target, smoke, measured, row, stage, tmp) -> None:
                 continue
             assert img.size == (size, size), img.size
             what = f"sd15 direct {size}²" if kw is None else f"sd15 refine {label} {size}²"
-            rows.append(row(what, m, None, memory=gen.memory))
+            rows.append(row(what, m, None, memory=gen.memory_for(size, size)))
             print(pd.DataFrame(rows[-1:]).to_string(index=False, header=len(rows) == 1),
                   flush=True)
     print(f"\nRefine SD 1.5 (random weights), strength 0.3, and direct generation at the "
@@ -514,9 +514,9 @@ def extras_table(dev, dtype, target, smoke, measured, row, stage, tmp) -> None:
     from safetensors.torch import save_file
 
     import pegu
-    from pegu.faces import refine_faces
-    from pegu.settings import FaceSettings, GenerateSettings
-    from pegu.studies import source_image
+    from pegu.generate.faces import refine_faces
+    from pegu.core.settings import FaceSettings, GenerateSettings
+    from pegu.lab.studies import source_image
 
     rows = []
     base = target // 4

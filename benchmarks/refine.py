@@ -59,8 +59,8 @@ def _child(job: dict) -> None:
     from PIL import Image
 
     import pegu
-    from pegu.device import Measure, resolve_device
-    from pegu.settings import GenerateSettings
+    from pegu.core.device import Measure, resolve_device
+    from pegu.core.settings import GenerateSettings
 
     dev = resolve_device(job["device"])
     g = pegu.load_generator(job["model"], device=dev)

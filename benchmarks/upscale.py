@@ -149,7 +149,7 @@ def _child(job: dict) -> None:
     """Run one method once to warm up and once measured; print a JSON line."""
     import torch
 
-    from pegu.device import Measure
+    from pegu.core.device import Measure
 
     img = _crop(job["size"])
     run = _method(job["method"], job["model"], job["tile"])
@@ -180,7 +180,7 @@ def _method(method: str, model: str, tile):
             return r.image, dict(tile_limit=up.tile, tiles=r.tiles)
         return run
     if method == "RealESRGANer":
-        from pegu._compat import realesrganer_for
+        from pegu.upscale.reference import realesrganer_for
 
         r = realesrganer_for(pegu.load_upscaler(model, device="cpu", tile=0, offline=True),
                              Path(tempfile.mkdtemp()), tile=0)
@@ -194,8 +194,8 @@ def _ncnn(model: str, storage: str):
         import ncnn
     except ImportError:
         return None
-    from pegu.registry import upscaler_spec
-    from pegu.weights import ncnn_files
+    from pegu.core.registry import upscaler_spec
+    from pegu.sources import ncnn_files
 
     spec = upscaler_spec(model)
     files = ncnn_files(spec.ncnn) if spec.ncnn else None
@@ -240,7 +240,7 @@ def _tradeoff_table(args, tmp) -> None:
     import pandas as pd
 
     import pegu
-    from pegu._compat import realesrganer_for as realesrganer
+    from pegu.upscale.reference import realesrganer_for as realesrganer
 
     n, tile = (128, 64) if args.smoke else (256, 128)
     img = _crop(n)
@@ -267,7 +267,7 @@ def _tradeoff_table(args, tmp) -> None:
 
 
 def _cost_feathered(n, tile, overlap):
-    from pegu.upscale import _axis_tiles
+    from pegu.core.geometry import axis_tiles as _axis_tiles
 
     per_axis = sum(min(n, b + overlap) - max(0, a - overlap)
                    for a, b in _axis_tiles(n, tile, overlap))

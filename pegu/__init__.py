@@ -1,10 +1,18 @@
 """pegu: Performance-Efficient Generative Upscaling.
 
-Public entry points (imported lazily, so ``import pegu`` stays fast):
+Public entry points (imported on first use, so ``import pegu`` stays fast):
 ``run`` / ``run_many`` / ``RunSettings`` (the whole pipeline), ``read_settings``,
-``load_generator`` / ``Generator``, ``load_upscaler`` / ``Upscaler``.
+``load_generator`` / ``Generator``, ``load_upscaler`` / ``Upscaler``, ``Models`` (loaded
+models kept between runs), ``PeguError`` (what every refusal raises). The notebooks' helpers
+are ``pegu.sweep``, ``pegu.studies``, ``pegu.plots``, ``pegu.widgets``, ``pegu.metrics``,
+``pegu.iqa`` and ``pegu.pipeline``.
+
+The package is layered, imports pointing down only (docs/design.md): ``core`` ←
+``sources`` ← ``upscale`` / ``generate`` ← ``pipeline`` ← ``lab`` ← ``cli``.
 """
 from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
@@ -12,32 +20,38 @@ _LAZY = {
     "load_upscaler": "pegu.upscale",
     "Upscaler": "pegu.upscale",
     "UpscaleResult": "pegu.upscale",
-    "UPSCALERS": "pegu.registry",
     "load_generator": "pegu.generate",
     "Generator": "pegu.generate",
     "GenerateResult": "pegu.generate",
-    "GenerateSettings": "pegu.settings",
-    "GENERATORS": "pegu.registry",
     "run": "pegu.pipeline",
     "run_many": "pegu.pipeline",
     "RunResult": "pegu.pipeline",
-    "RunSettings": "pegu.settings",
-    "UpscaleSettings": "pegu.settings",
-    "read_settings": "pegu.metadata",
+    "Models": "pegu.pipeline",
+    "read_settings": "pegu.pipeline",
+    "GenerateSettings": "pegu.core.settings",
+    "RunSettings": "pegu.core.settings",
+    "UpscaleSettings": "pegu.core.settings",
+    "FaceSettings": "pegu.core.settings",
+    "UPSCALERS": "pegu.core.registry",
+    "GENERATORS": "pegu.core.registry",
+    "PeguError": "pegu.core.errors",
 }
 
-__all__ = ["__version__", *_LAZY]
+# the modules a notebook reaches as pegu.<name> after a bare `import pegu`
+_MODULES = {"sweep": "pegu.lab.sweep", "studies": "pegu.lab.studies",
+            "plots": "pegu.lab.plots", "widgets": "pegu.lab.widgets",
+            "metrics": "pegu.lab.metrics", "iqa": "pegu.lab.iqa", "grid": "pegu.lab.grid",
+            "kaggle": "pegu.cli.kaggle", "settings": "pegu.core.settings",
+            "registry": "pegu.core.registry", "errors": "pegu.core.errors",
+            **{layer: f"pegu.{layer}" for layer in ("core", "sources", "upscale", "generate",
+                                                   "pipeline", "lab", "cli")}}
 
-
-_SUBMODULES = {"metrics", "sweep", "settings", "registry", "device", "upscale", "generate",
-               "pipeline", "metadata", "images", "plots", "studies", "widgets", "kaggle"}
+__all__ = ["__version__", *_LAZY, *_MODULES]
 
 
 def __getattr__(name: str):
-    import importlib
-
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
-    if name in _SUBMODULES:  # pegu.sweep.record(...) works after a bare `import pegu`
-        return importlib.import_module(f"pegu.{name}")
+    if name in _MODULES:
+        return importlib.import_module(_MODULES[name])
     raise AttributeError(f"module 'pegu' has no attribute {name!r}")

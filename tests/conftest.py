@@ -55,9 +55,9 @@ def diff(a, b) -> np.ndarray:
 
 def realesrganer(upscaler, tmp_path, tile=0, tile_pad=10):
     """realesrgan's own RealESRGANer with the very same weights as ``upscaler``."""
-    from pegu import _compat
+    from pegu.upscale.reference import realesrganer_for
 
-    return _compat.realesrganer_for(upscaler, tmp_path, tile=tile, tile_pad=tile_pad)
+    return realesrganer_for(upscaler, tmp_path, tile=tile, tile_pad=tile_pad)
 
 
 def reference_upscale(upscaler, image: np.ndarray, tmp_path, **kw) -> np.ndarray:

@@ -60,7 +60,7 @@ def _bin_only(folder: Path) -> None:
 
 def write_repo(cache: Path, repo: str) -> Path:
     """``repo`` as a tiny pipeline of its shape in ``cache``; returns its snapshot."""
-    from pegu.tiny import build_tiny, write_tokenizer_files
+    from pegu.generate.tiny import build_tiny, write_tokenizer_files
 
     family, weights, vae_replaced = REPOS[repo]
     folder = snapshot(cache, repo)
@@ -86,7 +86,7 @@ def write_repo(cache: Path, repo: str) -> Path:
 
 
 def write_vae(cache: Path, repo: str) -> Path:
-    from pegu.tiny import _vae
+    from pegu.generate.tiny import _vae
 
     folder = snapshot(cache, repo)
     _vae(VAES[repo]).save_pretrained(folder)
@@ -95,7 +95,7 @@ def write_vae(cache: Path, repo: str) -> Path:
 
 def write_controlnet(cache: Path, repo: str) -> Path:
     """A tiny tile ControlNet for the tiny model of the repo's family, in the repo's format."""
-    from pegu.tiny import build_tiny_controlnet
+    from pegu.generate.tiny import build_tiny_controlnet
 
     family, weights = CONTROLNETS[repo]
     folder = snapshot(cache, repo)

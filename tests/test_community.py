@@ -13,8 +13,8 @@ import torch
 from safetensors.torch import save_file
 
 import pegu
-from pegu import registry
-from pegu.weights import WeightsError
+from pegu.core import registry
+from pegu.core.errors import WeightsError
 from conftest import diff
 
 
@@ -112,7 +112,7 @@ def test_what_pegu_cannot_run_is_refused_clearly(tmp_path, files):
     from spandrel.architectures.ESRGAN import ESRGAN
     from spandrel.architectures.GFPGAN import GFPGAN
 
-    from pegu.upscale import _spandrel_dtype
+    from pegu.upscale.networks import spandrel_dtype as _spandrel_dtype
 
     gray = _save(ESRGAN(in_nc=1, out_nc=1, num_filters=16, num_blocks=1), tmp_path / "g.pth")
     with pytest.raises(WeightsError, match="1 input and 1 output channels; pegu runs RGB"):
@@ -178,9 +178,9 @@ def test_community_model_offline_from_kaggle_then_download_then_cache(
         ultrasharp_file, tmp_path, monkeypatch, capsys, astronaut):
     import shutil
 
-    from pegu import upscale
+    from pegu.sources import resolve as upscale
     from pegu.cli import main
-    from pegu.weights import cache_dir
+    from pegu.sources import cache_dir
 
     with pytest.raises(WeightsError, match="offline mode is on. Download https://huggingface"
                                            ".co/Kim2091/UltraSharp/.*4x-UltraSharp.pth to "):
@@ -237,7 +237,7 @@ def test_a_community_file_that_is_not_the_published_one_is_not_used(
 def test_ncnn_photo_models_are_converted_exactly(name, size, blobs, scale, astronaut):
     import ncnn
 
-    from pegu.weights import ncnn_files
+    from pegu.sources import ncnn_files
 
     spec = registry.upscaler_spec(name)
     param, binary = ncnn_files(spec.ncnn, spec.ncnn_package)

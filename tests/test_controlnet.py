@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 import pegu
-from pegu.metrics import seam_ratio
-from pegu.settings import GenerateSettings, RunSettings
+from pegu.lab.metrics import seam_ratio
+from pegu.core.settings import GenerateSettings, RunSettings
 
 SETTINGS = GenerateSettings("portrait photo", steps=3, seed=1)
 
@@ -89,14 +89,14 @@ def test_sdxl_control_tiles_carry_its_size_conditioning(astronaut):
 
 def test_pipeline_and_cli_record_the_controlnet(sd15, tmp_path, capsys):
     from pegu.cli import main
-    from pegu.metadata import read_settings
+    from pegu.pipeline.recipe import read_settings
 
     settings = RunSettings(GenerateSettings("portrait", width=128, height=128, steps=2),
                            model="tiny-sd15", target=(640, 640), refine=0.5, refine_tiled=True,
                            refine_control=1.0, upscale={"model": "realesr-animevideov3"})
     result = pegu.run(settings, sd15, progress=False)
     assert result.image.size == (640, 640)
-    assert result.choices["controlnet"] == "tiny-tile-sd15"
+    assert result.settings.controlnet == "tiny-tile-sd15"
     saved = read_settings(result.save(tmp_path / "r.png"))
     assert (saved.refine_control, saved.controlnet) == (1.0, "tiny-tile-sd15")
     out = tmp_path / "cli.png"
@@ -127,8 +127,8 @@ def test_controlnet_from_a_folder_and_a_kaggle_input(sd15, astronaut, tmp_path, 
                                                       capsys):
     from pegu.cli import main
     from pegu.generate import controlnet_availability, load_controlnet
-    from pegu.registry import CONTROLNETS
-    from pegu.tiny import build_tiny_controlnet
+    from pegu.core.registry import CONTROLNETS
+    from pegu.generate.tiny import build_tiny_controlnet
 
     folder = tmp_path / "my-tile"
     build_tiny_controlnet("sd15").save_pretrained(folder)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from pegu.doctor import LEGEND, Check, checks, report
+from pegu.cli.doctor import LEGEND, Check, checks, report
 
 
 def test_doctor_reports_this_machine(monkeypatch):
@@ -30,7 +30,7 @@ def test_doctor_reports_this_machine(monkeypatch):
 
 
 def test_a_missing_package_is_a_problem_with_its_fix(monkeypatch):
-    from pegu.doctor import _packages
+    from pegu.cli.doctor import _packages
 
     monkeypatch.setitem(sys.modules, "ipywidgets", None)  # import fails, as when absent
 
@@ -39,7 +39,7 @@ def test_a_missing_package_is_a_problem_with_its_fix(monkeypatch):
 
 
 def test_kaggle_inputs_are_reported(tmp_path, monkeypatch):
-    from pegu.doctor import _kaggle_inputs
+    from pegu.cli.doctor import _kaggle_inputs
 
     monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Interactive")
     monkeypatch.setenv("PEGU_KAGGLE_INPUT", str(tmp_path))

@@ -7,9 +7,9 @@ import pytest
 from PIL import Image
 
 import pegu
-from pegu import faces as F
-from pegu.metrics import seam_ratio
-from pegu.settings import FaceSettings, GenerateSettings, RunSettings
+from pegu.generate import faces as F
+from pegu.lab.metrics import seam_ratio
+from pegu.core.settings import FaceSettings, GenerateSettings, RunSettings
 
 FACE = (180, 80, 270, 175)  # the astronaut's face, hand-marked (forehead to chin)
 
@@ -73,7 +73,7 @@ def test_face_stage_on_the_astronaut_with_the_tiny_model(tiny, astronaut):
 
 
 def test_pipeline_runs_and_records_the_face_stage(tiny, tmp_path):
-    from pegu.metadata import read_settings
+    from pegu.pipeline.recipe import read_settings
 
     settings = RunSettings(GenerateSettings("portrait", width=128, height=128, steps=2),
                            model="tiny-sd15", target=(256, 256),
@@ -82,7 +82,7 @@ def test_pipeline_runs_and_records_the_face_stage(tiny, tmp_path):
     result = pegu.run(settings, tiny, progress=False)
     stages = [s.stage for s in result.stages]
     assert stages.index("faces") < stages.index("upscale")  # before the final upscale
-    assert result.choices["faces"] == []  # random noise has no face
+    assert result.choices.faces == []  # random noise has no face
     path = result.save(tmp_path / "p.png")
     again = read_settings(path)
     assert again.faces == settings.faces
@@ -100,7 +100,7 @@ def test_cli_generate_with_faces(tmp_path, capsys):
     assert main(["generate", "portrait of a woman", "--model", "tiny-sd15", "--size", "128x128",
                  "--target", "256x256", "--steps", "2", "--upscaler", "realesr-animevideov3",
                  "--faces", "0.3", "--max-faces", "2", "--out", str(out)]) == 0
-    from pegu.metadata import read_settings
+    from pegu.pipeline.recipe import read_settings
 
     assert read_settings(out).faces == FaceSettings(strength=0.3, max_faces=2)
     assert main(["info", str(out)]) == 0
@@ -143,8 +143,8 @@ def test_restorers_align_restore_and_blend_back(name, restorers, astronaut):
 
 
 def test_restorer_names_sources_and_refusals(tmp_path):
-    from pegu.registry import FACE_RESTORERS
-    from pegu.weights import WeightsError
+    from pegu.core.registry import FACE_RESTORERS
+    from pegu.core.errors import WeightsError
 
     for spec in FACE_RESTORERS.values():
         assert spec.url.startswith("https://github.com/") and len(spec.sha256) == 64
@@ -158,10 +158,10 @@ def test_restorer_names_sources_and_refusals(tmp_path):
 
 
 def test_a_missing_restorer_is_refused_before_any_model_loads(monkeypatch):
-    import pegu.generate
-    from pegu.weights import WeightsError
+    import pegu.pipeline.models
+    from pegu.core.errors import WeightsError
 
-    monkeypatch.setattr(pegu.generate, "load_generator", lambda *a, **k: pytest.fail("loaded"))
+    monkeypatch.setattr(pegu.pipeline.models, "load_generator", lambda *a, **k: pytest.fail("loaded"))
     settings = RunSettings(GenerateSettings("x"), model="tiny-sd15", target=(512, 512),
                            faces=FaceSettings(restore="GFPGANv1.4"))
     with pytest.raises(WeightsError, match="offline mode is on. Download https://github.com/"

@@ -13,10 +13,10 @@ import pytest
 from PIL import Image, PngImagePlugin
 
 from pegu.cli import main
-from pegu.metadata import read_settings
-from pegu.settings import GenerateSettings, RunSettings
-from pegu.sweep import AXES, load_grid
-from pegu.weights import WeightsError
+from pegu.pipeline.recipe import read_settings
+from pegu.core.settings import GenerateSettings, RunSettings
+from pegu.lab.grid import AXES, load_grid
+from pegu.core.errors import WeightsError
 
 SEED = 2026
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # A1111 fields pegu ignores
@@ -115,7 +115,7 @@ def _weights_files(tmp_path, rng):
     """Files a user might pass as upscaler weights that hold no usable network."""
     import torch
 
-    from pegu.upscale import _network
+    from pegu.upscale.networks import network as _network
 
     real = io.BytesIO()
     torch.save(_network("SRVGGNetCompact", dict(num_in_ch=3, num_out_ch=3, num_feat=8,

@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from pegu.device import compile_supported, gpu_problem
-from pegu.generate import choose_memory, kaggle_model_dir, load_generator, make_scheduler
-from pegu.registry import GENERATORS, generator_spec
-from pegu.settings import SCHEDULERS, GenerateSettings
+from pegu.core.device import compile_supported, gpu_problem
+from pegu.generate import choose_memory, load_generator, make_scheduler
+from pegu.sources.kaggle import repo_folder as kaggle_model_dir
+from pegu.core.registry import GENERATORS, generator_spec
+from pegu.core.settings import SCHEDULERS, GenerateSettings
 
 PROMPT = "a photo of a woman with curly red hair"
 
@@ -59,7 +60,7 @@ def test_deterministic_across_loads_and_batches(sd15):
 def test_records_what_it_used(sd15):
     r = sd15.generate(GenerateSettings(PROMPT, steps=1, scheduler="euler a"), progress=False)
     assert r.settings.scheduler == "Euler a" and r.settings.guidance == 5.0
-    assert (r.dtype, r.memory, r.device) == ("float32", "cpu", "cpu")
+    assert (r.dtype, r.memory, r.device) == ("fp32", "cpu", "cpu")
     assert r.settings.negative_prompt == "" and not r.vae_fp32_fallback and r.seconds > 0
 
 
@@ -93,7 +94,7 @@ def test_schedulers_follow_diffusers_table(sd15):
 
 
 def test_a1111_samplers_pegu_cannot_reproduce_are_refused_with_the_closest():
-    from pegu.settings import sampler_name
+    from pegu.core.settings import sampler_name
 
     with pytest.raises(ValueError, match="closest pegu has is 'DPM\\+\\+ SDE Karras'"):
         GenerateSettings(PROMPT, scheduler="DPM++ 2S a Karras")
@@ -319,7 +320,7 @@ def test_loads_a_single_file_checkpoint_offline_with_a_local_config(sd15, tmp_pa
 
 def test_gpu_levers_keep_the_image():
     """channels_last UNet/VAE (applied on CUDA) changes speed, not the picture."""
-    from pegu.generate import gpu_levers
+    from pegu.generate.load import gpu_levers
 
     gen = load_generator("tiny-sd15")
     s = GenerateSettings(PROMPT, seed=3, steps=2)

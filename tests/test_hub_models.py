@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from hub_repos import CONTROLNETS, REPOS, VAES, write_controlnet, write_repo, write_vae
-from pegu.registry import generator_spec
+from pegu.core.registry import generator_spec
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import pegu.iqa as iqa
+import pegu.lab.iqa as iqa
 from pegu.cli import main
-from pegu.weights import WeightsError
+from pegu.core.errors import WeightsError
 
 
 def _noisy(img, sigma=60):
@@ -114,8 +114,9 @@ def test_cli_iqa_scores_and_compares(photo_folder, random_inception, tmp_path, c
 
 
 def test_a_sweep_scores_its_images_and_resumes_without_rescoring(tmp_path, monkeypatch):
-    from pegu.studies import summarize
-    from pegu.sweep import load_grid, sweep
+    from pegu.lab.studies import summarize
+    from pegu.lab.grid import load_grid
+    from pegu.lab.sweep import sweep
 
     grid = {"base": {"generate": {"width": 128, "height": 128, "steps": 2}, "target": [256, 256],
                      "upscale": {"model": "realesr-animevideov3"}},

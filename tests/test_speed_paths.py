@@ -24,7 +24,7 @@ def test_ncnn_engine_is_exact(name, astronaut, x4plus, animevideo):
 
 def test_ncnn_engine_tiles_and_pixel_unshuffle(tmp_path, astronaut):
     """A local x2 RRDB file (its input pixel-unshuffled) through ncnn, tiled, odd sizes."""
-    from pegu.upscale import _network
+    from pegu.upscale.networks import network as _network
 
     torch.manual_seed(0)
     net = _network("rrdb", dict(num_in_ch=3, num_out_ch=3, num_feat=16, num_block=2,
@@ -74,11 +74,15 @@ def test_out_of_memory_runs_fewer_tiles_at_once_first(astronaut, monkeypatch):
 
     monkeypatch.setattr(up, "_forward", limited)
     r = up.run(astronaut[:200, :200])
-    assert up.batch == 2 and (r.tile, r.tiles) == (60, 36) and r.image.shape == (800, 800, 3)
+    assert r.batch == 2 and (r.tile, r.tiles) == (60, 36) and r.image.shape == (800, 800, 3)
+    assert r.fallback == "out of GPU memory: batch 8 -> 4; out of GPU memory: batch 4 -> 2"
+    # the fallback was this run's: the upscaler keeps its batch, and the next run says
+    # again what it fell back to (nothing carried over silently)
+    assert up.batch == 8 and up.run(astronaut[:200, :200]).fallback == r.fallback
 
 
 def test_auto_batch_fits_half_the_free_gpu_memory(monkeypatch):
-    from pegu.upscale import _auto_batch
+    from pegu.upscale.load import _auto_batch
 
     gib = 2**30
     cuda = torch.device("cuda")
@@ -91,7 +95,7 @@ def test_auto_batch_fits_half_the_free_gpu_memory(monkeypatch):
 
 
 def test_compile_is_skipped_with_a_warning_on_a_p100(monkeypatch):
-    from pegu.upscale import _compiled
+    from pegu.upscale.load import _compiled
 
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda dev=None: (6, 0))
     model = torch.nn.Conv2d(3, 3, 3)

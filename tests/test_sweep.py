@@ -7,9 +7,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-import pegu.pipeline
-from pegu.studies import summarize
-from pegu.sweep import load_grid, notebook_sweep, sweep
+import pegu.pipeline.timing
+from pegu.lab.studies import summarize
+from pegu.lab.grid import load_grid
+from pegu.lab.sweep import notebook_sweep, sweep
 
 GRID = {
     "base": {"generate": {"width": 128, "height": 128}, "target": [512, 512],
@@ -69,7 +70,7 @@ def test_sweep_with_a_failing_configuration_then_resume(tmp_path, monkeypatch):
     assert len(on_disk) == 8 and len(pd.read_parquet(tmp_path / "full" / "results.parquet")) == 8
 
     # interrupt the third run, then resume: the same table, finished rows not run again
-    real_run, calls = pegu.pipeline.run, {"n": 0}
+    real_run, calls = pegu.pipeline.timing.run, {"n": 0}
 
     def interrupted(*a, **k):
         calls["n"] += 1
@@ -77,7 +78,7 @@ def test_sweep_with_a_failing_configuration_then_resume(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real_run(*a, **k)
 
-    monkeypatch.setattr(pegu.pipeline, "run", interrupted)
+    monkeypatch.setattr(pegu.pipeline.timing, "run", interrupted)
     with pytest.raises(KeyboardInterrupt):
         sweep(GRID, tmp_path / "resumed", clip="tiny-clip")
     monkeypatch.undo()
@@ -203,7 +204,7 @@ def test_two_gpus_split_a_sweep_by_default(tmp_path, monkeypatch):
     grid = dict(GRID, models=["tiny-sd15"], steps=[2])
     one = sweep(grid, tmp_path / "one")
     assert set(one.process) == {"0/1"}
-    monkeypatch.setattr("pegu.device.gpu_count", lambda: 2)
+    monkeypatch.setattr("pegu.lab.sweep.gpu_count", lambda: 2)
     two = sweep(grid, tmp_path / "two")
     assert sorted(two.process) == ["0/2", "1/2"] and two.run_id.is_unique
     assert len(two) == 2 and (two.status == "ok").all()
@@ -217,7 +218,7 @@ def test_two_gpus_split_a_sweep_by_default(tmp_path, monkeypatch):
 def test_attribute_control_and_plots(tmp_path):
     from PIL import Image
 
-    from pegu.plots import sweep_plots
+    from pegu.lab.plots import sweep_plots
 
     grid = {"base": GRID["base"], "models": ["tiny-sd15", "tiny-sdxl"], "seeds": [0],
             "attributes": {"template": "portrait of a woman with {hair} hair",
@@ -247,8 +248,8 @@ def test_sweep_timing_warm_up_repeats_and_loading(tmp_path, monkeypatch):
     grid = {"base": GRID["base"], "models": ["tiny-sd15"], "seeds": [0, 1, 2],
             "prompts": ["a", "b"], "timing": {"repeats": 2}}
     warmups = []
-    real = pegu.pipeline.warm_up
-    monkeypatch.setattr(pegu.pipeline, "warm_up", lambda *a, **k: warmups.append(
+    real = pegu.pipeline.timing.warm_up
+    monkeypatch.setattr(pegu.pipeline.timing, "warm_up", lambda *a, **k: warmups.append(
         real(*a, **k)) or warmups[-1])
     table = sweep(grid, tmp_path, clip=None)
     assert warmups.count(True) == 1 and len(warmups) == 6  # one shape: warmed once

@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 import pegu
-from pegu.metrics import seam_ratio
-from pegu.settings import GenerateSettings, RunSettings
+from pegu.lab.metrics import seam_ratio
+from pegu.core.settings import GenerateSettings, RunSettings
 
 SETTINGS = GenerateSettings("portrait photo", steps=3, seed=1)
 
@@ -68,7 +68,7 @@ def test_sdxl_tiles_carry_its_size_conditioning(astronaut):
 
 def test_pipeline_and_cli_run_the_tiled_refine(sd15, tmp_path, capsys):
     from pegu.cli import main
-    from pegu.metadata import read_settings
+    from pegu.pipeline.recipe import read_settings
 
     settings = RunSettings(GenerateSettings("portrait", width=128, height=128, steps=2),
                            model="tiny-sd15", target=(640, 640), refine=0.3, refine_tiled=True,

@@ -7,7 +7,8 @@ import torch
 from PIL import Image
 
 import pegu
-from pegu.upscale import plan_size
+from pegu.core.errors import OutOfMemory
+from pegu.core.geometry import plan_size
 from conftest import diff, reference_upscale
 
 
@@ -47,7 +48,7 @@ def _pixels_run(n, spans, context):
 
 
 def test_tiles_are_seamless_and_beat_realesrganer(x4plus, astronaut, tmp_path):
-    from pegu.upscale import _axis_tiles
+    from pegu.core.geometry import axis_tiles as _axis_tiles
 
     photo = np.ascontiguousarray(astronaut[128:384, 128:384])  # 256x256
     untiled = x4plus.run(photo)
@@ -75,7 +76,8 @@ def test_tiles_are_seamless_and_beat_realesrganer(x4plus, astronaut, tmp_path):
 
 @pytest.mark.parametrize("scale", [4, 2, 1])
 def test_rrdb_tail_runs_in_strips_with_the_same_result(scale, monkeypatch):
-    from pegu import _compat, upscale
+    from pegu.core import compat as _compat
+    from pegu.upscale import networks as upscale
 
     torch.manual_seed(0)
     net = _compat.rrdbnet_class()(3, 3, scale=scale, num_feat=16, num_block=1,
@@ -88,7 +90,7 @@ def test_rrdb_tail_runs_in_strips_with_the_same_result(scale, monkeypatch):
         monkeypatch.setattr(upscale, "STRIP_BYTES", 16 * 16 * w * 4 * 9)  # 5 rows + context
         sizes = []
         net.conv_up2.register_forward_hook(lambda m, i, o: sizes.append(o.shape[-2]))
-        strips = upscale._rrdb_in_strips(net, x)
+        strips = upscale.rrdb_in_strips(net, x)
     assert strips.shape == whole.shape == (1, 3, 52 * scale, 40 * scale)
     assert torch.allclose(strips, whole, atol=1e-6), (strips - whole).abs().max()
     # no 4x-resolution activation taller than 5 rows + 2 of context each side
@@ -98,7 +100,7 @@ def test_rrdb_tail_runs_in_strips_with_the_same_result(scale, monkeypatch):
 def test_a_large_x4plus_tile_holds_a_bounded_activation(x4plus, astronaut):
     """At 1024² -> 4096² on the CPU the tiles are ~295 px: whole, x4plus's 4x tail held
     four 64-channel 1180² float32 activations (~1.3 GiB); in strips none exceeds 32 MiB."""
-    from pegu import upscale
+    from pegu.upscale import networks as upscale
 
     crop = np.ascontiguousarray(astronaut[100:260, 150:310])  # 160² → 640²
     seen = []
@@ -127,9 +129,12 @@ def test_out_of_memory_halves_the_tile_down_to_a_floor(animevideo, astronaut, mo
     monkeypatch.setattr(up, "_forward", forward)
     r = up.run(astronaut[:200, :200])
     assert 56 <= r.tile <= 64 and r.image.shape == (800, 800, 3)
+    assert r.fallback == ("out of GPU memory: tile 256 -> 100; out of GPU memory: "
+                          "tile 100 -> 64")  # the 200 px image, then halved to the floor
+    assert up.tile == 256  # recorded on the run, not carried into the next
     monkeypatch.setattr(up, "_forward", lambda x: (_ for _ in ()).throw(
         torch.OutOfMemoryError("CUDA out of memory (simulated)")))
-    with pytest.raises(torch.OutOfMemoryError, match="64px tiles"):
+    with pytest.raises(OutOfMemory, match="64px tiles"):
         up.run(astronaut[:200, :200])
 
 
@@ -283,7 +288,7 @@ def test_a_png_claiming_a_gigantic_size_is_refused_by_pegu(tmp_path):
     import struct
     import zlib
 
-    from pegu.images import read_image
+    from pegu.core.images import read_image
 
     def chunk(kind, data):
         return (struct.pack(">I", len(data)) + kind + data
@@ -314,7 +319,7 @@ def test_bf16_on_cpu_is_close(x4plus, astronaut):
 
 def test_bad_tile_settings(tmp_path, capsys):
     from pegu.cli import main
-    from pegu.settings import UpscaleSettings
+    from pegu.core.settings import UpscaleSettings
 
     with pytest.raises(ValueError, match="tile must be"):
         pegu.load_upscaler("realesr-animevideov3", device="cpu", tile=16)
@@ -348,18 +353,19 @@ def test_outputs_are_bounded_before_any_work(animevideo):
 
 def test_an_output_larger_than_free_memory_is_refused_before_work(animevideo, tmp_path,
                                                                   monkeypatch, capsys):
-    import pegu.device
-    import pegu.generate
+    import pegu.core.device
+    import pegu.pipeline.models
     from pegu.cli import main
-    from pegu.settings import GenerateSettings, RunSettings
+    from pegu.core.settings import GenerateSettings, RunSettings
 
-    monkeypatch.setattr(pegu.device, "available_memory", lambda: 200 * 2**20)
+    monkeypatch.setattr(pegu.core.device, "available_memory", lambda: 200 * 2**20)
     small = Image.new("RGB", (64, 64))
     assert animevideo.upscale(small, target=(1024, 1024)).size == (1024, 1024)  # 27 MiB
     with pytest.raises(MemoryError, match="a 4096x4096 output needs about 0.4 GiB of RAM and "
                                           "0.2 GiB is free"):
         animevideo.upscale(small, target=(4096, 4096))
-    monkeypatch.setattr(pegu.generate, "load_generator", lambda *a, **k: pytest.fail("loaded"))
+    monkeypatch.setattr(pegu.pipeline.models, "load_generator",
+                        lambda *a, **k: pytest.fail("loaded"))
     with pytest.raises(MemoryError, match="choose a smaller target"):
         pegu.run(RunSettings(GenerateSettings("x"), model="tiny-sd15", target=(8192, 8192)))
     small.save(tmp_path / "in.png")

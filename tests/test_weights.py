@@ -12,8 +12,9 @@ import pytest
 import torch
 
 import pegu
-from pegu import registry
-from pegu.weights import WeightsError, download, load_state_dict, ncnn_files
+from pegu.core import registry
+from pegu.core.errors import WeightsError
+from pegu.sources import download, load_state_dict, ncnn_files
 
 
 # ---- the offline source agrees with the ncnn engine running the original files ----
@@ -43,7 +44,7 @@ def test_converted_weights_match_ncnn(name, astronaut):
 
 
 def test_registry_entries_build_and_have_official_urls():
-    from pegu.upscale import _network
+    from pegu.upscale.networks import network as _network
 
     for spec in registry.UPSCALERS.values():
         if spec.arch == "auto":
@@ -92,7 +93,7 @@ def test_local_pth_and_safetensors(anime_state, tmp_path, astronaut):
 
 
 def test_local_rrdb_arch_is_detected(tmp_path):
-    from pegu.upscale import _network
+    from pegu.upscale.networks import network as _network
 
     state = _network("rrdb", dict(num_in_ch=3, num_out_ch=3, num_feat=16, num_block=2,
                                   num_grow_ch=8, scale=2)).state_dict()
@@ -202,7 +203,7 @@ def test_registry_download_cache_and_denoise_blend(server, monkeypatch, anime_st
     """realesr-general-x4v3 + its wdn twin, served locally: download, checksum, cache,
     and Real-ESRGAN's dni blend (denoise × x4v3 + (1 − denoise) × wdn)."""
     root, base = server
-    from pegu.upscale import _network
+    from pegu.upscale.networks import network as _network
 
     torch.manual_seed(0)
     states = {}
@@ -232,7 +233,7 @@ def test_registry_download_cache_and_denoise_blend(server, monkeypatch, anime_st
 
 
 def test_damaged_cache_is_replaced_not_used(monkeypatch, tmp_path):
-    from pegu.weights import cache_dir
+    from pegu.sources import cache_dir
 
     spec = registry.upscaler_spec("RealESRGAN_x4plus_anime_6B")
     bad = cache_dir() / "upscalers" / spec.filename

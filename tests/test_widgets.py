@@ -7,7 +7,7 @@ import numpy as np
 from PIL import Image
 
 import pegu
-from pegu.widgets import Explorer
+from pegu.lab.widgets import Explorer
 
 
 def make(tmp_path) -> Explorer:
@@ -49,7 +49,7 @@ def test_models_stay_loaded_and_errors_stay_in_the_interface(tmp_path):
     assert ex._generators["tiny-sd15"] is gen and ex.result.intermediate is not None
     assert ex.result.settings.faces.strength == 0.35 and "faces" in ex.table.value
     assert ex.result.settings.refine_control == 0.8
-    assert ex.result.choices["controlnet"] == "tiny-tile-sd15"
+    assert ex.result.settings.controlnet == "tiny-tile-sd15"
     before = ex.result
     ex.model.value = "epicrealsim"
     ex.generate_button.click()  # no exception escapes
@@ -83,8 +83,8 @@ def test_auto_upscaler_is_the_default(tmp_path):
 
 
 def test_fit_model_recommendations_and_refusal_before_loading(tmp_path, monkeypatch):
-    import pegu.generate
-    from pegu.registry import generator_spec
+    import pegu.pipeline.models
+    from pegu.core.registry import generator_spec
 
     ex = Explorer(model="tiny-sd15", upscaler="realesr-animevideov3", device="cpu",
                   out_dir=str(tmp_path / "saved"))
@@ -103,7 +103,8 @@ def test_fit_model_recommendations_and_refusal_before_loading(tmp_path, monkeypa
     ex.model.value = "tiny-sd15"
     # a 3:2 size for a square target without fit: refused, and no model loads
     loads = []
-    monkeypatch.setattr(pegu.generate, "load_generator", lambda *a, **k: loads.append(a))
+    monkeypatch.setattr(pegu.pipeline.models, "load_generator",
+                        lambda *a, **k: loads.append(a))
     ex.size.value, ex.target.value = "768x512", "1024x1024"
     ex.generate()
     assert "--fit cover" in ex.status.value and loads == [] and ex.result is None

@@ -1,0 +1,291 @@
+"""What each ``pegu`` command does: the library called with the parsed arguments."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from ..core.device import check_output_memory
+from ..core.errors import BadInput, MissingFile, OutputExists
+from ..core.geometry import plan_size
+from ..core.images import atomic_write, ensure_writable_dir, read_image, write_png
+from ..core.registry import CONTROLNETS, GENERATORS, UPSCALERS, upscaler_spec
+from ..core.settings import FaceSettings, GenerateSettings, RunSettings
+from ..lab import iqa as iq
+from ..lab.plots import sweep_plots
+from ..lab.sweep import notebook_sweep
+from ..lab.sweep import sweep as run_sweep
+from ..pipeline import read_record, read_settings, run, run_many
+from ..sources import availability, cache_dir
+from ..upscale import auto_upscaler, load_upscaler
+from . import kaggle as kg
+from .demo import run_demo
+from .doctor import checks, report
+
+
+def upscale(args) -> int:
+    # everything that can be wrong is checked before the model loads
+    images = [read_image(p) for p in args.images]
+    plans = [plan_size(image_size(image), scale=args.scale, target=args.target, fit=args.fit)
+             for image in images]  # sizes and fit
+    for (target, _, _) in plans:  # the output's memory (without --scale/--target: x4)
+        check_output_memory(target, "cuda")
+    model = args.model
+    if model == "auto":  # the least work that reaches the largest factor asked for
+        widest = max(zip(images, plans), key=lambda ip: ip[1][0][0] / image_size(ip[0])[0])
+        target = widest[1][0] if args.scale or args.target else None
+        model = auto_upscaler(image_size(widest[0]), target, args.offline)[0]
+    model_path = Path(model).expanduser()
+    label = model_path.stem if model_path.suffix else upscaler_spec(model).name
+    if args.target:
+        tag = f"{args.target[0]}x{args.target[1]}"
+    else:
+        tag = f"x{args.scale:g}" if args.scale else "x"
+    outputs = []
+    for p in args.images:
+        o = args.out / f"{p.stem}_{label}_{tag}.png"
+        if o in outputs:
+            raise BadInput(f"two inputs would both write {o}; rename one")
+        if o.exists() and not args.overwrite:
+            raise OutputExists(f"{o} exists; pass --overwrite to replace it")
+        outputs.append(o)
+    ensure_writable_dir(args.out)
+    up = load_upscaler(model, device=args.device, dtype=args.dtype,
+                       tile="auto" if args.tile is None else args.tile,
+                       tile_overlap=args.tile_overlap, denoise=args.denoise,
+                       offline=args.offline, engine=args.engine,
+                       batch="auto" if args.batch is None else args.batch,
+                       compile=args.compile)
+    if tag == "x":  # the model's own scale, now known
+        outputs = [o.with_name(o.name.replace("_x.png", f"_x{up.scale}.png")) for o in outputs]
+        for o in outputs:
+            if o.exists() and not args.overwrite:
+                raise OutputExists(f"{o} exists; pass --overwrite to replace it")
+    print(f"{up.name} x{up.scale} on {up.device} ({up.dtype_name}, {up.engine}), "
+          f"weights: {up.source}", file=sys.stderr)
+    for image, src, dst in tqdm(list(zip(images, args.images, outputs)), desc="images",
+                                unit="image", disable=len(images) < 2):
+        r = up.run(image, scale=args.scale, target=args.target, fit=args.fit, progress=True)
+        write_png(r.image, dst)
+        print(f"{src} -> {dst}  {dims(r.image)}  {r.seconds:.1f} s, tile {r.tile or 'none'}")
+        if r.note:
+            print(f"  note: {r.note}")
+        if r.fallback:
+            print(f"  note: {r.fallback}")
+    return 0
+
+
+def image_size(image) -> tuple[int, int]:
+    """(width, height) of a PIL image or a numpy array."""
+    return (image.size if hasattr(image, "size") and not hasattr(image, "shape")
+            else (image.shape[1], image.shape[0]))
+
+
+def dims(image) -> str:
+    return "{}x{}".format(*image_size(image))
+
+
+def models(args) -> int:
+    print("Text-to-image models")
+    print(f"  {'name':22} {'family':6} {'native':>6}  {'available':12}  source")
+    for g in GENERATORS.values():
+        print(f"  {g.name:22} {g.family:6} {g.native:>6}  {availability(g):12}  "
+              f"{g.repo or 'built in code'}  ({g.description})")
+        if g.sizes:
+            print(f"  {'':22} {'':6} {'':>6}  {'':12}  its card's sizes: "
+                  + ", ".join(f"{w}x{h}" for w, h in g.sizes))
+    print("\nTile ControlNets (the refine's --refine-control)")
+    print(f"  {'name':22} {'family':6} {'available':12}  source  description [licence]")
+    for c in CONTROLNETS.values():
+        print(f"  {c.name:22} {c.family:6} {availability(c):12}  "
+              f"{c.repo or 'built in code'}  {c.description} [{c.licence}]")
+    print(f"\nUpscalers (cache: {cache_dir() / 'upscalers'})")
+    print(f"  {'name':28} {'scale':>5}  {'arch':7}  {'available':18}  description [licence]")
+    for s in UPSCALERS.values():
+        print(f"  {s.name:28} {'x' + str(s.scale):>5}  {s.arch:7}  {availability(s):18}  "
+              f"{s.description} [{s.licence}]")
+    return 0
+
+
+def demo(args) -> int:
+    run_demo(model=args.model, target=args.target, upscaler=args.upscaler,
+             photo_size=args.photo_size, device=args.device, out=args.out,
+             offline=not args.online)
+    return 0
+
+
+def generate(args) -> int:
+    # everything that can be wrong is checked before any model loads
+    prompt = args.prompt
+    if args.prompt_file is not None:
+        if not args.prompt_file.is_file():
+            raise MissingFile(f"prompt file not found: {args.prompt_file}")
+        prompt = args.prompt_file.read_text(encoding="utf-8").strip()
+    if args.from_image is not None:
+        base = read_settings(args.from_image)
+    elif prompt is None:
+        raise BadInput("give a prompt, --prompt-file FILE or --from IMAGE")
+    else:
+        base = RunSettings(GenerateSettings(prompt))
+    g = {k: v for k, v in dict(
+        prompt=prompt, negative_prompt=args.negative, seed=args.seed, steps=args.steps,
+        guidance=args.guidance, scheduler=args.scheduler, prompt_syntax=args.prompt_syntax,
+        width=args.size[0] if args.size else None,
+        height=args.size[1] if args.size else None).items() if v is not None}
+    u = {k: v for k, v in dict(model=args.upscaler, tile=args.tile, dtype=args.upscaler_dtype,
+                               engine=args.upscaler_engine).items() if v is not None}
+    r = {k: v for k, v in dict(model=args.model, target=args.target, fit=args.fit,
+                               refine=args.refine, refine_steps=args.refine_steps,
+                               refine_control=args.refine_control,
+                               controlnet=args.controlnet).items()
+         if v is not None}
+    if args.direct:
+        r["mode"] = "direct"
+    if args.refine_tiled:
+        r["refine_tiled"] = True
+    face = {k: v for k, v in dict(strength=args.faces, prompt=args.face_prompt,
+                                  padding=args.face_padding, max_faces=args.max_faces,
+                                  at=args.faces_at, restore=args.face_restore,
+                                  fidelity=args.face_fidelity).items() if v is not None}
+    if face:
+        if args.faces is None and base.faces is None:
+            raise BadInput("--face-prompt, --face-padding, --max-faces, --faces-at, "
+                             "--face-restore and --face-fidelity go with --faces [STRENGTH]")
+        r["faces"] = dataclasses.replace(base.faces or FaceSettings(), **face)
+    settings = dataclasses.replace(
+        base, generate=dataclasses.replace(base.generate, **g),
+        upscale=dataclasses.replace(base.upscale, **u), **r)
+    if args.count < 1:
+        raise BadInput(f"--count must be at least 1, got {args.count}")
+    runs = [dataclasses.replace(settings, generate=dataclasses.replace(
+        settings.generate, seed=settings.generate.seed + i)) for i in range(args.count)]
+    out = args.out or Path("out")
+    if out.suffix.lower() == ".png" and args.count > 1:
+        raise BadInput("--count writes one PNG per seed: give --out a folder")
+    outs = [out if out.suffix.lower() == ".png" else out / (
+        f"pegu_{Path(s.model).name}_{s.generate.seed}_{s.target[0]}x{s.target[1]}.png")
+        for s in runs]
+    for o in outs:
+        if o.exists() and not args.overwrite:
+            raise OutputExists(f"{o} exists; pass --overwrite to replace it")
+    ensure_writable_dir(outs[0].parent)
+    results = [run(runs[0], device=args.device, offline=args.offline)] if args.count == 1 \
+        else run_many(runs, device=args.device, offline=args.offline, progress=True)
+    failed = 0
+    for result, o in zip(results, outs):
+        for w in result.choices.warnings + result.choices.fallbacks:
+            print(f"warning: {w}", file=sys.stderr)
+        if result.status != "ok":
+            print(result.summary(), file=sys.stderr)
+            print(f"pegu generate: {result.error}", file=sys.stderr)
+            failed += 1
+            continue
+        result.save(o, overwrite=args.overwrite)
+        print(f"{result.summary()} -> {o}")
+    return 1 if failed else 0
+
+
+def sweep(args) -> int:
+    if args.notebook is not None:
+        table = notebook_sweep(args.notebook, args.grid, args.out, progress=True,
+                                  keep_failed=args.keep_failed)
+    else:
+        clip = None if args.no_clip else args.clip
+        shard = None
+        if args.shard:
+            parts = args.shard.split("/")
+            if len(parts) != 2 or not all(p.isdigit() for p in parts) \
+                    or not 0 <= int(parts[0]) < int(parts[1]):
+                raise BadInput(f"--shard must be I/N with 0 <= I < N, got {args.shard!r}")
+            shard = (int(parts[0]), int(parts[1]))
+        if args.processes is not None and args.processes < 1:
+            raise BadInput(f"--processes must be at least 1, got {args.processes}")
+        table = run_sweep(args.grid, args.out, device=args.device, clip=clip, shard=shard,
+                          progress=True, processes=args.processes or "auto",
+                          keep_failed=args.keep_failed, many=args.many, offline=args.offline)
+    if args.shard:
+        return 0
+    for name, path in sweep_plots(table, args.out).items():
+        print(f"  {name:16} {path}")
+    counts = table["status"].value_counts().to_dict() if len(table) else {}
+    print(f"{len(table)} runs ({', '.join(f'{v} {k}' for k, v in counts.items())}) -> "
+          f"{args.out / 'results.csv'}, {args.out / 'results.parquet'}")
+    return 0 if counts.get("ok", 0) == len(table) else 1
+
+
+def kaggle(args) -> int:
+    if args.kaggle_command == "push":
+        kg.push(args.notebooks, accelerator=args.accelerator, internet=args.internet,
+                    dry_run=args.dry_run, username=args.username, staging=args.staging)
+    else:
+        out = kg.package(args.out, extras=() if args.no_extras else kg.KAGGLE_EXTRAS)
+        print(f"dataset in {out}: upload with `kaggle datasets create -p {out}`; kernels "
+              f"find it under /kaggle/input/datasets/<you>/{kg.DATASET}/")
+    return 0
+
+
+def doctor(args) -> int:
+    items = checks()
+    print(report(items))
+    return 1 if any(c.status == "problem" for c in items) else 0
+
+
+def iqa(args) -> int:
+    import pandas as pd
+
+    names = [] if args.metrics.strip().lower() == "none" else [
+        m.strip() for m in args.metrics.split(",") if m.strip()]
+    if names:
+        iq.check_metrics(names)  # before any image is read or network built
+    if args.crop is not None and args.real is None:
+        raise BadInput("--crop needs --real (the photographs to compare crops against)")
+    if not names and args.real is None:
+        raise BadInput("nothing to measure: name --metrics, or give --real for FID/KID")
+    images = [f for p in args.images for f in iq.images_in(p)]
+    if names:
+        table = pd.DataFrame(iq.score(images, names, device=args.device),
+                             index=[str(p) for p in images])
+        table.index.name = "image"
+        print(table.round(4).to_string())
+        if len(table) > 1:
+            print("mean " + "  ".join(f"{c} {table[c].mean():.4g}" for c in table))
+        print("(lower is better for " + (", ".join(
+            c for c in table if iq.lower_better(c)) or "none of these") + ")")
+        if args.csv:
+            atomic_write(args.csv, lambda tmp: table.to_csv(tmp))
+    if args.real is not None:
+        r = iq.fid_kid(images, args.real, crop=args.crop, weights=args.inception,
+                        device=args.device)
+        print(f"FID {r['fid']:.3f}, KID {r['kid']:.5f} ± {r['kid_std']:.5f} "
+              f"({r['n_generated']} images against {r['n_real']} real; lower is better)")
+        if args.crop:
+            print(f"FID_crop {r['fid_crop']:.3f}, KID_crop {r['kid_crop']:.5f} ± "
+                  f"{r['kid_crop_std']:.5f} ({r['n_crops_generated']} {args.crop}px crops "
+                  f"against {r['n_crops_real']})")
+    return 0
+
+
+def info(args) -> int:
+    print(describe_record(args.image))
+    return 0
+
+
+def describe_record(path) -> str:
+    """A saved image's recipe as text (``pegu info``)."""
+    rec = read_record(path)
+    lines = [f"{path}"]
+    if rec["parameters"]:
+        lines += ["", "parameters (AUTOMATIC1111):", rec["parameters"]]
+    if rec["pegu"]:
+        p = rec["pegu"]
+        lines += ["", "pegu settings:", json.dumps(p["settings"], indent=2, ensure_ascii=False)]
+        for s in p.get("stages", []):
+            lines.append(f"  {s['stage']:24} {s['seconds']:8.2f} s  "
+                         f"{s['peak_bytes'] / 2**20:8.0f} MiB {s['memory']}")
+        lines.append("versions: " + ", ".join(f"{k} {v}" for k, v in p.get("versions", {}).items()))
+    if not rec["parameters"] and not rec["pegu"]:
+        lines.append("no generation settings in this image")
+    return "\n".join(lines)

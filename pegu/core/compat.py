@@ -1,0 +1,115 @@
+"""The only place that works around third-party breakage (old basicsr, setuptools without
+pkg_resources, transformers 4 against 5, diffusers' renamed arguments)."""
+from __future__ import annotations
+
+import contextlib
+import sys
+import types
+import warnings
+
+
+def _shim_functional_tensor() -> None:
+    """basicsr 1.4.2 imports ``torchvision.transforms.functional_tensor``, removed in
+    torchvision 0.17; register the one name it uses from its new home."""
+    name = "torchvision.transforms.functional_tensor"
+    if name in sys.modules:
+        return
+    try:
+        import torchvision.transforms.functional_tensor  # noqa: F401  (old torchvision)
+    except ImportError:
+        from torchvision.transforms import functional
+
+        shim = types.ModuleType(name)
+        shim.rgb_to_grayscale = functional.rgb_to_grayscale
+        sys.modules[name] = shim
+
+
+def _shim_distutils() -> None:
+    """basicsr 1.4.2 imports ``distutils.version.LooseVersion``; distutils left the standard
+    library in Python 3.12 (setuptools often stands in): provide that one name if nothing
+    else does."""
+    try:
+        import distutils.version  # noqa: F401
+        return
+    except ImportError:
+        pass
+    import functools
+
+    from packaging.version import parse
+
+    @functools.total_ordering
+    class LooseVersion:
+        def __init__(self, v):
+            self.v = v.v if isinstance(v, LooseVersion) else parse(str(v))
+
+        def __eq__(self, other):
+            return self.v == LooseVersion(other).v
+
+        def __lt__(self, other):
+            return self.v < LooseVersion(other).v
+
+    package, version = types.ModuleType("distutils"), types.ModuleType("distutils.version")
+    version.LooseVersion = LooseVersion
+    package.version = version
+    sys.modules["distutils"], sys.modules["distutils.version"] = package, version
+
+
+def _shims() -> None:
+    _shim_functional_tensor()
+    _shim_distutils()
+
+
+def rrdbnet_class():
+    """basicsr's ``RRDBNet`` (Real-ESRGAN x4plus, x2plus, anime_6B)."""
+    _shims()
+    from basicsr.archs.rrdbnet_arch import RRDBNet
+
+    return RRDBNet
+
+
+def srvggnet_class():
+    """realesrgan's ``SRVGGNetCompact`` (realesr-general-x4v3, animevideov3)."""
+    _shims()
+    from realesrgan.archs.srvgg_arch import SRVGGNetCompact
+
+    return SRVGGNetCompact
+
+
+def realesrganer_class():
+    """realesrgan's own ``RealESRGANer`` (the reference pegu is checked against)."""
+    _shims()
+    from realesrgan import RealESRGANer
+
+    return RealESRGANer
+
+
+@contextlib.contextmanager
+def diffusers_loading():
+    """Load with ``torch_dtype=``, which every diffusers release since 0.30 takes; recent
+    ones also take ``dtype=`` and warn that the old name is deprecated: hide that warning."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)
+        yield
+
+
+def pyiqa_module():
+    """pyiqa, importable where setuptools >= 81 has dropped ``pkg_resources``: the
+    openai-clip package behind CLIP-IQA does ``from pkg_resources import packaging`` for
+    one version check; give it that one name (and nothing else) if nothing else does."""
+    try:
+        import pkg_resources  # noqa: F401
+    except ImportError:
+        import packaging.version
+
+        shim = types.ModuleType("pkg_resources")
+        shim.packaging = packaging
+        sys.modules["pkg_resources"] = shim
+    import pyiqa
+
+    return pyiqa
+
+
+def clip_features(out):
+    """CLIP's image/text features: transformers 4 returns the projected tensor, 5 wraps it
+    in an output object (``pooler_output``)."""
+    return out if hasattr(out, "shape") else out.pooler_output

@@ -1,0 +1,397 @@
+"""Settings are data: frozen dataclasses, validated on creation, round-tripped as dicts.
+
+``to_dict()`` is what goes into PNG metadata, result rows and papermill parameters;
+``from_dict()`` rebuilds the same settings (unknown keys are an error, not ignored).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+from .errors import BadInput
+from .registry import did_you_mean
+
+# Every bound and default of a setting is stated here, once; the CLI, the loaders and the
+# checks read them from here.
+MAX_SEED = 2**63 - 1
+MAX_STEPS = 1000  # SD 1.5 and SDXL are trained on 1000 timesteps
+MAX_SIDE = 16384  # the largest image side pegu makes (a 16384² RGB image is 0.8 GB)
+MAX_REPEATS = 100  # timed runs per measurement
+TARGET = (2048, 2048)  # the final size pegu makes unless told otherwise
+
+# A1111 sampler names pegu reproduces, each built as pegu.generate.SAMPLERS says (with its
+# source); " Karras" is A1111's pre-1.9 spelling of "Schedule type: Karras".
+SCHEDULERS = ("DPM++ 2M", "DPM++ 2M Karras", "DPM++ 2M SDE", "DPM++ 2M SDE Karras",
+              "DPM++ SDE", "DPM++ SDE Karras", "Euler", "Euler a", "Heun", "LMS", "LMS Karras",
+              "DPM2", "DPM2 Karras", "DPM2 a", "DPM2 a Karras", "DDIM", "UniPC")
+# A1111 samplers with no diffusers port: refused, naming the closest pegu has
+NOT_REPRODUCED = {
+    "DPM++ 2S a": ("DPM++ SDE", "diffusers has no port of k-diffusion's "
+                   "sample_dpmpp_2s_ancestral (its scheduler table: N/A)"),
+    "DPM++ 2S a Karras": ("DPM++ SDE Karras", "diffusers has no port of k-diffusion's "
+                          "sample_dpmpp_2s_ancestral (its scheduler table: N/A)"),
+    "DPM++ 2M SDE Heun": ("DPM++ 2M SDE", "diffusers' DPM-Solver has no Heun SDE variant"),
+    "DPM++ 3M SDE": ("DPM++ 2M SDE", "diffusers has no third-order SDE DPM-Solver"),
+    "DPM fast": ("DPM++ 2M", "diffusers has no port of sample_dpm_fast"),
+    "DPM adaptive": ("DPM++ 2M", "diffusers has no port of sample_dpm_adaptive"),
+    "PLMS": ("LMS", "diffusers' PNDM differs from A1111's PLMS"),
+    "Restart": ("DPM++ 2M Karras", "diffusers has no port of the Restart sampler"),
+    "LCM": ("Euler a", "LCM needs an LCM-distilled model"),
+}
+# A1111 >= 1.9 writes the schedule apart ("Schedule type"); "Automatic" is each sampler's
+# default there (modules/sd_samplers_kdiffusion.py: DPM++ 2M, DPM++ SDE, DPM++ 2S a ->
+# karras; DPM++ 2M SDE -> exponential; the rest uniform).
+_AUTOMATIC_KARRAS = ("DPM++ 2M", "DPM++ SDE")
+
+
+def sampler_name(sampler: str, schedule: str | None = None) -> str:
+    """The pegu scheduler name for A1111's ``Sampler`` and ``Schedule type`` fields."""
+    name = check_scheduler(sampler)
+    if schedule is None or schedule in ("Uniform",) or name.endswith(" Karras"):
+        return name
+    if schedule == "Karras" or (schedule == "Automatic" and name in _AUTOMATIC_KARRAS):
+        if f"{name} Karras" not in SCHEDULERS:
+            raise BadInput(f"pegu does not reproduce A1111's {name!r} with the Karras "
+                             "schedule (diffusers has no such option for it)")
+        return f"{name} Karras"
+    if schedule == "Automatic":
+        if name == "DPM++ 2M SDE":
+            raise BadInput("A1111's 'DPM++ 2M SDE' with schedule 'Automatic' is its "
+                             "exponential schedule, which pegu does not reproduce; the "
+                             "closest it has is 'DPM++ 2M SDE Karras'")
+        return name
+    raise BadInput(f"pegu does not reproduce A1111's schedule type {schedule!r}; it has "
+                     "Uniform, Karras and Automatic")
+
+
+def check_scheduler(name: str) -> str:
+    """The canonical spelling of a scheduler name; a BadInput names what to use instead."""
+    for s in SCHEDULERS:
+        if name.lower() == s.lower():
+            return s
+    for s, (closest, why) in NOT_REPRODUCED.items():
+        if name.lower() == s.lower():
+            raise BadInput(f"pegu does not reproduce A1111's {s!r}: {why}. The closest "
+                             f"pegu has is {closest!r}")
+    hint = did_you_mean(name, SCHEDULERS, cutoff=0.4)
+    raise BadInput(f"unknown scheduler {name!r}.{hint} Known: {', '.join(SCHEDULERS)}")
+
+
+PROMPT_SYNTAXES = ("a1111", "plain")
+
+
+def check_multiple_of_8(name: str, value: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise BadInput(f"{name} must be an integer, got {value!r}")
+    if value < 64 or value > 8192:
+        raise BadInput(f"{name} must be between 64 and 8192 pixels, got {value}")
+    if value % 8:
+        lo, hi = value - value % 8, value - value % 8 + 8
+        raise BadInput(f"{name} must be a multiple of 8, got {value}; use {lo} or {hi}")
+
+
+def check_control_weight(name: str, value) -> float:
+    """``value`` as a float if it is a ControlNet weight in (0, 2], else BadInput."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 2:
+        raise BadInput(f"{name} is a ControlNet weight in (0, 2], e.g. 1.0; got {value!r}")
+    return float(value)
+
+
+class _Data:
+    """to_dict / from_dict shared by the settings classes."""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict):
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise BadInput(f"unknown {cls.__name__} fields {unknown}; known: {sorted(names)}")
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class GenerateSettings(_Data):
+    """What to generate. ``None`` means "the model's recommendation" (registry).
+
+    prompt / negative_prompt: text. prompt_syntax "a1111" (default): AUTOMATIC1111's
+        emphasis ``(word:1.2)``, ``[word]``, ``BREAK`` and any length (pegu.prompts);
+        "plain": the text as it is, cut at CLIP's 77 tokens (with a warning).
+    width, height: pixels, multiples of 8 (default: the model's native size).
+    steps: denoising steps ≥ 1. guidance: classifier-free guidance scale ≥ 0 (≤ 1: off).
+    scheduler: one of SCHEDULERS. seed: 0 … 2**63−1; image i of a batch uses seed + i.
+    batch_size: images per call ≥ 1.
+    """
+
+    prompt: str
+    negative_prompt: str | None = None
+    width: int | None = None
+    height: int | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    scheduler: str | None = None
+    seed: int = 0
+    batch_size: int = 1
+    prompt_syntax: str = "a1111"
+
+    def __post_init__(self):
+        if self.prompt_syntax not in PROMPT_SYNTAXES:
+            raise BadInput(f"prompt_syntax must be 'a1111' or 'plain', got "
+                             f"{self.prompt_syntax!r}")
+        if not isinstance(self.prompt, str):
+            raise BadInput(f"prompt must be text, got {type(self.prompt).__name__}")
+        if self.negative_prompt is not None and not isinstance(self.negative_prompt, str):
+            raise BadInput("negative_prompt must be text or None")
+        for name in ("width", "height"):
+            if getattr(self, name) is not None:
+                check_multiple_of_8(name, getattr(self, name))
+        if self.steps is not None and (not isinstance(self.steps, int) or isinstance(
+                self.steps, bool) or not 1 <= self.steps <= MAX_STEPS):
+            raise BadInput(f"steps must be a whole number from 1 to {MAX_STEPS} (the models' "
+                             f"training timesteps; A1111 offers up to 150), got {self.steps!r}")
+        if self.guidance is not None:
+            if not isinstance(self.guidance, (int, float)) or not 0 <= self.guidance <= 100:
+                raise BadInput(f"guidance must be a number from 0 to 100 (1 or less turns it "
+                                 f"off; model cards use 3-9), got {self.guidance!r}")
+            object.__setattr__(self, "guidance", float(self.guidance))
+        if self.scheduler is not None:
+            object.__setattr__(self, "scheduler", check_scheduler(self.scheduler))
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) \
+                or not 0 <= self.seed <= MAX_SEED:
+            raise BadInput(f"seed must be a whole number in 0..{MAX_SEED}, got {self.seed!r}")
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise BadInput(f"batch_size must be ≥ 1, got {self.batch_size!r}")
+
+    @property
+    def seeds(self) -> list[int]:
+        """The seed of each image in the batch."""
+        return [(self.seed + i) % (MAX_SEED + 1) for i in range(self.batch_size)]
+
+
+MIN_TILE = 64  # the smallest upscaler tile
+TILE_OVERLAP = 32  # pixels neighbouring upscaler tiles share
+# the upscaler's speed options (pegu.upscale.load_upscaler)
+UPSCALER_DTYPES = ("auto", "fp32", "fp16", "bf16")
+ENGINES = ("torch", "ncnn")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+FITS = ("cover", "contain")
+
+
+def check_tile(tile, overlap) -> None:
+    """The upscaler's tiling, refused unless ``tile`` is None (auto), 0 (untiled) or at
+    least MIN_TILE, and ``overlap`` is 0 up to half the tile."""
+    if tile is not None and (isinstance(tile, bool) or not isinstance(tile, int) or tile < 0
+                             or 0 < tile < MIN_TILE):
+        raise BadInput(f"tile must be None (auto), 0 (untiled) or ≥ {MIN_TILE}, got {tile!r}")
+    if isinstance(overlap, bool) or not isinstance(overlap, int) or overlap < 0:
+        raise BadInput(f"tile_overlap must be ≥ 0, got {overlap!r}")
+    if tile and 2 * overlap > tile:
+        raise BadInput(f"tile_overlap must be at most tile/2 ({tile // 2}) for tile {tile}, "
+                       f"got {overlap}")
+
+
+def check_fit(fit) -> None:
+    """``fit`` must be None, "cover" or "contain"."""
+    if fit is not None and fit not in FITS:
+        raise BadInput(f"fit must be 'cover' or 'contain', got {fit!r}")
+
+
+def check_repeats(repeats, name: str = "repeats") -> int:
+    """``repeats`` if it is a whole number from 1 to MAX_REPEATS, else BadInput."""
+    if not isinstance(repeats, int) or isinstance(repeats, bool) or \
+            not 1 <= repeats <= MAX_REPEATS:
+        raise BadInput(f"{name} must be a whole number from 1 to {MAX_REPEATS}, "
+                       f"got {repeats!r}")
+    return repeats
+
+
+@dataclass(frozen=True)
+class UpscaleSettings(_Data):
+    """The upscaler stage: a registry name or weights path, its tiling and denoise, and its
+    speed path (dtype "auto"/"fp32"/"fp16"/"bf16", engine "torch"/"ncnn"; see
+    ``load_upscaler``). model "auto" (the default): the official network that reaches the
+    target with the least work — RealESRGAN_x2plus when the target is at most twice the base
+    (SDXL 1024² -> 2048²), else RealESRGAN_x4plus (SD 1.5 512² -> 2048²); the run records
+    the one it used."""
+
+    model: str = "auto"
+    tile: int | None = None      # None: 512 on CUDA, 256 on the CPU
+    tile_overlap: int = TILE_OVERLAP
+    denoise: float | None = None  # realesr-general-x4v3 only
+    dtype: str = "auto"           # auto: fp16 on CUDA, fp32 on the CPU
+    engine: str = "torch"         # ncnn: the exact fast CPU path
+
+    def __post_init__(self):
+        if not isinstance(self.model, str) or not self.model:
+            raise BadInput("upscaler model must be a registry name or a weights path")
+        check_tile(self.tile, self.tile_overlap)  # as load_upscaler: before any model loads
+        if self.dtype not in UPSCALER_DTYPES:
+            raise BadInput(f"upscaler dtype must be auto, fp32, fp16 or bf16, got {self.dtype!r}")
+        if self.engine not in ENGINES:
+            raise BadInput(f"upscaler engine must be 'torch' or 'ncnn', got {self.engine!r}")
+
+
+MODES = ("upscale", "direct")
+FACE_STAGES = ("base", "target")
+
+
+@dataclass(frozen=True)
+class FaceSettings(_Data):
+    """The face detail stage (ADetailer's way): detect faces, img2img each crop at the
+    model's native size, paste it back feathered and colour-matched.
+
+    strength: img2img strength in (0, 1); low keeps identity (0.3–0.4). padding: the box
+    grows by this share of its size on every side (context for the model). prompt: for the
+    crops (default: the image's prompt). max_faces: the largest this many. min_size: smallest
+    face side in pixels of the image where faces are detected. at: "base" (before the final
+    upscale, where a face is small) or "target" (on the final image). restore: a face
+    restorer run on each aligned face after the img2img ("GFPGANv1.4", "CodeFormer" or a
+    weights file; None: none). fidelity: CodeFormer's weight w in [0, 1] (1 keeps the input
+    face, 0 restores most).
+    """
+
+    strength: float = 0.35
+    padding: float = 0.3
+    prompt: str | None = None
+    max_faces: int = 4
+    min_size: int = 24
+    at: str = "base"
+    restore: str | None = None
+    fidelity: float = 0.5
+
+    def __post_init__(self):
+        if isinstance(self.strength, bool) or not isinstance(self.strength, (int, float)) \
+                or not 0 < self.strength < 1:
+            raise BadInput(f"faces strength is an img2img strength in (0, 1), e.g. 0.35; "
+                             f"got {self.strength!r}")
+        if isinstance(self.padding, bool) or not isinstance(self.padding, (int, float)) \
+                or not 0 <= self.padding <= 2:
+            raise BadInput(f"faces padding is a share of the face box from 0 to 2, e.g. "
+                             f"0.3; got {self.padding!r}")
+        if self.prompt is not None and not isinstance(self.prompt, str):
+            raise BadInput(f"faces prompt must be text, got {self.prompt!r}")
+        for name, v, lo in (("max_faces", self.max_faces, 1), ("min_size", self.min_size, 8)):
+            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= 10_000:
+                raise BadInput(f"faces {name} must be a whole number from {lo}, got {v!r}")
+        if self.at not in FACE_STAGES:
+            raise BadInput(f"faces at must be one of {FACE_STAGES}, got {self.at!r}")
+        if self.restore is not None and (not isinstance(self.restore, str) or not self.restore):
+            raise BadInput(f"faces restore is a restorer name (GFPGANv1.4, CodeFormer) or a "
+                             f"weights file, got {self.restore!r}")
+        if isinstance(self.fidelity, bool) or not isinstance(self.fidelity, (int, float)) \
+                or not 0 <= self.fidelity <= 1:
+            raise BadInput(f"faces fidelity is CodeFormer's weight in [0, 1], got "
+                             f"{self.fidelity!r}")
+
+
+@dataclass(frozen=True)
+class RunSettings(_Data):
+    """One run of the pipeline: text -> image at ``target``.
+
+    model: the text-to-image model (registry name, Hub id or path).
+    generate: what to generate; its width/height are the base size (default: native).
+    upscale: the upscaler stage. target: final (width, height) in pixels.
+    fit: "cover" / "contain" when the base's aspect ratio differs from the target's.
+    refine: img2img strength (0 < s < 1, e.g. 0.2–0.4) at ``refine_size`` between two
+        upscales (A1111's hires fix); None: no refine. refine_steps: its steps (default:
+        the generation steps). refine_size: the intermediate long side (default: twice the
+        base, at most the target). refine_tiled: refine at the target instead, after the
+        upscale, the UNet running on overlapping latent tiles of the model's native size
+        (MultiDiffusion; Ultimate SD Upscale's place in the pipeline): detail at the full
+        size with memory bounded by the tile.
+    refine_control: the weight of a tile ControlNet during the refine (0 < w ≤ 2; 1.0 is
+        diffusers' default), conditioned on the image being refined: the structure holds,
+        so higher refine strengths (0.4–0.7) add detail without inventing subjects; None:
+        off.
+    controlnet: which tile ControlNet (registry name, Hub id or folder; default: the
+        model family's, pegu.registry.CONTROLNETS).
+    mode: "upscale" (generate at base size, then upscale) or "direct" (generate at the
+        target size, the baseline pegu compares against).
+    faces: the face detail stage (:class:`FaceSettings`); None: off.
+    """
+
+    generate: GenerateSettings
+    model: str = "realistic-vision-v6"
+    upscale: UpscaleSettings = UpscaleSettings()
+    target: tuple[int, int] = TARGET
+    fit: str | None = None
+    refine: float | None = None
+    refine_steps: int | None = None
+    refine_size: int | None = None
+    refine_tiled: bool = False
+    refine_control: float | None = None
+    controlnet: str | None = None
+    mode: str = "upscale"
+    faces: FaceSettings | None = None
+
+    def __post_init__(self):
+        if isinstance(self.generate, dict):
+            object.__setattr__(self, "generate", GenerateSettings.from_dict(self.generate))
+        if isinstance(self.upscale, dict):
+            object.__setattr__(self, "upscale", UpscaleSettings.from_dict(self.upscale))
+        if isinstance(self.faces, dict):
+            object.__setattr__(self, "faces", FaceSettings.from_dict(self.faces))
+        if self.faces is not None and not isinstance(self.faces, FaceSettings):
+            raise BadInput(f"faces must be FaceSettings (or its dict), got {self.faces!r}")
+        if self.faces is not None and self.mode == "direct" and self.faces.at == "base":
+            raise BadInput("faces at 'base' applies to mode='upscale'; use at='target' for "
+                             "direct generation")
+        if not isinstance(self.generate, GenerateSettings):
+            raise BadInput("generate must be a GenerateSettings")
+        if self.generate.batch_size != 1:
+            raise BadInput("a run makes one image; vary the seed in a sweep instead of "
+                             f"batch_size={self.generate.batch_size}")
+        try:
+            w, h = (int(v) for v in self.target)
+        except (TypeError, ValueError):
+            raise BadInput(f"target must be (width, height), got {self.target!r}") from None
+        object.__setattr__(self, "target", (w, h))
+        for name, v in (("target width", w), ("target height", h)):
+            if self.mode == "direct":
+                check_multiple_of_8(name, v)
+            if v < 1 or v > MAX_SIDE:
+                raise BadInput(f"{name} must be between 1 and {MAX_SIDE}, got {v}")
+        check_fit(self.fit)
+        if self.mode not in MODES:
+            raise BadInput(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.refine is not None:
+            if not isinstance(self.refine, (int, float)) or not 0 < self.refine < 1:
+                raise BadInput(f"refine is an img2img strength in (0, 1), e.g. 0.3; got "
+                                 f"{self.refine!r}")
+            if self.mode == "direct":
+                raise BadInput("refine applies to mode='upscale', not 'direct'")
+        if self.refine_steps is not None and (not isinstance(self.refine_steps, int)
+                                              or not 1 <= self.refine_steps <= MAX_STEPS):
+            raise BadInput(f"refine_steps must be a whole number from 1 to {MAX_STEPS}, "
+                             f"got {self.refine_steps!r}")
+        if self.refine_size is not None:
+            check_multiple_of_8("refine_size", self.refine_size)
+        if not isinstance(self.refine_tiled, bool):
+            raise BadInput(f"refine_tiled must be true or false, got {self.refine_tiled!r}")
+        if self.refine_tiled:
+            if self.refine is None:
+                raise BadInput("refine_tiled needs refine (its img2img strength), e.g. "
+                                 "refine=0.3")
+            if self.refine_size is not None:
+                raise BadInput("refine_tiled refines at the target; leave refine_size out")
+            for name, v in (("target width", w), ("target height", h)):
+                check_multiple_of_8(name, v)
+        if self.refine_control is not None:
+            weight = check_control_weight("refine_control", self.refine_control)
+            if self.refine is None:
+                raise BadInput("refine_control conditions the refine: give refine (its "
+                                 "img2img strength) too, e.g. refine=0.5")
+            object.__setattr__(self, "refine_control", weight)
+        if self.controlnet is not None:
+            if not isinstance(self.controlnet, str) or not self.controlnet:
+                raise BadInput(f"controlnet is a registry name, Hub id or folder, got "
+                                 f"{self.controlnet!r}")
+            if self.refine_control is None:
+                raise BadInput("controlnet names the ControlNet of refine_control: give "
+                                 "refine_control (its weight, e.g. 1.0) too")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["target"] = list(self.target)
+        return d

@@ -1,0 +1,165 @@
+"""Grids: the YAML (or dict) that lists a sweep's runs, read, checked and expanded."""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import re
+from pathlib import Path
+
+from ..core.errors import BadInput, MissingFile
+from ..core.settings import check_repeats
+from .iqa import check_metrics
+from .metrics import attribute_variants
+
+# grid axis -> the settings field it sets (dotted: generate.seed is RunSettings.generate.seed)
+AXES = {"models": "model", "prompts": "generate.prompt", "seeds": "generate.seed",
+        "schedulers": "generate.scheduler", "steps": "generate.steps",
+        "guidance": "generate.guidance", "upscalers": "upscale.model", "modes": "mode",
+        "targets": "target", "refine": "refine", "refine_control": "refine_control"}
+
+
+# counted before a grid's run list is built: beyond MANY_RUNS a sweep needs many=True
+# (--many), beyond MAX_RUNS it is refused
+MANY_RUNS = 10_000
+MAX_RUNS = 1_000_000
+
+
+def read_grid(grid) -> dict:
+    """A grid as a dict: ``grid`` itself, or the mapping in the YAML file it names."""
+    if isinstance(grid, dict):
+        return grid
+    import yaml
+
+    path = Path(grid)
+    if not path.is_file():
+        raise MissingFile(f"grid file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise BadInput(f"{path} is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise BadInput(f"{path} must hold a mapping (base: ..., models: [...], ...)")
+    return data
+
+
+def load_grid(grid, many: bool = False) -> list[dict]:
+    """The runs of a grid (a dict, or the path of a YAML file holding one), as settings dicts.
+
+    ``base`` holds fixed RunSettings fields (nested ``generate``/``upscale`` dicts); each axis
+    (``models``, ``prompts``, ``seeds``, ``schedulers``, ``steps``, ``guidance``, ``upscalers``,
+    ``modes``, ``targets``, ``refine``, ``refine_control``) lists values; the runs are every combination.
+    ``timing`` (optional) is :func:`grid_timing`'s, ``iqa`` :func:`grid_iqa`'s. A grid of more than ``MANY_RUNS`` runs
+    needs ``many=True``; more than ``MAX_RUNS`` is refused. Settings are validated when each
+    run starts, so one bad combination fails alone.
+    """
+    grid = read_grid(grid)
+    unknown = sorted(map(str, set(grid) - set(AXES) - {"base", "attributes", "timing", "iqa"}))
+    if unknown:
+        raise BadInput(f"unknown grid keys {unknown}; use 'base', 'attributes', 'timing', "
+                         f"'iqa' and {sorted(AXES)}")
+    grid_timing(grid)
+    grid_iqa(grid)
+    base = grid.get("base") or {}
+    if not isinstance(base, dict) or any(not isinstance(base.get(k, {}), dict)
+                                         for k in ("generate", "upscale")):
+        raise BadInput("base must be a mapping of settings, with generate and upscale as "
+                         "mappings too, e.g. base: {target: [2048, 2048], generate: {steps: 25}}")
+    axes = {k: v if isinstance(v, list) else [v] for k, v in grid.items() if k in AXES}
+    if grid.get("attributes"):
+        if "prompts" in axes:
+            raise BadInput("give either prompts or attributes (which make the prompts)")
+        axes["prompts"] = attribute_prompts(grid["attributes"])
+    empty = [k for k, v in axes.items() if not v]
+    if empty:
+        raise BadInput(f"grid axes {empty} are empty lists: give at least one value, or "
+                         "leave the axis out")
+    total = math.prod(len(v) for v in axes.values())
+    if total > MAX_RUNS:  # counted before the run list is built
+        raise BadInput(f"the grid makes {total:,} runs (the product of its axes' lengths); "
+                         f"pegu runs at most {MAX_RUNS:,} per sweep: split it into sweeps "
+                         "or shorten axes")
+    if total > MANY_RUNS and not many:
+        raise BadInput(f"the grid makes {total:,} runs (the product of its axes' lengths), "
+                         f"more than {MANY_RUNS:,}: if you mean it, pass --many "
+                         "(many=True); else shorten axes")
+    runs = []
+    for combo in itertools.product(*axes.values()):
+        d = json.loads(json.dumps(base))
+        d.setdefault("generate", {})
+        for axis, value in zip(axes, combo):
+            *parents, leaf = AXES[axis].split(".")
+            node = d
+            for p in parents:
+                node = node.setdefault(p, {})
+            node[leaf] = value
+        d["generate"].setdefault("prompt", "")
+        runs.append(d)
+    return runs
+
+
+def grid_timing(grid: dict) -> tuple[bool, int]:
+    """A grid's ``timing: {warmup: true, repeats: 1}``: whether each model and shape gets an
+    untimed warm-up run first, and how many timed runs each row's median is taken over."""
+    timing = grid.get("timing") or {}
+    if not isinstance(timing, dict) or set(timing) - {"warmup", "repeats"}:
+        raise BadInput("timing takes warmup (true/false) and repeats (1-100), e.g. "
+                         f"timing: {{warmup: true, repeats: 3}}; got {timing!r}")
+    warmup, repeats = timing.get("warmup", True), timing.get("repeats", 1)
+    if not isinstance(warmup, bool):
+        raise BadInput(f"timing.warmup must be true or false, got {warmup!r}")
+    return warmup, check_repeats(repeats, "timing.repeats")
+
+
+def grid_iqa(grid: dict) -> tuple[str, ...]:
+    """A grid's ``iqa: [musiq, niqe]``: pyiqa no-reference metrics scored on every image
+    (columns ``iqa.<name>``; needs the iqa extra, see :mod:`pegu.iqa`)."""
+    names = grid.get("iqa") or []
+    if isinstance(names, str):
+        names = [names]
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise BadInput(f"iqa takes a list of pyiqa metric names, e.g. iqa: [musiq, niqe]; "
+                         f"got {names!r}")
+    if not names:
+        return ()
+    return check_metrics(names)
+
+
+def attribute_prompts(spec: dict) -> list[str]:
+    """Prompt variants for attribute control: {"template": "a woman with {hair} hair",
+    "hair": ["red", "black"]} -> one prompt per value (one attribute per template)."""
+    if not isinstance(spec, dict):
+        spec = {}  # refused below, with an example
+    template = spec.get("template")
+    slots = re.findall(r"\{(\w+)\}", template) if isinstance(template, str) else []
+    names = [k for k in spec if k != "template"]
+    if len(slots) != 1 or len(names) != 1 or names[0] not in (slots[0], "values"):
+        raise BadInput("attributes needs a template with one {name} and that name's "
+                         "values, e.g. {template: 'a woman with {hair} hair', hair: [red, black]}"
+                         " (or values: [...])")
+    values = spec[names[0]]
+    if not isinstance(values, list) or not values or not all(
+            isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in values):
+        raise BadInput(f"attributes: {names[0]} must be a list of values (words or numbers), "
+                         f"e.g. [red, black]; got {values!r}")
+    return attribute_variants(template, slots[0], [str(v) for v in values])
+
+
+def run_id(settings: dict) -> str:
+    """A stable id for a run: a hash of its settings."""
+    return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def flatten(d: dict, prefix: str = "") -> dict:
+    """{"generate": {"seed": 1}} -> {"generate.seed": 1}; lists become "AxB" strings."""
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        elif isinstance(v, (list, tuple)):
+            out[key] = "x".join(str(x) for x in v)
+        else:
+            out[key] = v
+    return out

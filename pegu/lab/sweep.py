@@ -1,0 +1,389 @@
+"""Sweeps: grids of settings -> runs (in process, or a notebook via papermill) -> one table.
+
+Each run writes its row as ``rows/<run id>.json`` (atomically) and its image as
+``images/<run id>.png``; the table (``results.csv`` and ``results.parquet``) is rebuilt from
+the rows. A run whose row exists is skipped, so an interrupted sweep resumes where it
+stopped, and a failed run is a row with its error, never a crash.
+"""
+from __future__ import annotations
+
+import ctypes
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from ..core.device import gpu_count, resolve_device
+from ..core.errors import BadInput, MissingFile, OutOfMemory, PeguError
+from ..core.images import atomic_write, ensure_writable_dir, remove_stale_temp
+from ..core.settings import GenerateSettings, RunSettings
+from ..pipeline import Models, timed_run
+from . import metrics as M
+from .grid import flatten, grid_iqa, grid_timing, load_grid, read_grid, run_id
+from .iqa import score
+from .metrics import as_clip, attribute_hits
+
+
+def add_iqa(table, out: Path, grid, device="auto") -> bool:
+    """Score every successful row's image with the grid's IQA metrics (``iqa.<name>``
+    columns). Scores are kept in ``out/iqa.json`` by run id, so a resumed sweep scores only
+    new images. Returns whether columns were added."""
+    names = grid_iqa(grid)
+    if not names or not len(table):
+        return False
+    path = out / "iqa.json"
+    try:
+        kept = json.loads(path.read_text()) if path.exists() else {}
+    except ValueError:
+        kept = {}  # a damaged cache is scored again
+    ok = table[(table["status"] == "ok") & table["image"].notna()]
+    for name in names:
+        todo = [i for i in ok.index if name not in kept.get(ok.at[i, "run_id"], {})]
+        if todo:
+            scores = score([ok.at[i, "image"] for i in todo], [name], device=device)[name]
+            for i, v in zip(todo, scores):
+                kept.setdefault(ok.at[i, "run_id"], {})[name] = round(v, 4)
+            atomic_write(path, lambda tmp: tmp.write_text(json.dumps(kept, indent=1)))
+        table[f"iqa.{name}"] = [kept.get(r, {}).get(name) if s == "ok" else None
+                                for r, s in zip(table["run_id"], table["status"])]
+    return True
+
+
+def add_attribute_control(table, clip, grid) -> None:
+    """Fill ``attribute_control`` for attribute grids: among runs that differ only in the
+    prompt, the share whose image CLIP matches to its own prompt variant (0–1, higher is
+    better); per row ``attribute_hit`` (1 if this image matched its own variant, else 0) and
+    ``attribute_chance`` (1 / number of variants: what guessing scores). Needs every run of
+    a group to have succeeded."""
+    from PIL import Image
+
+    if clip is None or not grid.get("attributes") or not len(table):
+        return
+    fields = flatten(RunSettings(GenerateSettings("")).to_dict())
+    keys = [c for c in fields if c in table and c != "generate.prompt"]
+    for _, group in table.groupby([table[k].astype(str) for k in keys], dropna=False):
+        if (group["status"] == "ok").all() and len(group) > 1:
+            images = [Image.open(p).convert("RGB") for p in group["image"]]
+            hits = attribute_hits(clip, images, list(group["generate.prompt"]))
+            table.loc[group.index, "attribute_hit"] = [float(h) for h in hits]
+            table.loc[group.index, "attribute_control"] = round(sum(hits) / len(hits), 4)
+            table.loc[group.index, "attribute_chance"] = round(1 / len(hits), 4)
+
+
+def result_row(result, image_path: Path | None, clip=None) -> dict:
+    """One table row for a RunResult: flattened settings, status, stage costs, metrics."""
+    row = {**flatten(result.settings.to_dict()), "status": result.status, "error": result.error,
+           "seconds": round(result.seconds, 3),
+           "peak_mib": round(result.peak_bytes / 2**20, 1),
+           "memory": result.choices.memory, "device": result.choices.device,
+           "warmed_up": result.warmed_up, "image": str(image_path) if image_path else None}
+    if result.repeat_seconds:
+        row.update(repeats=len(result.repeat_seconds), seconds_min=min(result.repeat_seconds),
+                   seconds_max=max(result.repeat_seconds))
+    for s in result.stages:
+        row[f"{s.stage}.seconds"] = round(s.seconds, 3)
+        row[f"{s.stage}.peak_mib"] = round(s.peak_bytes / 2**20, 1)
+    if result.image is not None:
+        row["sharpness"] = round(M.sharpness(result.image), 3)
+        row["noise"] = round(M.noise_level(result.image), 3)
+        row["images_per_hour"] = round(M.images_per_gpu_hour(result.seconds), 2)
+        if clip is not None:
+            row["clip_score"] = round(M.clip_score(clip, [result.image],
+                                                   [result.settings.generate.prompt])[0], 3)
+            row["clip_realism"] = round(M.clip_realism(clip, [result.image])[0], 4)
+    return row
+
+
+def write_row(path: Path, row: dict) -> None:
+    """Write a row as JSON, atomically and flushed to disk (never half-written)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(row, default=str, ensure_ascii=False)
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def read_row(path: Path) -> dict | None:
+    """A row file's row; None when it is damaged (truncated, edited), so it runs again."""
+    try:
+        row = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return row if isinstance(row, dict) else None
+
+
+def collect(out: Path, run_ids=None):
+    """The rows under ``out/rows`` as a DataFrame (in grid order), also written to
+    ``results.csv`` and ``results.parquet`` atomically. run_ids: the current grid's; rows of
+    other (earlier) grids are moved aside to ``out/earlier/rows/``, not merged, and damaged
+    row files are left out (the next run of the sweep runs them again)."""
+    import pandas as pd
+
+    out = Path(out)
+    rows = []
+    for p in sorted((out / "rows").glob("*.json")):
+        if run_ids is not None and p.stem not in run_ids:
+            aside = out / "earlier" / "rows"
+            aside.mkdir(parents=True, exist_ok=True)
+            os.replace(p, aside / p.name)
+            continue
+        row = read_row(p)
+        if row is not None:
+            rows.append(row)
+    table = pd.DataFrame(rows)
+    if "index" in table:
+        table = table.sort_values("index").reset_index(drop=True)
+    _write_tables(table, out)
+    return table
+
+
+def _typed(table):
+    """One type per column: where rows disagree (an error row's text where the others hold
+    numbers), the column holds text, so that no row can stop the Parquet write."""
+    table = table.copy()
+    for c in table.columns:
+        if table[c].dtype == object:
+            kinds = {type(v) for v in table[c] if v is not None and v == v}
+            if len(kinds) > 1:
+                table[c] = table[c].map(lambda v: v if v is None or v != v else str(v))
+    return table
+
+
+def _write_tables(table, out: Path) -> None:
+    table = _typed(table)
+    atomic_write(out / "results.csv", lambda p: table.to_csv(p, index=False))
+    atomic_write(out / "results.parquet", lambda p: table.to_parquet(p, index=False))
+
+
+def _prepare(out: Path) -> None:
+    """Before a sweep (or its resume) writes: temp files of a killed run are removed."""
+    for folder in (out, out / "rows", out / "images"):
+        remove_stale_temp(folder)
+
+
+def shard_from_env() -> tuple[int, int]:
+    """(this process, number of processes) under ``accelerate launch`` / torchrun, else (0, 1)."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def sweep(grid, out, *, device="auto", clip: str | None = None,
+          shard: tuple[int, int] | None = None, progress: bool = False,
+          processes: int | str = "auto", keep_failed: bool = False, many: bool = False,
+          offline: bool | None = None):
+    """Run every run of ``grid`` (see :func:`pegu.lab.grid.load_grid`) into ``out``;
+    returns the table.
+
+    Models are loaded once per run of consecutive runs that use them (that row's
+    ``load_seconds``, not part of its ``seconds``). Timing (the grid's ``timing``, see
+    :func:`pegu.lab.grid.grid_timing`): by default each model and shape first gets an
+    untimed warm-up run, and each row is the median of ``repeats`` runs (``seconds_min`` /
+    ``seconds_max`` beside it). clip: a CLIP model name for the clip_score / clip_realism
+    columns (None: weight-free metrics only), or a loaded Clip. processes: "auto" = one
+    process per GPU when this machine has several and ``device`` is "auto" (Kaggle's GPU T4
+    x2: two), else this process; N = split across N worker processes
+    (:func:`sweep_processes`), rows merged. shard: (i, n) runs only every n-th run starting
+    at i (default: from ``accelerate launch``'s RANK / WORLD_SIZE), so several processes
+    share one sweep. many: allow a grid of more than ``MANY_RUNS`` runs. offline: never use
+    the network (default: ``$PEGU_OFFLINE`` / ``$HF_HUB_OFFLINE``).
+
+    Resuming (the same call again): finished rows are kept, failed ones run again (unless
+    ``keep_failed``), damaged row files run again, a killed run's temp files are removed, and
+    rows of an earlier grid in ``out`` are moved to ``out/earlier/`` (the table is exactly
+    this grid's).
+    """
+    out = ensure_writable_dir(Path(out))
+    grid = read_grid(grid)  # read once: the runs, then attribute control, use it
+    runs = load_grid(grid, many=many)
+    warmup, repeats = grid_timing(grid)
+    ids = {run_id(d) for d in runs}
+    _prepare(out)
+    index, count = shard or shard_from_env()
+    if processes == "auto":
+        processes = max(1, gpu_count()) if count == 1 and device == "auto" else 1
+    if not isinstance(processes, int) or processes < 1:
+        raise BadInput(f"processes must be 'auto' or a positive number, got {processes!r}")
+    if processes > 1 and count == 1:
+        table = sweep_processes(grid, out, processes, device=device,
+                                clip=getattr(clip, "name", clip), keep_failed=keep_failed,
+                                many=many, offline=offline)
+        if "attribute_control" not in table:
+            add_attribute_control(table, as_clip(clip, device=resolve_device(device),
+                                                 offline=offline), grid)
+        if add_iqa(table, out, grid, resolve_device(device)) or "attribute_control" in table:
+            _write_tables(table, out)
+        return table
+    if device == "auto" and count > 1 and gpu_count() > 1:
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', index)) % gpu_count()}"
+    dev = resolve_device(device)
+    scorer = as_clip(clip, device=dev, offline=offline)
+    mine = [(i, d) for i, d in enumerate(runs) if i % count == index]
+    # consecutive runs of one model reuse it: order by model, then upscaler
+    mine.sort(key=lambda t: (str(t[1].get("model")), str(t[1].get("upscale")), t[0]))
+    models = Models(dev, offline=offline)
+    for i, d in mine:
+        rid = run_id(d)
+        row_path = out / "rows" / f"{rid}.json"
+        done = read_row(row_path) if row_path.exists() else None
+        if done is not None and (done.get("status") == "ok" or keep_failed):
+            continue
+        row = _run_row(d, models, out / "images" / f"{rid}.png", scorer, repeats, warmup,
+                       progress)
+        row.update(index=i, run_id=rid, process=f"{index}/{count}")
+        write_row(row_path, row)
+        if progress:
+            print(f"[{index}/{count}] run {i} {rid}: {row['status']} "
+                  f"{row.get('error') or ''}", file=sys.stderr)
+    table = collect(out, ids)
+    if count == 1:  # the whole table is here: the columns that span rows
+        models.release()  # free the models first
+        add_attribute_control(table, scorer, grid)
+        if add_iqa(table, out, grid, dev) or "attribute_control" in table:
+            _write_tables(table, out)
+    return table
+
+
+def _run_row(d: dict, models: Models, image_path: Path, scorer, repeats: int, warmup: bool,
+             progress: bool) -> dict:
+    """One run of a sweep as its table row; a run that fails is a row with its error."""
+    import torch
+
+    t0 = time.perf_counter()
+    try:
+        ready = models.ready(RunSettings.from_dict(d))  # a mismatch loads nothing
+        result = timed_run(ready.settings, ready.generator, ready.upscaler, repeats=repeats,
+                           warmup=warmup, progress=progress)
+        result.choices.upscaler_choice = ready.why
+        image = result.save(image_path, overwrite=True) if result.image is not None else None
+        row = result_row(result, image, scorer)
+        load_seconds = sum(s.seconds for s in ready.loading)
+        if load_seconds:
+            row["load_seconds"] = round(load_seconds, 3)
+        return row
+    except Exception as e:  # a failed run is a row, and the sweep goes on
+        oom = isinstance(e, (torch.OutOfMemoryError, OutOfMemory))
+        if oom and torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        if progress:
+            traceback.print_exc(file=sys.stderr)
+        return {**flatten(d), "status": "oom" if oom else "error",
+                "error": f"{type(e).__name__}: {e}",
+                "seconds": round(time.perf_counter() - t0, 3)}
+
+
+def sweep_processes(grid, out, processes: int, *, device="auto", clip: str | None = None,
+                    keep_failed: bool = False, many: bool = False,
+                    offline: bool | None = None):
+    """Split a sweep over ``processes`` worker processes (``pegu sweep --shard i/n``) and
+    merge their rows into one table. With ``device="auto"`` worker i takes GPU i when there
+    are several (as under ``accelerate launch --num_processes N -m pegu.cli sweep ...``).
+    ``grid``: a YAML file or a dict (written to ``out/.grid.json`` for the workers). The
+    workers end with this process, however it ends (on Linux even when killed)."""
+    runs = load_grid(grid, many=many)  # fail here, not in every worker
+    if isinstance(grid, dict):
+        grid_path = Path(out) / ".grid.json"
+        write_row(grid_path, grid)  # the same atomic JSON write as the rows
+        grid = grid_path
+    processes = max(1, min(processes, len(runs)))
+    cmd = [sys.executable, "-m", "pegu.cli", "sweep", "--grid", str(grid), "--out", str(out),
+           "--device", device] + (["--clip", clip] if clip else ["--no-clip"]) + (
+        ["--keep-failed"] if keep_failed else []) + (["--many"] if many else []) + (
+        [] if offline is None else ["--offline" if offline else "--online"])
+    linux = sys.platform.startswith("linux")
+    workers = []
+    try:
+        for i in range(processes):
+            workers.append(subprocess.Popen(cmd + ["--shard", f"{i}/{processes}"],
+                                            preexec_fn=_end_with_parent if linux else None))
+        codes = [w.wait() for w in workers]
+    finally:
+        for w in workers:  # interrupted: stop the workers too (their finished rows stay)
+            if w.poll() is None:
+                w.terminate()
+                w.wait()
+    if any(codes):
+        raise PeguError(f"sweep workers exited with {codes}; finished rows are kept, "
+                           "run the same command again to resume")
+    return collect(out, {run_id(d) for d in runs})
+
+
+def _end_with_parent() -> None:
+    """In a worker, before it starts (Linux): SIGTERM when the parent dies (PR_SET_PDEATHSIG)."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
+
+
+# ---- papermill ----
+
+def notebook_sweep(notebook, grid, out, *, kernel: str | None = None, progress: bool = False,
+                   keep_failed: bool = False):
+    """Execute ``notebook`` once per parameter set with papermill, keeping each executed
+    notebook in ``out/notebooks/``, and collect the rows the runs recorded.
+
+    ``grid``: a dict or YAML file ``{"parameters": {name: [values...]}}`` (every combination)
+    or ``{"runs": [{name: value}, ...]}``. Each run gets one more parameter, ``record_to``:
+    the path where the notebook's ``pegu.sweep.record(result, record_to)`` writes its row.
+    A run that fails keeps its executed notebook and becomes a row with the error. Resuming
+    works as in :func:`sweep` (failed rows run again unless ``keep_failed``).
+    """
+    import papermill as pm
+
+    notebook = Path(notebook)
+    if not notebook.is_file():
+        raise MissingFile(f"notebook not found: {notebook}")
+    grid = read_grid(grid)
+    if "runs" in grid:
+        runs = list(grid["runs"])
+    else:
+        params = grid.get("parameters") or {}
+        names = list(params)
+        runs = [dict(zip(names, combo)) for combo in itertools.product(
+            *[v if isinstance(v, list) else [v] for v in params.values()])]
+    out = ensure_writable_dir(Path(out))
+    _prepare(out)
+    declared = pm.inspect_notebook(str(notebook))
+    ids = set()
+    for i, params in enumerate(runs):
+        unknown = sorted(set(params) - set(declared))
+        if unknown:
+            raise BadInput(f"{notebook.name} has no parameters {unknown}; it declares "
+                             f"{sorted(declared)}")
+        rid = run_id({"notebook": notebook.name, **params})
+        ids.add(rid)
+        row_path = out / "rows" / f"{rid}.json"
+        done = read_row(row_path) if row_path.exists() else None
+        if done is not None and (done.get("status") == "ok" or keep_failed):
+            continue
+        executed = out / "notebooks" / f"{notebook.stem}_{rid}.ipynb"
+        executed.parent.mkdir(parents=True, exist_ok=True)
+        row_path.unlink(missing_ok=True)  # a failed or damaged row: this run replaces it
+        try:
+            pm.execute_notebook(str(notebook), str(executed),
+                                parameters={**params, "record_to": str(row_path)},
+                                kernel_name=kernel, progress_bar=progress)
+            row = read_row(row_path) if row_path.exists() else None
+            if row is None:
+                raise PeguError(f"{notebook.name} ran but recorded nothing; its last cell "
+                                   "must call pegu.sweep.record(result, record_to)")
+        except Exception as e:
+            row = {**flatten(params), "status": "error",
+                   "error": f"{type(e).__name__}: {str(e).strip().splitlines()[-1][:300]}"}
+        row.update(index=i, run_id=rid, notebook=str(executed))
+        write_row(row_path, row)
+    return collect(out, ids)
+
+
+def record(result, record_to, clip=None) -> dict:
+    """In a notebook run by :func:`notebook_sweep`: write ``result``'s row to ``record_to``
+    (the parameter papermill passed), with its image beside it. No-op when ``record_to`` is
+    empty (the notebook run by hand)."""
+    if not record_to:
+        return {}
+    path = Path(record_to)
+    image = None
+    if result.image is not None:
+        image = result.save(path.parent.parent / "images" / f"{path.stem}.png", overwrite=True)
+    row = result_row(result, image, clip)
+    write_row(path, row)
+    return row

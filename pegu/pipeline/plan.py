@@ -1,0 +1,83 @@
+"""What a run will do, decided before any work: the refusals that need no model (unknown
+names, missing files, sizes that cannot fit), the upscaler "auto" stands for, the refine's
+size."""
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from ..core.device import check_output_memory
+from ..core.errors import BadInput, MissingFile, WeightsUnavailable
+from ..core.geometry import plan_size
+from ..core.registry import controlnet_spec, generator_spec, upscaler_spec
+from ..core.settings import RunSettings
+from ..generate.faces import check_restorer
+from ..sources import at_hand, is_offline
+from ..upscale import auto_upscaler
+
+
+def precheck(settings: RunSettings, offline: bool | None = None) -> None:
+    """What can be refused before any model loads: an unknown upscaler or face restorer or
+    a missing weights file (a registry restorer or ControlNet not at hand offline too), a
+    target whose output this machine's RAM cannot hold, and a base size whose aspect ratio
+    differs from the target's without ``fit``."""
+    if settings.faces is not None and settings.faces.restore:
+        check_restorer(settings.faces.restore, offline)
+    if settings.refine_control is not None:
+        _check_controlnet(settings, is_offline(offline))
+    if settings.mode == "direct":
+        return
+    check_output_memory(settings.target, "cuda")  # the least any device needs for the output
+    name = settings.upscale.model
+    if Path(name).suffix:
+        if not Path(name).expanduser().is_file():
+            raise MissingFile(f"upscaler weights not found: {name}")
+    elif name != "auto":
+        upscaler_spec(name)  # BadInput naming close names
+    g = settings.generate
+    try:
+        native = generator_spec(settings.model).native
+    except BadInput:  # a path or an unregistered Hub id: known once loaded
+        native = None
+    w, h = g.width or native, g.height or native
+    if w and h:
+        plan_size((w, h), target=settings.target, fit=settings.fit)
+
+
+def _check_controlnet(settings: RunSettings, offline: bool) -> None:
+    """A ControlNet name that is unknown or of the other family, or a registry ControlNet
+    that offline mode cannot reach, refused before any work (a registered model's family
+    is known now; a path's once it loads)."""
+    try:
+        model = generator_spec(settings.model)
+    except BadInput:
+        return
+    spec = controlnet_spec(settings.controlnet, model.family, model.tiny)
+    if spec is not None and not at_hand(spec, offline):
+        raise WeightsUnavailable(
+            f"the tile ControlNet {spec.name} ({spec.repo}) is not on this machine and offline "
+            f"mode is on: run once with internet on (or `huggingface-cli download "
+            f"{spec.repo}`), attach it as a Kaggle model or dataset, or pass --controlnet a "
+            "local diffusers ControlNet folder")
+
+
+def resolve_upscaler(settings: RunSettings, generator,
+                     offline: bool | None = None) -> tuple[RunSettings, str | None]:
+    """``settings`` with upscaler model "auto" replaced by the network it means for this
+    generator's base size and the target (pegu.upscale.auto_upscaler), and why; unchanged
+    settings and None otherwise."""
+    if settings.upscale.model != "auto" or settings.mode == "direct":
+        return settings, None
+    g = generator.resolve(settings.generate)
+    name, why = auto_upscaler((g.width, g.height), settings.target,
+                              generator.offline if offline is None else offline)
+    return replace(settings, upscale=replace(settings.upscale, model=name)), why
+
+
+def refine_size(size: tuple[int, int], settings: RunSettings) -> tuple[int, int]:
+    """The intermediate size: long side ``refine_size`` (default twice the base, at most the
+    target's long side), the base's aspect ratio, multiples of 8."""
+    w, h = size
+    long_side = settings.refine_size or min(2 * max(w, h), max(settings.target))
+    k = long_side / max(w, h)
+    return max(8, round(w * k / 8) * 8), max(8, round(h * k / 8) * 8)

