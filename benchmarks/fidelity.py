@@ -44,12 +44,12 @@ def main(argv=None) -> None:
     import pandas as pd
 
     from pegu.core.registry import UPSCALERS
-    from pegu.upscale import weights_at_hand
+    from pegu.sources import at_hand
 
     if args.smoke:
         methods, size = list(BASELINES) + ["realesr-animevideov3"], 64
     else:
-        offline = [n for n in UPSCALERS if weights_at_hand(n, offline=True)]
+        offline = [n for n, spec in UPSCALERS.items() if at_hand(spec, offline=True)]
         methods, size = list(BASELINES) + offline + args.model, 0
     rows = []
     for method in methods:

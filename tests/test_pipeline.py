@@ -308,13 +308,14 @@ _HELD_FIRST_TILE = """
 import os, sys
 import pegu.upscale as up
 from pegu.cli import main
-real = up.Upscaler._forward
-def held(self, t):
-    up.Upscaler._forward = real
-    print("pegu-test: first tile", file=sys.stderr, flush=True)
-    os.read(0, 1)
+real, held = up.Upscaler._forward, []
+def first_held(self, t):
+    if not held:
+        held.append(t.shape)
+        print("pegu-test: first tile", file=sys.stderr, flush=True)
+        os.read(0, 1)
     return real(self, t)
-up.Upscaler._forward = held
+up.Upscaler._forward = first_held
 sys.exit(main(sys.argv[1:]))
 """
 
@@ -323,7 +324,10 @@ def test_ctrl_c_mid_run_leaves_no_file(tmp_path):
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-c", _HELD_FIRST_TILE, "generate", PROMPT,
                              "--model", "tiny-sd15", "--steps", "2", "--out", out],
-                            stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            # Python turns SIGINT into KeyboardInterrupt only where it is not
+                            # ignored at start, and a parent run in the background ignores it
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     seen = []
     for line in proc.stderr:
         seen.append(line)

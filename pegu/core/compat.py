@@ -84,12 +84,26 @@ def realesrganer_class():
 
 
 @contextlib.contextmanager
-def diffusers_loading():
-    """Load with ``torch_dtype=``, which every diffusers release since 0.30 takes; recent
-    ones also take ``dtype=`` and warn that the old name is deprecated: hide that warning."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)
-        yield
+def quiet_loading():
+    """Loading or saving models quietly: with ``torch_dtype=``, which every diffusers release
+    since 0.30 takes (recent ones also take ``dtype=`` and warn that the old name is
+    deprecated: that warning is hidden), and without diffusers' and transformers' progress
+    bars ("Loading pipeline components", "Loading weights", "Writing model shards"), which
+    the user did not ask for. Both libraries' settings are as they were afterwards."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    bars = [(m, m.is_progress_bar_enabled()) for m in (diffusers_logging, transformers_logging)]
+    for m, _ in bars:
+        m.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)
+            yield
+    finally:
+        for m, was in bars:
+            if was:
+                m.enable_progress_bar()
 
 
 def pyiqa_module():

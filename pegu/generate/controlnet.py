@@ -34,7 +34,7 @@ def load_controlnet(which, dtype, offline: bool):
     from diffusers import ControlNetModel
 
     spec = None if isinstance(which, str) else which
-    with compat.diffusers_loading():
+    with compat.quiet_loading():
         if spec is not None and spec.tiny:
             where = tiny_folder(built_folder(spec), spec.family, build=build_tiny_controlnet)
             model = ControlNetModel.from_pretrained(str(where), torch_dtype=dtype)

@@ -53,7 +53,7 @@ def load_generator(name_or_path: str | Path = DEFAULT_GENERATOR, *, device="auto
     vae = vae if vae is not None else (spec.vae if spec else None)
     # the replacement VAE is loaded first and passed in: the model's own is never fetched
     extra = {"vae": _load_vae(vae, dt, offline)} if vae else {}
-    with compat.diffusers_loading():
+    with compat.quiet_loading():
         pipe, source = _load_pipeline(name, spec, dt, revision, config, offline, extra)
     family = "sdxl" if type(pipe).__name__.startswith("StableDiffusionXL") else "sd15"
     if dev.type == "cuda":
@@ -91,7 +91,7 @@ def _load_vae(vae: str, dtype, offline: bool):
     """An AutoencoderKL from a folder, an attached Kaggle input or the Hub."""
     from diffusers import AutoencoderKL
 
-    with compat.diffusers_loading():
+    with compat.quiet_loading():
         return from_pretrained(AutoencoderKL.from_pretrained, vae, marker="config.json",
                                offline=offline, torch_dtype=dtype)[0]
 

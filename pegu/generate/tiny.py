@@ -11,6 +11,7 @@ import os
 import shutil
 from pathlib import Path
 
+from ..core import compat
 from ..core.errors import BadInput
 
 # Words the tiny tokenizer knows whole (others are spelled letter by letter, as CLIP does
@@ -176,7 +177,8 @@ def tiny_folder(folder: Path, family: str, build=build_tiny) -> Path:
     tmp = folder.with_name(f".{name}.{os.getpid()}.tmp")
     old = folder.with_name(f".{name}.{os.getpid()}.old")
     try:
-        build(family).save_pretrained(tmp)
+        with compat.quiet_loading():  # quietly
+            build(family).save_pretrained(tmp)
         (tmp / "pegu-tiny-build").write_text(BUILD)
         if folder.exists():
             os.replace(folder, old)

@@ -90,8 +90,9 @@ def load_clip(name: str = DEFAULT_CLIP, device="auto", offline: bool | None = No
                     CLIPTokenizer.from_pretrained(where, **kw),
                     CLIPImageProcessor.from_pretrained(where, **kw))
 
-        (model, tok, proc), _ = from_pretrained(load, name, marker="config.json",
-                                                offline=is_offline(offline))
+        with compat.quiet_loading():
+            (model, tok, proc), _ = from_pretrained(load, name, marker="config.json",
+                                                    offline=is_offline(offline))
     model = model.eval().to(dev, torch.float16 if dev.type == "cuda" else torch.float32)
     return Clip(model, tok, proc, name, dev)
 

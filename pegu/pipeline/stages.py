@@ -48,17 +48,17 @@ def run_ready(ready: Ready, progress: bool = True) -> RunResult:
     return _upscale(result, ready.generator, ready.upscaler, progress)
 
 
-def _check_given(settings: RunSettings, generator, upscaler) -> None:
+def _check_given(settings: RunSettings, generator, upscaler, who: str = "") -> None:
     """What a result records must be what ran: refuse, before any work, a generator or an
     upscaler passed in that is not what the settings name."""
     if generator is not None and settings.model not in (generator.name, generator.source):
-        raise BadInput(f"the generator passed is {generator.name!r} but the settings name "
+        raise BadInput(f"{who}the generator passed is {generator.name!r} but the settings name "
                        f"{settings.model!r}")
     if upscaler is None or settings.mode == "direct":
         return
     wanted = resolve_upscaler(settings, generator)[0] if generator is not None else settings
     if wanted.upscale.model != "auto" and not upscaler.matches(wanted.upscale):
-        raise BadInput(f"the upscaler passed is {upscaler!r}, but the settings ask for "
+        raise BadInput(f"{who}the upscaler passed is {upscaler!r}, but the settings ask for "
                        f"{wanted.upscale}; pass a matching one, or none to load it")
 
 
@@ -78,8 +78,9 @@ def run_many(settings: list[RunSettings], generator=None, upscaler=None, *, devi
     settings = list(settings)
     if not settings:
         return []
-    for s in settings:
-        precheck(s, offline)  # before any model loads
+    for s in settings:  # before any model loads
+        precheck(s, offline)
+        _check_given(s, generator, upscaler, "run_many runs one upscaler and one model: ")
     if overlap == "auto":
         overlap = device == "auto" and gpu_count() > 1
     two = overlap and device == "auto"
