@@ -44,7 +44,7 @@ def test_upscale_with_the_ncnn_engine_matches_torch(photo, tmp_path, capsys):
     assert run("upscale", photo, "--model", "animevideov3", "--out", tmp_path / "t") == 0
     assert run("upscale", photo, "--model", "animevideov3", "--engine", "ncnn",
                "--batch", "2", "--tile", "64", "--out", tmp_path / "n") == 0
-    assert "cpu (float32, ncnn)" in capsys.readouterr().err
+    assert "cpu (fp32, ncnn)" in capsys.readouterr().err
     name = "astro_realesr-animevideov3_x4.png"
     a, b = (np.asarray(Image.open(tmp_path / d / name)).astype(int) for d in "tn")
     assert a.shape == (192, 192, 3) and np.abs(a - b).max() <= 1

@@ -24,7 +24,7 @@ class _control_calls:
     first convolution and its condition encoder)."""
 
     def __init__(self, generator, name="tiny-tile-sd15"):
-        net = generator._controlnet(name)[0]
+        net = generator._controlnet(name).model
         self.latents, self.conds = [], []
         self.hooks = [m.register_forward_pre_hook(lambda m, a, out=out: out.append(
             tuple(a[0].shape[-2:]))) for m, out in ((net.conv_in, self.latents),
@@ -68,7 +68,7 @@ def test_tiled_control_runs_per_tile_on_the_tiles_part_and_leaves_no_seam(sd15, 
     assert tiled.size == (1024, 1024) and len(calls) >= 9  # 3 x 3 tiles per step
     for latent, cond in calls:  # never more than the native tile; the image's matching part
         assert max(latent) <= 64 and cond == (8 * latent[0], 8 * latent[1])
-    net = sd15._controlnet("tiny-tile-sd15")[0]
+    net = sd15._controlnet("tiny-tile-sd15").model
     assert "forward" not in net.__dict__ and "forward" not in sd15.pipe.unet.__dict__
     plain = sd15.refine(img, SETTINGS, 0.5, progress=False, control=1.0).image
     for box in [(296, 296, 728, 728), (0, 296, 432, 728), (296, 0, 728, 432)]:
@@ -126,7 +126,8 @@ def test_pipeline_and_cli_record_the_controlnet(sd15, tmp_path, capsys):
 def test_controlnet_from_a_folder_and_a_kaggle_input(sd15, astronaut, tmp_path, monkeypatch,
                                                       capsys):
     from pegu.cli import main
-    from pegu.generate import controlnet_availability, load_controlnet
+    from pegu.generate.controlnet import load_controlnet
+    from pegu.sources import availability as controlnet_availability
     from pegu.core.registry import CONTROLNETS
     from pegu.generate.tiny import build_tiny_controlnet
 

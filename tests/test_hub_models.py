@@ -78,4 +78,4 @@ def test_registry_controlnet_from_the_hub_cache(model, hub_cache, tmp_path):
     family = generator_spec(model).family
     repo = next(k for k, v in CONTROLNETS.items() if v[0] == family)
     assert record["settings"]["controlnet"] == f"tile-{family}"
-    assert record["choices"]["controlnet_source"] == f"hf://{repo}"
+    assert record["choices"]["controlnet_source"] == f"hf://{repo}@main"

@@ -38,7 +38,9 @@ def test_missing_weights_offline_say_where_to_put_them(tmp_path):
         iqa.load_metric("niqe", device="cpu")
     with pytest.raises(ValueError, match="unknown no-reference IQA metric 'psnr'"):
         iqa.check_metrics(["musiq", "psnr"])  # a full-reference metric is no panel metric
-    with pytest.raises(WeightsError, match="Inception weights are not in .*weights-inception"):
+    with pytest.raises(WeightsError, match="no weights for FID Inception-v3: offline mode is on. "
+                                           "Download https://github.com/toshas/.*to .*metrics/"
+                                           "weights-inception"):
         iqa.inception()
 
 
@@ -46,7 +48,7 @@ def test_seed_cache_from_a_folder_and_from_kaggle(tmp_path, monkeypatch):
     src = tmp_path / "weights"
     src.mkdir()
     (src / "niqe_modelparameters.mat").write_bytes(b"x")
-    assert iqa.seed_cache(src) == [iqa.cache_dir() / "niqe_modelparameters.mat"]
+    assert iqa.seed_cache(src) == [iqa.pyiqa_cache() / "niqe_modelparameters.mat"]
     assert iqa.seed_cache(src) == []  # kept, not copied twice
     kaggle = tmp_path / "input" / "datasets" / "me" / "iqa-weights" / "pyiqa"
     kaggle.mkdir(parents=True)

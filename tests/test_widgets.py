@@ -41,19 +41,19 @@ def test_generate_and_save(tmp_path):
 def test_models_stay_loaded_and_errors_stay_in_the_interface(tmp_path):
     ex = make(tmp_path)
     ex.generate()
-    gen = ex._generators["tiny-sd15"]
+    gen = ex.models.generator
     ex.refine.value = 0.3
     ex.control.value = 0.8  # the tile ControlNet conditions the refine
     ex.faces.value = 0.35  # the face stage runs and is recorded (noise: no face found)
     ex.generate()
-    assert ex._generators["tiny-sd15"] is gen and ex.result.intermediate is not None
+    assert ex.models.generator is gen and ex.result.intermediate is not None
     assert ex.result.settings.faces.strength == 0.35 and "faces" in ex.table.value
     assert ex.result.settings.refine_control == 0.8
     assert ex.result.settings.controlnet == "tiny-tile-sd15"
     before = ex.result
     ex.model.value = "epicrealsim"
     ex.generate_button.click()  # no exception escapes
-    assert "ValueError" in ex.status.value and "Did you mean" in ex.status.value
+    assert "BadInput" in ex.status.value and "Did you mean" in ex.status.value
     assert ex.result is before and not ex.generate_button.disabled
     ex.model.value = "tiny-sd15"
     ex.size.value = "768x512"

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from urllib.error import URLError
 
@@ -288,8 +289,10 @@ def _kid(a, b, subsets: int) -> tuple[float, float]:
     import torch
     from torchmetrics.image.kid import KernelInceptionDistance
 
-    m = KernelInceptionDistance(feature=_given(a.shape[1]), subsets=subsets,
-                                subset_size=min(1000, len(a), len(b)))
+    with warnings.catch_warnings():  # "will save all extracted features": what KID is
+        warnings.filterwarnings("ignore", message=".*save all extracted features.*")
+        m = KernelInceptionDistance(feature=_given(a.shape[1]), subsets=subsets,
+                                    subset_size=min(1000, len(a), len(b)))
     m.update(a, real=False)
     m.update(b, real=True)
     with torch.random.fork_rng():
