@@ -145,7 +145,7 @@ def test_prepare_does_nothing_outside_kaggle(monkeypatch):
 def test_prepare_never_imports_torch_in_the_kernel():
     import subprocess
 
-    code = ("import sys, pegu.kaggle as k; k.on_kaggle = lambda: True; "
+    code = ("import sys, pegu.cli.kaggle as k; k.on_kaggle = lambda: True; "
             "k._facts = lambda: (k.parse_nvidia_smi('NVIDIA L4, 8.9, 23034'), ['sm_89'], "
             "'2.9.1', '0.24.1'); k._internet = lambda: False; "
             "k.prepare(wheels=sys.argv[1], dry_run=True); print('torch' in sys.modules)")
@@ -243,7 +243,8 @@ def test_package_builds_an_installable_dataset(tmp_path):
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target",
                     str(target), str(out / wheels[0])], check=True)
-    assert (target / "pegu" / "kaggle.py").is_file() and (target / "pegu" / "upscale.py").is_file()
+    assert all((target / "pegu" / f).is_file() for f in (
+        "cli/kaggle.py", "upscale/upscaler.py", "sources/resolve.py", "pipeline/stages.py"))
     assert repo_root() == ROOT
     assert package(out, extras=()) == out  # an earlier build is replaced whole
     assert sorted(p.name for p in out.glob("*.whl")) == wheels
