@@ -18,6 +18,8 @@ from ..sources import at_hand
 from ..upscale import load_upscaler
 
 DEMO_MODEL = "tiny-sd15"  # a smoke-test model: runs offline anywhere
+DEMO_PHOTO_SIZE = 256  # the photograph's crop edge, px
+DEMO_OUT = Path("out/demo")
 
 
 def demo_photo(size: int = 512):
@@ -38,8 +40,8 @@ def demo_photo(size: int = 512):
 
 
 def run_demo(*, model: str = DEMO_MODEL, target=TARGET,
-             upscaler: str = DEFAULT_UPSCALER, photo_size: int = 256, device="auto",
-             out: Path = Path("out/demo"), offline: bool = True, progress: bool = True):
+             upscaler: str = DEFAULT_UPSCALER, photo_size: int = DEMO_PHOTO_SIZE,
+             device="auto", out: Path = DEMO_OUT, offline: bool = True, progress: bool = True):
     """pegu's main job, shown on this machine; writes into ``out`` and prints a table.
 
     1. The pipeline: ``model`` generates at its native size, ``upscaler`` takes it to

@@ -12,7 +12,7 @@ from ..core.settings import (COMPILE_MODES, ENGINES, FITS, MAX_SIDE, PROMPT_SYNT
                              UpscaleSettings)
 from ..lab.iqa import PANEL
 from ..lab.metrics import DEFAULT_CLIP
-from .demo import DEMO_MODEL
+from .demo import DEMO_MODEL, DEMO_OUT, DEMO_PHOTO_SIZE
 from .kaggle import ACCELERATORS, DEFAULT_ACCELERATOR, DATASET
 
 
@@ -94,9 +94,10 @@ def _demo(sub) -> None:
     d.add_argument("--model", default=DEMO_MODEL, help="text-to-image model (pegu models)")
     d.add_argument("--target", type=size, default=TARGET, metavar="WxH")
     d.add_argument("--upscaler", default=DEFAULT_UPSCALER)
-    d.add_argument("--photo-size", type=int, default=256, help="photo crop edge in px (≤ 512)")
+    d.add_argument("--photo-size", type=int, default=DEMO_PHOTO_SIZE,
+                   help=f"photo crop edge in px, ≤ 512 (default {DEMO_PHOTO_SIZE})")
     d.add_argument("--device", default="auto")
-    d.add_argument("--out", type=Path, default=Path("out/demo"))
+    d.add_argument("--out", type=Path, default=DEMO_OUT)
     d.add_argument("--online", action="store_true",
                    help="allow downloads (default: offline copies and cached models only)")
 

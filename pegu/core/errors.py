@@ -42,5 +42,10 @@ class OutOfMemory(PeguError, MemoryError):
     """The work does not fit in this machine's memory even at pegu's smallest settings."""
 
 
+class NotFinite(PeguError, FloatingPointError):
+    """A model produced NaN or infinite values even after pegu's fallbacks; the message says
+    what to try."""
+
+
 class GpuUnsupported(PeguError, RuntimeError):
     """The installed torch cannot run on this GPU, or not in the dtype asked for."""

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from ..core.device import autotuned, dtype_name
-from ..core.errors import BadInput
+from ..core.errors import BadInput, NotFinite
 from ..core.registry import GeneratorSpec, controlnet_spec
 from ..core.settings import GenerateSettings, check_control_weight
 from . import memory as mem
@@ -282,7 +282,7 @@ class Generator:
         finally:
             vae.to(dtype)
         if np.isnan(image).any():
-            raise FloatingPointError(
+            raise NotFinite(
                 f"{self.name} produced NaN latents (not only the VAE); try dtype='fp32', "
                 "another scheduler, or fewer steps")
         return image

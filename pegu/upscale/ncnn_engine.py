@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.errors import BadInput, PeguError
+from ..core.errors import BadInput, MissingPackage, PeguError
 
 
 class _Graph:
@@ -110,7 +110,8 @@ class NcnnNet:
         try:
             import ncnn
         except ImportError:
-            raise ImportError("engine='ncnn' needs the ncnn package: pip install ncnn") from None
+            raise MissingPackage("engine='ncnn' needs the ncnn package: pip install ncnn") \
+                from None
         param, weights = export(arch, kwargs, state)
         self._ncnn = ncnn
         self.net = ncnn.Net()
