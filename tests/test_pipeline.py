@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -351,6 +352,14 @@ def test_cli_demo(tmp_path):
     for name in ("realesr-animevideov3", "bicubic", "lanczos"):
         assert Image.open(tmp_path / f"astronaut_{name}_192x192.png").size == (192, 192)
     assert (tmp_path / "astronaut_comparison_192x192.png").is_file()
+    # pegu's own output only, the tiny model built and saved fresh (this test's cache is
+    # empty): its header and its progress bars, no third-party warning, log or loading bar
+    parts = [p.strip() for p in r.stderr.replace("\r", "\n").splitlines() if p.strip()]
+    assert parts[0].startswith("pegu demo on"), parts[:3]
+    foreign = [p for p in parts if not p.startswith(("pegu demo on", "text-to-image:",
+                                                      "upscaler:"))
+               and not re.match(r"[\w.-]+ (steps|tiles): ", p)]
+    assert foreign == [], foreign
 
 
 def test_a1111_png_with_weights_break_and_a_long_prompt_reruns(sd15, tmp_path):

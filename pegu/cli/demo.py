@@ -63,7 +63,7 @@ def run_demo(*, model: str = DEMO_MODEL, target=TARGET,
     tiny = GENERATORS.get(gen.name) is not None and GENERATORS[gen.name].tiny
     print(f"pegu demo on {describe(gen.device)}\n"
           f"  text-to-image: {gen.name}{' (SMOKE TEST MODEL: random weights, draws noise)' if tiny else ''}"
-          f", from {gen.source}\n  upscaler: {up.name} ({str(up.dtype).removeprefix('torch.')},"
+          f", from {gen.source}\n  upscaler: {up.name} ({up.dtype_name},"
           f" tile {up.tile}), weights from {up.source}", file=sys.stderr)
     settings = RunSettings(GenerateSettings(DEMO_PROMPT, seed=0), model=gen.name,
                            upscale=UpscaleSettings(up.name), target=(tw, th))

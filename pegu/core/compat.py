@@ -3,6 +3,7 @@ pkg_resources, transformers 4 against 5, diffusers' renamed arguments)."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import sys
 import types
 import warnings
@@ -83,13 +84,40 @@ def realesrganer_class():
     return RealESRGANer
 
 
+# Third-party messages a pegu user did not ask for and cannot act on (each with its source):
+# diffusers' Kolors text encoder and torchsde use @torch.jit.script, which torch >= 2.10 warns
+# about when they are imported; bitsandbytes (imported by diffusers' quantizers) logs a warning
+# on CPUs with AVX-512 BF16 when it cannot fetch a kernel from the Hub
+# (bitsandbytes/backends/cpu/ops.py), which offline it never can.
+_NOISE = (r".*`torch\.jit\.script` is deprecated.*",)
+_NOISY_LOGGERS = ("bitsandbytes",)
+
+
+@contextlib.contextmanager
+def quiet():
+    """Within the block, the third-party messages above are not shown; every setting is as
+    it was afterwards."""
+    loggers = [(logging.getLogger(n), logging.getLogger(n).level) for n in _NOISY_LOGGERS]
+    for logger, _ in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            for message in _NOISE:
+                warnings.filterwarnings("ignore", message=message, category=FutureWarning)
+            yield
+    finally:
+        for logger, level in loggers:
+            logger.setLevel(level)
+
+
 @contextlib.contextmanager
 def quiet_loading():
-    """Loading or saving models quietly: with ``torch_dtype=``, which every diffusers release
-    since 0.30 takes (recent ones also take ``dtype=`` and warn that the old name is
-    deprecated: that warning is hidden), and without diffusers' and transformers' progress
-    bars ("Loading pipeline components", "Loading weights", "Writing model shards"), which
-    the user did not ask for. Both libraries' settings are as they were afterwards."""
+    """Loading or saving models quietly (:func:`quiet`): with ``torch_dtype=``, which every
+    diffusers release since 0.30 takes (recent ones also take ``dtype=`` and warn that the
+    old name is deprecated: that warning is hidden), and without diffusers' and
+    transformers' progress bars ("Loading pipeline components", "Loading weights", "Writing
+    model shards"), which the user did not ask for. Both libraries' settings are as they
+    were afterwards."""
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
@@ -97,7 +125,7 @@ def quiet_loading():
     for m, _ in bars:
         m.disable_progress_bar()
     try:
-        with warnings.catch_warnings():
+        with quiet(), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)
             yield
     finally:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from ..core import compat
 from ..core.device import autotuned, dtype_name
 from ..core.errors import BadInput, NotFinite
 from ..core.registry import GeneratorSpec, controlnet_spec
@@ -192,15 +193,16 @@ class Generator:
     def _img2img_pipe(self, net: LoadedControlNet | None):
         """diffusers' img2img pipeline sharing this pipeline's components; with ``net`` (a
         loaded ControlNet) its ControlNet img2img pipeline."""
-        from diffusers import AutoPipelineForImage2Image
+        with compat.quiet_loading():  # importing it imports Kolors, which warns
+            from diffusers import AutoPipelineForImage2Image
 
-        if net is None:
-            if self._img2img is None:
-                self._img2img = AutoPipelineForImage2Image.from_pipe(self.pipe)
-            return self._img2img
-        if net.pipe is None:
-            net.pipe = AutoPipelineForImage2Image.from_pipe(self.pipe, controlnet=net.model)
-        return net.pipe
+            if net is None:
+                if self._img2img is None:
+                    self._img2img = AutoPipelineForImage2Image.from_pipe(self.pipe)
+                return self._img2img
+            if net.pipe is None:
+                net.pipe = AutoPipelineForImage2Image.from_pipe(self.pipe, controlnet=net.model)
+            return net.pipe
 
     def _controlnet(self, name: str | None) -> LoadedControlNet:
         """The ControlNet ``name`` names (None: the tile ControlNet of this model's family),
@@ -224,14 +226,15 @@ class Generator:
         """Run ``pipe`` with ``scheduler``; (PIL images, fp32-VAE fallback used)."""
         pipe.scheduler = make_scheduler(scheduler, self._scheduler_config,
                                         seed=seed_of(kwargs["generator"]))
-        pipe.set_progress_bar_config(disable=not progress)
+        pipe.set_progress_bar_config(disable=not progress, desc=f"{self.name} steps",
+                                     leave=False)
         final = {}
 
         def keep_latents(p, step, timestep, kw):
             final["latents"] = kw["latents"]
             return kw
 
-        with autotuned(self.device):
+        with autotuned(self.device), compat.quiet():
             images = pipe(output_type="np", callback_on_step_end=keep_latents, **kwargs).images
         fallback = bool(np.isnan(images).any())
         if fallback:

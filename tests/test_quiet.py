@@ -1,0 +1,40 @@
+"""pegu's output is for people: no third-party warnings, logs or progress bars the user did
+not ask for (loading models, refining, a library that cannot reach the Hub)."""
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+
+from pegu.core import compat
+
+
+def test_loading_generating_and_refining_say_nothing_unasked(tmp_path):
+    """In a fresh process (third-party modules warn when first imported), with an empty
+    cache (the tiny model is built and saved): load, generate, refine and refine with a tile
+    ControlNet, progress off: nothing at all on stderr."""
+    code = """
+import pegu
+from pegu import GenerateSettings
+g = pegu.load_generator("tiny-sd15", device="cpu", offline=True)
+s = GenerateSettings("a portrait", width=64, height=64, steps=1)
+image = g.generate(s, progress=False).image
+g.refine(image, s, 0.5, steps=1, progress=False)
+g.refine(image, s, 0.5, steps=1, progress=False, control=1.0, tiled=True)
+print("done")
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env={**__import__("os").environ, "PEGU_CACHE": str(tmp_path)})
+    assert r.returncode == 0 and r.stdout.strip() == "done", r.stderr[-2000:]
+    assert r.stderr == "", r.stderr[-2000:]
+
+
+def test_a_library_that_cannot_reach_the_hub_is_not_heard_while_loading(caplog):
+    """bitsandbytes logs a warning on AVX-512 BF16 CPUs when it cannot fetch a kernel from
+    the Hub (it is imported by diffusers' quantizers while a model loads)."""
+    bnb = logging.getLogger("bitsandbytes.backends.cpu.ops")
+    with compat.quiet():
+        bnb.warning("Failed to load CPU gemm_4bit_forward from kernels-community")
+    assert caplog.records == []
+    bnb.warning("heard outside")  # the setting is as it was afterwards
+    assert [r.getMessage() for r in caplog.records] == ["heard outside"]
