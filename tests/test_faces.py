@@ -116,8 +116,12 @@ def test_cli_generate_with_faces(tmp_path, capsys):
 @pytest.fixture(scope="module")
 def restorers():
     import torch
-    from spandrel.architectures.GFPGAN import GFPGAN
-    from spandrel_extra_arches.architectures.CodeFormer import CodeFormer
+
+    from pegu.core import compat
+
+    with compat.quiet():  # their modules warn when first imported (torch.jit.script)
+        from spandrel.architectures.GFPGAN import GFPGAN
+        from spandrel_extra_arches.architectures.CodeFormer import CodeFormer
 
     torch.manual_seed(0)
     return {"GFPGAN": F.restorer_from(GFPGAN().state_dict(), "random GFPGAN"),

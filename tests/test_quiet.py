@@ -38,3 +38,30 @@ def test_a_library_that_cannot_reach_the_hub_is_not_heard_while_loading(caplog):
     assert caplog.records == []
     bnb.warning("heard outside")  # the setting is as it was afterwards
     assert [r.getMessage() for r in caplog.records] == ["heard outside"]
+
+
+def test_face_restorers_and_community_upscalers_load_and_run_quietly(tmp_path, astronaut):
+    """A GFPGAN file and a DAT upscaler (spandrel) loaded and run through pegu in a fresh
+    process: nothing on stderr."""
+    import torch
+    from spandrel.architectures.DAT import DAT
+
+    with compat.quiet():
+        from spandrel.architectures.GFPGAN import GFPGAN
+
+        torch.manual_seed(0)
+        torch.save(GFPGAN().state_dict(), tmp_path / "gfpgan.pth")
+        dat = DAT(upscale=4, img_size=32, embed_dim=24, split_size=[2, 4], depth=[1],
+                  num_heads=[2], expansion_factor=2)
+        torch.save(dat.state_dict(), tmp_path / "dat.pth")
+    code = f"""
+import numpy as np
+import pegu
+from pegu.generate.faces import load_restorer
+load_restorer({str(tmp_path / "gfpgan.pth")!r})
+up = pegu.load_upscaler({str(tmp_path / "dat.pth")!r}, device="cpu", tile=0)
+print(up.upscale(np.zeros((16, 16, 3), np.uint8)).shape)
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.strip() == "(64, 64, 3)", r.stderr[-2000:]
+    assert r.stderr == "", r.stderr[-2000:]

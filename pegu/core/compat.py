@@ -85,11 +85,15 @@ def realesrganer_class():
 
 
 # Third-party messages a pegu user did not ask for and cannot act on (each with its source):
-# diffusers' Kolors text encoder and torchsde use @torch.jit.script, which torch >= 2.10 warns
-# about when they are imported; bitsandbytes (imported by diffusers' quantizers) logs a warning
-# on CPUs with AVX-512 BF16 when it cannot fetch a kernel from the Hub
+# diffusers' Kolors text encoder, torchsde and spandrel's GFPGAN/CodeFormer use
+# @torch.jit.script, which torch >= 2.10 warns about when they are imported; spandrel's
+# window-attention architectures (SwinIR, HAT, DAT) call torch.meshgrid without `indexing`,
+# and some build zero-element layers; bitsandbytes (imported by diffusers' quantizers) logs a
+# warning on CPUs with AVX-512 BF16 when it cannot fetch a kernel from the Hub
 # (bitsandbytes/backends/cpu/ops.py), which offline it never can.
-_NOISE = (r".*`torch\.jit\.script` is deprecated.*",)
+_NOISE = ((r".*`torch\.jit\.script` is deprecated.*", FutureWarning),
+          (r"torch\.meshgrid: in an upcoming release.*", UserWarning),
+          (r"Initializing zero-element tensors is a no-op", UserWarning))
 _NOISY_LOGGERS = ("bitsandbytes",)
 
 
@@ -102,8 +106,8 @@ def quiet():
         logger.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings():
-            for message in _NOISE:
-                warnings.filterwarnings("ignore", message=message, category=FutureWarning)
+            for message, category in _NOISE:
+                warnings.filterwarnings("ignore", message=message, category=category)
             yield
     finally:
         for logger, level in loggers:

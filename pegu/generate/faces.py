@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core import compat
 from ..core.errors import BadInput, MissingPackage, WeightsError, WeightsUnavailable
 from ..core.registry import FACE_RESTORERS
 from ..sources import at_hand, cached_file, fetch_file, is_offline, load_state_dict
@@ -192,16 +193,18 @@ def _unknown_unless_file(name_or_path: str) -> Path:
 
 def restorer_from(state: dict, where: str):
     """A FaceSR descriptor (GFPGAN, RestoreFormer, CodeFormer, ...) built by spandrel."""
-    import spandrel
+    with compat.quiet():  # GFPGAN's and CodeFormer's modules warn when first imported
+        import spandrel
 
-    try:
-        import spandrel_extra_arches  # CodeFormer lives there (non-commercial licence)
+        try:
+            import spandrel_extra_arches  # CodeFormer lives there (non-commercial licence)
 
-        spandrel_extra_arches.install(ignore_duplicates=True)
-    except ImportError:
-        pass
+            spandrel_extra_arches.install(ignore_duplicates=True)
+        except ImportError:
+            pass
     try:
-        desc = spandrel.ModelLoader().load_from_state_dict(dict(state))
+        with compat.quiet():
+            desc = spandrel.ModelLoader().load_from_state_dict(dict(state))
     except spandrel.UnsupportedModelError:
         hint = ("; CodeFormer needs pip install spandrel-extra-arches"
                 if "position_emb" in state else "")

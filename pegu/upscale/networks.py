@@ -45,7 +45,8 @@ def _spandrel(state: dict, where: str):
         raise MissingPackage(f"{where} is not a Real-ESRGAN-family file; loading other "
                              f"architectures needs spandrel ({e}): pip install spandrel") from None
     try:
-        desc = spandrel.ModelLoader().load_from_state_dict(dict(state))
+        with compat.quiet():  # some architectures' modules warn when first imported
+            desc = spandrel.ModelLoader().load_from_state_dict(dict(state))
     except spandrel.UnsupportedModelError:
         raise WeightsError(f"{where}: neither the Real-ESRGAN family nor an architecture "
                            "spandrel knows (ESRGAN, Compact, SwinIR, HAT, DAT, ATD, SPAN, "

@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..core import compat
 from ..core.device import autotuned, check_output_memory, dtype_name, resolve_dtype
 from ..core.errors import BadInput, OutOfMemory
 from ..core.geometry import plan_size
@@ -225,7 +226,7 @@ class Upscaler:
                 net = functools.partial(rrdb_in_strips, self.model)
             else:
                 net = self.model
-            with torch.no_grad():
+            with torch.no_grad(), compat.quiet():
                 if self.device.type == "cpu" and self.dtype == torch.bfloat16:
                     with torch.autocast("cpu", dtype=torch.bfloat16):
                         y = net(t)
