@@ -29,15 +29,15 @@ print("done")
     assert r.stderr == "", r.stderr[-2000:]
 
 
-def test_a_library_that_cannot_reach_the_hub_is_not_heard_while_loading(caplog):
+def test_a_library_that_cannot_reach_the_hub_is_not_heard_while_loading():
     """bitsandbytes logs a warning on AVX-512 BF16 CPUs when it cannot fetch a kernel from
     the Hub (it is imported by diffusers' quantizers while a model loads)."""
     bnb = logging.getLogger("bitsandbytes.backends.cpu.ops")
+    before = (logging.getLogger("bitsandbytes").level, bnb.getEffectiveLevel())
     with compat.quiet():
-        bnb.warning("Failed to load CPU gemm_4bit_forward from kernels-community")
-    assert caplog.records == []
-    bnb.warning("heard outside")  # the setting is as it was afterwards
-    assert [r.getMessage() for r in caplog.records] == ["heard outside"]
+        assert not bnb.isEnabledFor(logging.WARNING)
+    # as it was afterwards
+    assert (logging.getLogger("bitsandbytes").level, bnb.getEffectiveLevel()) == before
 
 
 def test_face_restorers_and_community_upscalers_load_and_run_quietly(tmp_path, astronaut):
