@@ -9,7 +9,7 @@
 3. The kernels: ``pegu kaggle push --dry-run`` stages each notebook, setup cell first.
 4. Each internet mode: a fresh virtualenv layered on the image (its own site-packages first,
    the image's behind, as pip installs on Kaggle land over the image's), with
-   ``KAGGLE_KERNEL_RUN_TYPE=Batch`` and ``PEGU_OFFLINE=1``; papermill executes every staged
+   ``KAGGLE_KERNEL_RUN_TYPE=Batch`` (and, as on Kaggle, no ``PEGU_OFFLINE``); papermill executes every staged
    notebook top to bottom on the tiny models and the real x4plus weights. "on": pip may
    reach the package index; "off": the index is an address that refuses connections, so
    only the dataset can serve pip, as on a kernel with the internet off.
@@ -155,7 +155,9 @@ def _column(csv: Path, name: str) -> list[str]:
 def kernel_env(work: Path, venv: Path, inputs: Path, mode: str) -> dict:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("PIP_", "PEGU_", "HF_", "KAGGLE_", "VIRTUAL_ENV"))}
-    env.update(KAGGLE_KERNEL_RUN_TYPE="Batch", PEGU_OFFLINE="1", PEGU_KAGGLE_INPUT=str(inputs),
+    # no PEGU_OFFLINE: Kaggle sets none; pegu must find out by itself that the Hub is out of
+    # reach (as it is from here, in both modes)
+    env.update(KAGGLE_KERNEL_RUN_TYPE="Batch", PEGU_KAGGLE_INPUT=str(inputs),
                PEGU_CACHE=str(work / "cache"), HF_HOME=str(work / "hf"),
                PIP_CONFIG_FILE=os.devnull, PIP_DISABLE_PIP_VERSION_CHECK="1",
                PIP_NO_INPUT="1", PATH=f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}",

@@ -118,7 +118,7 @@ def test_pipeline_and_cli_record_the_controlnet(sd15, tmp_path, capsys):
     assert main(["generate", "x", "--model", "realistic-vision-v6", "--refine", "0.4",
                  "--refine-control", "--offline"]) == 2
     err = capsys.readouterr().err
-    assert "lllyasviel/control_v11f1e_sd15_tile" in err and "huggingface-cli download" in err
+    assert "lllyasviel/control_v11f1e_sd15_tile" in err and "hf download" in err
     with pytest.raises(ValueError, match="give refine_control"):
         RunSettings(GenerateSettings("x"), refine=0.3, controlnet="tile-sd15")
 

@@ -218,7 +218,7 @@ def test_unknown_model_and_missing_files(tmp_path):
         load_generator(tmp_path / "empty")
     with pytest.raises(FileNotFoundError, match=r"cannot load emilianJR/epiCRealism: it is "
                        r"not in the Hugging Face cache \(.+\) nor under .+, and offline mode "
-                       r"is on.*huggingface-cli download.*Kaggle.*local folder"):
+                       r"is on.*`hf download emilianJR/epiCRealism`.*Kaggle.*local folder"):
         load_generator("epicrealism")
 
 

