@@ -118,7 +118,8 @@ def dataset(work: Path) -> Path:
     out = inputs / "datasets" / OWNER / "pegu-wheels"
     shutil.rmtree(inputs, ignore_errors=True)
     out.parent.mkdir(parents=True)
-    _run([Path(sys.executable).parent / "pegu", "kaggle", "package", "--out", out])
+    _run([Path(sys.executable).parent / "pegu", "kaggle", "package", "--out", out,
+          "--username", OWNER])
     return inputs
 
 

@@ -246,7 +246,7 @@ def test_package_builds_an_installable_dataset(tmp_path):
     assert all((target / "pegu" / f).is_file() for f in (
         "cli/kaggle.py", "upscale/upscaler.py", "sources/resolve.py", "pipeline/stages.py"))
     assert repo_root() == ROOT
-    assert package(out, extras=()) == out  # an earlier build is replaced whole
+    assert package(out, extras=(), username="alice") == out  # an earlier build: replaced
     assert sorted(p.name for p in out.glob("*.whl")) == wheels
 
 
@@ -344,3 +344,29 @@ def test_replacing_an_imported_torch_says_restart_once(monkeypatch, capsys):
     plan = k.prepare(wheels=Path("/nowhere"))
     assert plan.commands == [] and len(ran) == 1
     assert "nothing to do" in capsys.readouterr().out
+
+
+def test_package_takes_its_owner_where_push_does(tmp_path, monkeypatch, capsys):
+    """The token file alone names the owner (no KAGGLE_USERNAME): the dataset's id is the
+    user's, as push stages it, not a placeholder; --username overrides; none at all is
+    refused before anything is built."""
+    from pegu.cli import main
+
+    monkeypatch.delenv("KAGGLE_USERNAME", raising=False)
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "cfg"))
+    assert main(["kaggle", "package", "--no-extras", "--out", str(tmp_path / "a")]) == 2
+    assert "no Kaggle username: pass --username" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists()
+    (tmp_path / "cfg").mkdir()
+    (tmp_path / "cfg" / "kaggle.json").write_text('{"username": "alice", "key": "k"}')
+    assert main(["kaggle", "package", "--no-extras", "--out", str(tmp_path / "a")]) == 0
+    said = capsys.readouterr().out
+    meta = json.loads((tmp_path / "a" / "dataset-metadata.json").read_text())
+    assert meta["id"] == "alice/pegu-wheels" and "kaggle datasets version -p" in said
+    assert push([], dry_run=True, staging=tmp_path / "st")[0][0].name  # the same owner
+    staged = json.loads(next((tmp_path / "st").glob("*/kernel-metadata.json")).read_text())
+    assert staged["id"].startswith("alice/")
+    assert main(["kaggle", "package", "--no-extras", "--out", str(tmp_path / "b"),
+                 "--username", "bob"]) == 0
+    assert json.loads((tmp_path / "b" / "dataset-metadata.json").read_text())["id"] == \
+        "bob/pegu-wheels"

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from .. import __version__
 from ..core.device import check_output_memory
 from ..core.errors import BadInput, MissingFile, OutputExists
 from ..core.geometry import plan_size
@@ -221,9 +222,12 @@ def kaggle(args) -> int:
         kg.push(args.notebooks, accelerator=args.accelerator, internet=args.internet,
                     dry_run=args.dry_run, username=args.username, staging=args.staging)
     else:
-        out = kg.package(args.out, extras=() if args.no_extras else kg.KAGGLE_EXTRAS)
-        print(f"dataset in {out}: upload with `kaggle datasets create -p {out}`; kernels "
-              f"find it under /kaggle/input/datasets/<you>/{kg.DATASET}/")
+        out = kg.package(args.out, extras=() if args.no_extras else kg.KAGGLE_EXTRAS,
+                         username=args.username)
+        dataset = json.loads((out / "dataset-metadata.json").read_text())["id"]
+        print(f"dataset {dataset} in {out}: upload it with `kaggle datasets create -p {out}` "
+              f"(a later build: `kaggle datasets version -p {out} -m \"pegu {__version__}\"`); "
+              f"kernels find it under /kaggle/input/datasets/{dataset}/")
     return 0
 
 

@@ -351,14 +351,20 @@ def validate_metadata(meta: dict, folder: Path | None = None) -> list[str]:
 
 
 def kaggle_username() -> str:
-    """``$KAGGLE_USERNAME``, else the username in the Kaggle credentials file."""
+    """Who owns the kernels and the dataset: ``$KAGGLE_USERNAME``, else the username in the
+    Kaggle credentials file (``$KAGGLE_CONFIG_DIR/kaggle.json``, default ``~/.kaggle``), as
+    the kaggle CLI reads them; `pegu kaggle push` and `package` both ask here."""
     if os.environ.get("KAGGLE_USERNAME"):
         return os.environ["KAGGLE_USERNAME"]
     cfg = Path(os.environ.get("KAGGLE_CONFIG_DIR", Path.home() / ".kaggle")) / "kaggle.json"
     if cfg.is_file():
-        return json.loads(cfg.read_text())["username"]
-    raise BadInput("no Kaggle username: set KAGGLE_USERNAME or put your API token in "
-                     f"{cfg} (Kaggle → Settings → Create New Token)")
+        try:
+            return json.loads(cfg.read_text())["username"]
+        except (ValueError, KeyError, TypeError):
+            raise BadInput(f"{cfg} holds no username: download a new API token (Kaggle → "
+                           "Settings → Create New Token) or pass --username") from None
+    raise BadInput("no Kaggle username: pass --username, set KAGGLE_USERNAME or put your API "
+                   f"token in {cfg} (Kaggle → Settings → Create New Token)")
 
 
 def repo_root() -> Path:
@@ -461,11 +467,12 @@ _SECRETS = ("kaggle.json", "access_token", ".env", ".netrc", "credentials", "id_
 def package(out: Path, *, extras=KAGGLE_EXTRAS, username: str | None = None) -> Path:
     """Build the ``pegu-wheels`` Kaggle dataset in ``out``: pegu's wheel, the wheels of what
     Kaggle's image lacks (``extras``, installed there with --no-deps), the setup script the
-    notebooks' first cell runs, and dataset-metadata.json. ``out`` must be empty or an
-    earlier build (which is replaced whole). Upload it with ``kaggle datasets create -p OUT``.
+    notebooks' first cell runs, and dataset-metadata.json (its id ``<username>/pegu-wheels``:
+    ``username``, else :func:`kaggle_username`). ``out`` must be empty or an earlier build
+    (which is replaced whole). Upload it with ``kaggle datasets create -p OUT``; a later
+    build with ``kaggle datasets version -p OUT -m "pegu X.Y"``.
     """
     out = Path(out)
-    user = check_username(username or os.environ.get("KAGGLE_USERNAME") or PLACEHOLDER_USER)
     if out.exists() and out.is_dir():
         secret = [p.name for p in out.iterdir() if p.name in _SECRETS or p.suffix == ".pem"]
         if secret:
@@ -476,6 +483,7 @@ def package(out: Path, *, extras=KAGGLE_EXTRAS, username: str | None = None) -> 
             not any(p.match(g) for g in _DATASET_FILES) for p in out.iterdir())):
         raise BadInput(f"{out} holds other files: give `--out` an empty or new folder (the "
                          "dataset uploads everything in it)")
+    user = check_username(username or kaggle_username())
     out.parent.mkdir(parents=True, exist_ok=True)
     build = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     build.chmod(0o755)

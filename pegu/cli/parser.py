@@ -233,7 +233,11 @@ def _kaggle(sub) -> None:
     kp.add_argument("--staging", type=Path, help="stage into this folder (default: a "
                     "temporary one)")
     kk = ksub.add_parser("package", help=f"build the {DATASET} dataset for offline kernels")
-    kk.add_argument("--out", type=Path, default=Path(f"out/{DATASET}"))
+    kk.add_argument("--out", type=Path, default=Path(f"out/{DATASET}"),
+                    help="an empty or new folder (or an earlier build, replaced whole): the "
+                    f"dataset uploads everything in it (default out/{DATASET})")
+    kk.add_argument("--username", help="Kaggle username, the dataset's owner (default: "
+                    "KAGGLE_USERNAME, else ~/.kaggle/kaggle.json)")
     kk.add_argument("--no-extras", action="store_true", help="pegu's wheel only")
 
 
