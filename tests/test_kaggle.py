@@ -370,3 +370,39 @@ def test_package_takes_its_owner_where_push_does(tmp_path, monkeypatch, capsys):
                  "--username", "bob"]) == 0
     assert json.loads((tmp_path / "b" / "dataset-metadata.json").read_text())["id"] == \
         "bob/pegu-wheels"
+
+
+@pytest.mark.parametrize("mount", [
+    # a Kaggle model: its slug has no dots, no capitals, no underscores
+    "models/alice/realistic-vision-v6-0-b1-novae/diffusers/default/1",
+    # a dataset whose folder keeps the repo's own name
+    "datasets/alice/my-models/Realistic_Vision_V6.0_B1_noVAE",
+])
+def test_registry_models_are_found_however_kaggle_names_them(tmp_path, monkeypatch, mount):
+    """Realistic Vision attached under its Kaggle slug or its own name loads by registry
+    name, offline; so does CLIP (notebooks 01 and 02's metric model) and the VAE its card
+    asks for."""
+    import pegu
+    from pegu.generate.tiny import build_tiny
+    from pegu.lab.metrics import _tiny_clip, load_clip
+    from pegu.sources import availability
+    from pegu.sources.kaggle import repo_folder
+
+    monkeypatch.setenv("PEGU_KAGGLE_INPUT", str(tmp_path))
+    folder = tmp_path / mount
+    pipe = build_tiny("sd15")
+    pipe.save_pretrained(folder)
+    vae = tmp_path / "models" / "stabilityai" / "sd-vae-ft-mse" / "pytorch" / "default" / "1"
+    pipe.vae.save_pretrained(vae)
+    clip = tmp_path / "models" / "openai" / "clip-vit-large-patch14" / "transformers" / \
+        "default" / "1"
+    model, tok, proc = _tiny_clip()
+    for part in (model, tok, proc):
+        part.save_pretrained(clip)
+    spec = pegu.registry.GENERATORS["realistic-vision-v6"]
+    assert repo_folder(spec.repo) == folder and availability(spec) == "kaggle input"
+    gen = pegu.load_generator("realistic-vision-v6", device="cpu", offline=True)
+    assert gen.source == str(folder)
+    assert load_clip("openai/clip-vit-large-patch14", device="cpu", offline=True).model
+    assert repo_folder("openai/clip-vit-large-patch14", marker="config.json") == clip
+    assert repo_folder("emilianJR/epiCRealism") is None  # another model is not this one

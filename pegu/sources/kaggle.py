@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 INPUT_ENV = "PEGU_KAGGLE_INPUT"  # tests and the simulation point the input root elsewhere
@@ -46,12 +47,21 @@ def on_kaggle() -> bool:
     return bool(os.environ.get("KAGGLE_KERNEL_RUN_TYPE")) or Path("/kaggle/input").is_dir()
 
 
+def slug(name: str) -> str:
+    """A name as a Kaggle slug: lowercase, every run of other characters than letters and
+    digits one dash (Kaggle's URL slugs: a model attached as ``Realistic_Vision_V6.0_B1_noVAE``
+    is mounted as ``realistic-vision-v6-0-b1-novae``)."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
 def repo_folder(repo: str, marker: str = "model_index.json") -> Path | None:
     """A folder for Hugging Face repo ``repo`` in an attached input: one holding ``marker``
     (model_index.json for a pipeline, config.json for a single model) whose path names the
-    repo (e.g. .../realistic_vision_v6.0_b1_novae/)."""
-    want = repo.split("/")[-1].lower().replace("-", "_")
+    repo however Kaggle spelled it — the repo's own folder name or its slug, case folded, in
+    any part of the path (``.../models/<owner>/stable-diffusion-xl-base-1-0/diffusers/...``,
+    ``.../datasets/<owner>/<slug>/Realistic_Vision_V6.0_B1_noVAE/``)."""
+    want = f"-{slug(repo.split('/')[-1])}-"
     for index in find_attached(marker, depth=6):
-        if want in str(index.parent).lower().replace("-", "_"):
+        if want in f"-{slug(str(index.parent))}-":
             return index.parent
     return None
