@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -195,9 +196,11 @@ def test_papermill_sweep_runs_the_notebook_per_parameter_set(tmp_path):
         notebook_sweep(notebook, {"parameters": {"cfg": [7]}}, tmp_path / "bad")
 
 
-def test_two_gpus_split_a_sweep_by_default(tmp_path, monkeypatch):
+def test_two_gpus_split_a_sweep_by_default(tmp_path, monkeypatch, capsys):
     """On a machine with two GPUs sweep() runs one worker process per GPU (here the CPU
-    stands in for both): every run once, the same rows and pixels as one process."""
+    stands in for both): every run once, the same rows and pixels as one process; and each
+    worker's line per run, naming model, prompt and seed, comes through this process's
+    stderr (in a notebook, the cell), without the workers' interleaved bars."""
     import numpy as np
     from PIL import Image
 
@@ -205,7 +208,14 @@ def test_two_gpus_split_a_sweep_by_default(tmp_path, monkeypatch):
     one = sweep(grid, tmp_path / "one")
     assert set(one.process) == {"0/1"}
     monkeypatch.setattr("pegu.lab.sweep.gpu_count", lambda: 2)
-    two = sweep(grid, tmp_path / "two")
+    capsys.readouterr()
+    two = sweep(grid, tmp_path / "two", progress=True)
+    said = capsys.readouterr().err
+    for i in (0, 1):
+        seed = one.set_index("index").loc[i, "generate.seed"]
+        assert re.search(rf"\[\d/2\] run {i} of 2: tiny-sd15 '.+' seed {seed} upscale: ok in ",
+                         said), said
+    assert " steps:" not in said and " tiles:" not in said
     assert sorted(two.process) == ["0/2", "1/2"] and two.run_id.is_unique
     assert len(two) == 2 and (two.status == "ok").all()
     pd.testing.assert_frame_equal(stable(two), stable(one))

@@ -191,8 +191,8 @@ def generate(args) -> int:
 
 def sweep(args) -> int:
     if args.notebook is not None:
-        table = notebook_sweep(args.notebook, args.grid, args.out, progress=True,
-                                  keep_failed=args.keep_failed)
+        table = notebook_sweep(args.notebook, args.grid, args.out, progress=args.progress,
+                               keep_failed=args.keep_failed)
     else:
         clip = None if args.no_clip else args.clip
         shard = None
@@ -205,7 +205,7 @@ def sweep(args) -> int:
         if args.processes is not None and args.processes < 1:
             raise BadInput(f"--processes must be at least 1, got {args.processes}")
         table = run_sweep(args.grid, args.out, device=args.device, clip=clip, shard=shard,
-                          progress=True, processes=args.processes or "auto",
+                          progress=args.progress, processes=args.processes or "auto",
                           keep_failed=args.keep_failed, many=args.many, offline=args.offline)
     if args.shard:
         return 0

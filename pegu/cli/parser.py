@@ -193,6 +193,8 @@ def _sweep(sub) -> None:
                    help="allow a grid of more than 10,000 runs (at most 1,000,000)")
     w.add_argument("--keep-failed", action="store_true",
                    help="on resume, keep failed rows instead of running them again")
+    w.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="no line per run and no progress bars")
     _offline(w)
 
 

@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -208,7 +209,7 @@ def sweep(grid, out, *, device="auto", clip: str | None = None,
     if processes > 1 and count == 1:
         table = sweep_processes(grid, out, processes, device=device,
                                 clip=getattr(clip, "name", clip), keep_failed=keep_failed,
-                                many=many, offline=offline)
+                                many=many, offline=offline, progress=progress)
         if "attribute_control" not in table:
             add_attribute_control(table, as_clip(clip, device=resolve_device(device),
                                                  offline=offline), grid)
@@ -229,13 +230,13 @@ def sweep(grid, out, *, device="auto", clip: str | None = None,
         done = read_row(row_path) if row_path.exists() else None
         if done is not None and (done.get("status") == "ok" or keep_failed):
             continue
+        # the diffusion and tile bars of several processes would interleave: run lines only
         row = _run_row(d, models, out / "images" / f"{rid}.png", scorer, repeats, warmup,
-                       progress)
+                       progress and count == 1)
         row.update(index=i, run_id=rid, process=f"{index}/{count}")
         write_row(row_path, row)
         if progress:
-            print(f"[{index}/{count}] run {i} {rid}: {row['status']} "
-                  f"{row.get('error') or ''}", file=sys.stderr)
+            print(_run_line(index, count, i, len(runs), d, row), file=sys.stderr, flush=True)
     table = collect(out, ids)
     if count == 1:  # the whole table is here: the columns that span rows
         models.release()  # free the models first
@@ -243,6 +244,18 @@ def sweep(grid, out, *, device="auto", clip: str | None = None,
         if add_iqa(table, out, grid, dev) or "attribute_control" in table:
             _write_tables(table, out)
     return table
+
+
+def _run_line(index: int, count: int, i: int, total: int, d: dict, row: dict) -> str:
+    """What a person follows a sweep by: which process, which run of how many, its model,
+    prompt, seed and mode, and how it ended."""
+    g = d.get("generate") or {}
+    prompt = str(g.get("prompt", ""))
+    prompt = prompt if len(prompt) <= 40 else prompt[:39] + "…"
+    ended = (f"ok in {row['seconds']:.1f} s" if row["status"] == "ok"
+             else f"{row['status']}: {row.get('error') or ''}")
+    return (f"[{index}/{count}] run {i} of {total}: {d.get('model', RunSettings.model)} "
+            f"{prompt!r} seed {g.get('seed', 0)} {d.get('mode', RunSettings.mode)}: {ended}")
 
 
 def _run_row(d: dict, models: Models, image_path: Path, scorer, repeats: int, warmup: bool,
@@ -275,12 +288,14 @@ def _run_row(d: dict, models: Models, image_path: Path, scorer, repeats: int, wa
 
 def sweep_processes(grid, out, processes: int, *, device="auto", clip: str | None = None,
                     keep_failed: bool = False, many: bool = False,
-                    offline: bool | None = None):
+                    offline: bool | None = None, progress: bool = False):
     """Split a sweep over ``processes`` worker processes (``pegu sweep --shard i/n``) and
     merge their rows into one table. With ``device="auto"`` worker i takes GPU i when there
     are several (as under ``accelerate launch --num_processes N -m pegu.cli sweep ...``).
-    ``grid``: a YAML file or a dict (written to ``out/.grid.json`` for the workers). The
-    workers end with this process, however it ends (on Linux even when killed)."""
+    ``grid``: a YAML file or a dict (written to ``out/.grid.json`` for the workers). With
+    ``progress`` each worker's line per run comes through this process's ``sys.stderr``
+    (in a notebook: the cell, not the kernel's log). The workers end with this process,
+    however it ends (on Linux even when killed)."""
     runs = load_grid(grid, many=many)  # fail here, not in every worker
     if isinstance(grid, dict):
         grid_path = Path(out) / ".grid.json"
@@ -290,14 +305,22 @@ def sweep_processes(grid, out, processes: int, *, device="auto", clip: str | Non
     cmd = [sys.executable, "-m", "pegu.cli", "sweep", "--grid", str(grid), "--out", str(out),
            "--device", device] + (["--clip", clip] if clip else ["--no-clip"]) + (
         ["--keep-failed"] if keep_failed else []) + (["--many"] if many else []) + (
-        [] if offline is None else ["--offline" if offline else "--online"])
+        [] if offline is None else ["--offline" if offline else "--no-offline"]) + (
+        [] if progress else ["--no-progress"])
     linux = sys.platform.startswith("linux")
     workers = []
     try:
         for i in range(processes):
             workers.append(subprocess.Popen(cmd + ["--shard", f"{i}/{processes}"],
+                                            stderr=subprocess.PIPE, text=True, bufsize=1,
                                             preexec_fn=_end_with_parent if linux else None))
+        relays = [threading.Thread(target=_relay, args=(w.stderr,), daemon=True)
+                  for w in workers]
+        for r in relays:
+            r.start()
         codes = [w.wait() for w in workers]
+        for r in relays:
+            r.join()
     finally:
         for w in workers:  # interrupted: stop the workers too (their finished rows stay)
             if w.poll() is None:
@@ -307,6 +330,13 @@ def sweep_processes(grid, out, processes: int, *, device="auto", clip: str | Non
         raise PeguError(f"sweep workers exited with {codes}; finished rows are kept, "
                            "run the same command again to resume")
     return collect(out, {run_id(d) for d in runs})
+
+
+def _relay(stream) -> None:
+    """A worker's stderr, line by line, onto this process's ``sys.stderr``."""
+    for line in stream:
+        sys.stderr.write(line)
+        sys.stderr.flush()
 
 
 def _end_with_parent() -> None:
