@@ -239,6 +239,10 @@ def test_package_builds_an_installable_dataset(tmp_path):
     assert len(wheels) == 1 and wheels[0].startswith("pegu-")
     meta = json.loads((out / "dataset-metadata.json").read_text())
     assert meta["id"] == "alice/pegu-wheels" and (out / SETUP_SCRIPT).is_file()
+    # the licence "other" is explained: each file with the licence its wheel states
+    assert meta["licenses"] == [{"name": "other"}]
+    assert f"`{wheels[0]}`: MIT" in meta["description"]
+    assert meta["resources"] == [{"path": wheels[0], "description": "licence: MIT"}]
     # the wheel installs and carries the package (into a throw-away target folder)
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target",

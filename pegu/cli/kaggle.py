@@ -11,6 +11,7 @@ still need the cu126 build, which :func:`setup_plan` installs when the internet 
 """
 from __future__ import annotations
 
+import email.parser
 import importlib
 import importlib.metadata as md
 import importlib.util
@@ -22,6 +23,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -464,6 +466,38 @@ _SECRETS = ("kaggle.json", "access_token", ".env", ".netrc", "credentials", "id_
             "id_ed25519")
 
 
+def wheel_licence(wheel: Path) -> str:
+    """A wheel's licence as its METADATA states it (License-Expression, a short License
+    field, else the OSI classifier), or "not stated"."""
+    with zipfile.ZipFile(wheel) as z:
+        name = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))
+        meta = email.parser.Parser().parsestr(z.read(name).decode("utf-8", "replace"))
+    short = meta.get("License-Expression") or meta.get("License") or ""
+    if short and "\n" not in short.strip() and len(short) <= 60:
+        return short.strip()
+    classifiers = [c.rsplit("::", 1)[-1].strip() for c in meta.get_all("Classifier") or []
+                   if c.startswith("License ::")]
+    return classifiers[0] if classifiers else "not stated"
+
+
+def dataset_metadata(user: str, wheels: list[Path]) -> dict:
+    """The dataset's dataset-metadata.json (kaggle-cli's docs/datasets_metadata.md: title,
+    id, subtitle, description, licenses, resources): the files keep their own licences, each
+    named from its wheel, so the dataset's licence is "other" with them listed."""
+    files = [(w.name, wheel_licence(w)) for w in wheels]
+    return {
+        "title": DATASET, "id": f"{user}/{DATASET}",
+        "subtitle": "pegu and what Kaggle's GPU image lacks, for offline kernels",
+        "description": (
+            "Installed by the first cell of pegu's notebooks (`pegu kaggle package` builds "
+            "it; `pegu kaggle push` stages the kernels). Every file keeps its own licence:\n\n"
+            + "".join(f"- `{name}`: {licence}\n" for name, licence in files)
+            + f"- `{SETUP_SCRIPT}`: part of pegu (MIT)\n"),
+        "licenses": [{"name": "other"}],
+        "resources": [{"path": name, "description": f"licence: {licence}"}
+                      for name, licence in files]}
+
+
 def package(out: Path, *, extras=KAGGLE_EXTRAS, username: str | None = None) -> Path:
     """Build the ``pegu-wheels`` Kaggle dataset in ``out``: pegu's wheel, the wheels of what
     Kaggle's image lacks (``extras``, installed there with --no-deps), the setup script the
@@ -499,8 +533,7 @@ def package(out: Path, *, extras=KAGGLE_EXTRAS, username: str | None = None) -> 
             raise PeguError(f"{', '.join(binary)} only suit this Python; Kaggle's differs")
         (build / SETUP_SCRIPT).write_text(_SETUP_SOURCE)
         (build / "dataset-metadata.json").write_text(json.dumps(
-            {"title": DATASET, "id": f"{user}/{DATASET}", "licenses": [{"name": "other"}]},
-            indent=2))
+            dataset_metadata(user, sorted(build.glob("*.whl"))), indent=2))
         if out.exists():
             shutil.rmtree(out)
         build.rename(out)
