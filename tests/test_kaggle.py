@@ -98,7 +98,7 @@ def test_without_the_wheel_dataset_it_says_what_to_attach():
 
 
 def test_kernel_needs_match_the_requirements():
-    """Every runtime requirement (but nbval, for tests) is checked in kernels, same floor."""
+    """Every runtime requirement is checked in kernels, same floor."""
     from packaging.requirements import Requirement
 
     reqs = [Requirement(line.split("#")[0]) for line in
@@ -107,8 +107,6 @@ def test_kernel_needs_match_the_requirements():
     needs = {Requirement(n.requirement).name.lower(): Requirement(n.requirement)
              for n in KERNEL_NEEDS}
     for req in reqs:
-        if req.name == "nbval":
-            continue
         need = needs[req.name.lower()]
         pinned = str(need.specifier).removeprefix("==")
         assert req.specifier == need.specifier or req.specifier.contains(pinned), req
@@ -247,6 +245,10 @@ def test_package_builds_an_installable_dataset(tmp_path):
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target",
                     str(target), str(out / wheels[0])], check=True)
+    requires = [line for p in target.glob("pegu-*.dist-info/METADATA")
+                for line in p.read_text().splitlines() if line.startswith("Requires-Dist:")]
+    assert any("diffusers" in r for r in requires)
+    assert not any("nbval" in r for r in requires)  # a test tool, not a runtime need
     assert all((target / "pegu" / f).is_file() for f in (
         "cli/kaggle.py", "upscale/upscaler.py", "sources/resolve.py", "pipeline/stages.py"))
     assert repo_root() == ROOT
