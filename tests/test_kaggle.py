@@ -412,3 +412,17 @@ def test_registry_models_are_found_however_kaggle_names_them(tmp_path, monkeypat
     assert load_clip("openai/clip-vit-large-patch14", device="cpu", offline=True).model
     assert repo_folder("openai/clip-vit-large-patch14", marker="config.json") == clip
     assert repo_folder("emilianJR/epiCRealism") is None  # another model is not this one
+
+
+def test_the_internal_t4_pool_is_refused_with_what_to_use(tmp_path, capsys):
+    """kaggle-cli's docs listed NvidiaTeslaT4Highmem until PR #1198 removed it as an internal
+    pool; NvidiaTeslaT4 is GPU T4 x2."""
+    from pegu.cli import main
+
+    assert main(["kaggle", "push", "--dry-run", "--username", "alice", "--staging",
+                 str(tmp_path), "--accelerator", "NvidiaTeslaT4Highmem"]) == 2
+    err = capsys.readouterr().err
+    assert "internal Kaggle pool" in err and "use NvidiaTeslaT4, which is GPU T4 x2" in err
+    assert main(["kaggle", "push", "--dry-run", "--username", "alice", "--staging",
+                 str(tmp_path), "--accelerator", "NvidiaA100"]) == 2
+    assert "accelerator must be one of NvidiaTeslaT4, NvidiaL4" in capsys.readouterr().err

@@ -269,6 +269,12 @@ ACCELERATORS = ("NvidiaTeslaT4", "NvidiaL4", "NvidiaTeslaP100")
 DEFAULT_ACCELERATOR = "NvidiaTeslaT4"
 RETIRED = {"NvidiaTeslaP100": "Kaggle retired the P100 in 2026 and runs a P100 request on "
                               "GPU T4 x2 (two 16 GB T4s); pegu's kernels work there as they are"}
+# Shown in kaggle-cli's docs/kernels.md until September 2026, then removed by PR #1198: "an
+# internal admin-only pool" (closing issue #1196, where a single T4 is said to be no longer
+# offered): refused with what to use instead.
+INTERNAL = {"NvidiaTeslaT4Highmem": "an internal Kaggle pool that users cannot get (kaggle-cli "
+                                    "PR #1198); use NvidiaTeslaT4, which is GPU T4 x2 (a "
+                                    "single T4 is no longer offered)"}
 PLACEHOLDER_USER = "USERNAME"
 DATASET = "pegu-wheels"
 SETUP_SCRIPT = "pegu_kaggle_setup.py"
@@ -401,6 +407,8 @@ def stage(name: str, dest: Path, username: str, accelerator: str = DEFAULT_ACCEL
     import nbformat
 
     root = Path(root or repo_root())
+    if accelerator in INTERNAL:
+        raise BadInput(f"{accelerator} is {INTERNAL[accelerator]}")
     if accelerator not in ACCELERATORS:
         raise BadInput(f"accelerator must be one of {', '.join(ACCELERATORS)}")
     meta_path = root / "kaggle" / name / "kernel-metadata.json"

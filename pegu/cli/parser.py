@@ -226,8 +226,9 @@ def _kaggle(sub) -> None:
     kp = ksub.add_parser("push", help="stage notebooks with their metadata and push them")
     kp.add_argument("notebooks", nargs="*", metavar="NOTEBOOK",
                     help="e.g. 02_upscaling_walkthrough (default: all)")
-    kp.add_argument("--accelerator", default=DEFAULT_ACCELERATOR, choices=ACCELERATORS,
-                    help="NvidiaTeslaT4 = GPU T4 x2 (default); a P100 request runs on T4 x2")
+    kp.add_argument("--accelerator", default=DEFAULT_ACCELERATOR, metavar="|".join(ACCELERATORS),
+                    help="NvidiaTeslaT4 = GPU T4 x2 (default; a single T4 is no longer "
+                    "offered); a P100 request runs on T4 x2")
     kp.add_argument("--internet", action=argparse.BooleanOptionalAction, default=True,
                     help="kernel internet on (default) or off (--no-internet)")
     kp.add_argument("--dry-run", action="store_true", help="show, do not push")
