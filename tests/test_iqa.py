@@ -134,3 +134,26 @@ def test_a_sweep_scores_its_images_and_resumes_without_rescoring(tmp_path, monke
     assert list(again["iqa.piqe"]) == list(table["iqa.piqe"])
     with pytest.raises(ValueError, match="unknown no-reference IQA metric 'nope'"):
         load_grid({**grid, "iqa": ["nope"]})
+
+
+def test_readings_do_not_overclaim():
+    """No interval (and so no winner) from fewer than five runs; equal values are no
+    difference; plain numbers; KID's ± only where subsets differ."""
+    import pandas as pd
+
+    from pegu.lab.studies import fmt, kid_text, summarize
+
+    assert (fmt(1250.0), fmt(0.04761), fmt(3.14159), fmt(123456.0)) == \
+        ("1,250", "0.0476", "3.14", "123,456")
+    assert kid_text(0.0476, float("nan")) == "0.0476" and kid_text(0.0476, 0.0012) == \
+        "0.0476 ± 0.0012"
+    two = pd.DataFrame({"model": ["a", "a", "b", "b"], "status": "ok",
+                        "seconds": [10.0, 10.1, 20.0, 20.2],
+                        "peak_mib": [1250.0] * 4, "clip_realism": [0.5, 0.501, 0.5, 0.5005]})
+    reading = summarize(two)
+    assert "**a**" not in reading and "no winner — 2 run(s) per model" in reading
+    assert "e+0" not in reading and "1,250" in reading
+    six = pd.concat([two] * 3, ignore_index=True)
+    reading = summarize(six)
+    assert "Fastest: **a**" in reading  # 10 s against 20 s, six runs each: a difference
+    assert "Peak memory: no measured difference between" in reading  # equal: none named

@@ -17,6 +17,7 @@ from ..core.registry import CONTROLNETS, GENERATORS, UPSCALERS, upscaler_spec
 from ..core.settings import FaceSettings, GenerateSettings, RunSettings
 from ..lab import iqa as iq
 from ..lab.plots import sweep_plots
+from ..lab.studies import FID_FULL_RANK, fmt, kid_text
 from ..lab.sweep import notebook_sweep
 from ..lab.sweep import sweep as run_sweep
 from ..pipeline import read_record, read_settings, run, run_many
@@ -263,12 +264,16 @@ def iqa(args) -> int:
     if args.real is not None:
         r = iq.fid_kid(images, args.real, crop=args.crop, weights=args.inception,
                         device=args.device)
-        print(f"FID {r['fid']:.3f}, KID {r['kid']:.5f} ± {r['kid_std']:.5f} "
+        print(f"FID {fmt(r['fid'], 4)}, KID {kid_text(r['kid'], r['kid_std'])} "
               f"({r['n_generated']} images against {r['n_real']} real; lower is better)")
         if args.crop:
-            print(f"FID_crop {r['fid_crop']:.3f}, KID_crop {r['kid_crop']:.5f} ± "
-                  f"{r['kid_crop_std']:.5f} ({r['n_crops_generated']} {args.crop}px crops "
-                  f"against {r['n_crops_real']})")
+            print(f"FID_crop {fmt(r['fid_crop'], 4)}, KID_crop "
+                  f"{kid_text(r['kid_crop'], r['kid_crop_std'])} ({r['n_crops_generated']} "
+                  f"{args.crop}px crops against {r['n_crops_real']})")
+        if min(r["n_generated"], r["n_real"]) < FID_FULL_RANK:
+            print(f"(from fewer than {FID_FULL_RANK:,} images FID is strongly biased upward: "
+                  "compare only at the same number of images; KID's ± is absent where every "
+                  "subset holds every image)")
     return 0
 
 

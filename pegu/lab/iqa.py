@@ -285,20 +285,23 @@ def _fid(a, b) -> float:
 
 def _kid(a, b, subsets: int) -> tuple[float, float]:
     """torchmetrics' KID (polynomial kernel, degree 3) of two feature sets: mean and std
-    over ``subsets`` random subsets of min(1000, len(a), len(b)) samples, seeded."""
+    over ``subsets`` random subsets of min(1000, len(a), len(b)) samples, seeded. The std is
+    NaN where every subset holds every sample of both sets (then all subsets are one and
+    their spread says nothing)."""
     import torch
     from torchmetrics.image.kid import KernelInceptionDistance
 
+    size = min(1000, len(a), len(b))
     with warnings.catch_warnings():  # "will save all extracted features": what KID is
         warnings.filterwarnings("ignore", message=".*save all extracted features.*")
         m = KernelInceptionDistance(feature=_given(a.shape[1]), subsets=subsets,
-                                    subset_size=min(1000, len(a), len(b)))
+                                    subset_size=size)
     m.update(a, real=False)
     m.update(b, real=True)
     with torch.random.fork_rng():
         torch.manual_seed(0)
         mean, std = m.compute()
-    return float(mean), float(std)
+    return float(mean), float("nan") if size == len(a) == len(b) else float(std)
 
 
 def _given(d: int):

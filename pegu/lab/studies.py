@@ -229,12 +229,12 @@ def walkthrough_reading(photo: str, source, tiles, seam: Seam, comparison, model
         small = tiled.sort_values("tile").iloc[0]
         lines.append(
             f"- **Tiles.** {int(small.tile)} px tiles ({int(small.tiles)} passes) took "
-            f"{small.seconds:.3g} s [{small.seconds_min:.3g}–{small.seconds_max:.3g}] and "
-            f"{small.peak_mib:.0f} MiB peak; the whole image at once {whole.seconds:.3g} s "
-            f"[{whole.seconds_min:.3g}–{whole.seconds_max:.3g}] and {whole.peak_mib:.0f} MiB "
+            f"{fmt(small.seconds)} s [{fmt(small.seconds_min)}–{fmt(small.seconds_max)}] and "
+            f"{small.peak_mib:.0f} MiB peak; the whole image at once {fmt(whole.seconds)} s "
+            f"[{fmt(whole.seconds_min)}–{fmt(whole.seconds_max)}] and {whole.peak_mib:.0f} MiB "
             f"(medians of repeats after a warm-up, [min–max]). Tiled output differs from "
             f"untiled by at most {int(tiled.max_diff.max())} and on average "
-            f"{tiled.mean_diff.max():.3g} 8-bit steps.")
+            f"{fmt(tiled.mean_diff.max())} 8-bit steps.")
     if seam.seam_x is None:
         lines.append(f"- **Seam.** A {seam.tile} px tile spans the image: no seam to show.")
     else:
@@ -253,19 +253,19 @@ def walkthrough_reading(photo: str, source, tiles, seam: Seam, comparison, model
         up, di = ok.loc["generate + upscale"], ok.loc["direct at target"]
         if di.status == "ok":
             lines.append(f"- **Upscale against direct.** Generate-then-upscale took "
-                         f"{up.seconds:.3g} s and {up.peak_mib:.0f} MiB; generating at the "
-                         f"target directly {di.seconds:.3g} s and {di.peak_mib:.0f} MiB "
+                         f"{fmt(up.seconds)} s and {up.peak_mib:.0f} MiB; generating at the "
+                         f"target directly {fmt(di.seconds)} s and {di.peak_mib:.0f} MiB "
                          f"({di.seconds / up.seconds:.1f}× the time, "
                          f"{di.peak_mib / max(up.peak_mib, 1):.1f}× the memory).")
         else:
             lines.append(f"- **Upscale against direct.** Direct generation failed ({di.status}); "
-                         f"generate-then-upscale took {up.seconds:.3g} s.")
+                         f"generate-then-upscale took {fmt(up.seconds)} s.")
         tiled = [m for m in ok.index if "tiled refine" in m and "ControlNet" not in m]
         held = [m for m in ok.index if "ControlNet" in m]
         if held and ok.loc[held[0], "status"] == "ok":
             c = ok.loc[held[0]]
             lines.append(f"- **ControlNet tile.** The tiled refine held by the tile ControlNet "
-                         f"({held[0].split(' + ', 2)[2]}) took {c.seconds:.3g} s and "
+                         f"({held[0].split(' + ', 2)[2]}) took {fmt(c.seconds)} s and "
                          f"{c.peak_mib:.0f} MiB ({c.seconds / up.seconds:.1f}× "
                          "generate-then-upscale): the ControlNet runs beside the UNet on "
                          "every tile, and lets a higher strength add detail without new "
@@ -273,14 +273,14 @@ def walkthrough_reading(photo: str, source, tiles, seam: Seam, comparison, model
         if tiled and ok.loc[tiled[0], "status"] == "ok":
             t = ok.loc[tiled[0]]
             lines.append(f"- **Tiled refine.** Upscaling then refining at the target in "
-                         f"native-size tiles took {t.seconds:.3g} s and {t.peak_mib:.0f} MiB "
+                         f"native-size tiles took {fmt(t.seconds)} s and {t.peak_mib:.0f} MiB "
                          f"({t.seconds / up.seconds:.1f}× generate-then-upscale): the price "
                          "of real detail at full size.")
         if "clip_realism" in ok and ok["clip_realism"].notna().all():
-            best = ok["clip_realism"].idxmax()
-            lines.append(f"- **Realism (CLIP).** Highest: {best} "
-                         f"({ok.loc[best, 'clip_realism']:.3g}); one prompt and seed, so no "
-                         "interval — notebook 01 measures it over prompts × seeds.")
+            values = ", ".join(f"{m} {fmt(v)}" for m, v in ok["clip_realism"].items())
+            lines.append(f"- **Realism (CLIP)**, higher is more photographic: {values}. One "
+                         "prompt and seed: no interval, so no method is named best here — "
+                         "notebook 01 measures it over prompts × seeds.")
     if model.startswith("tiny-"):
         lines.append(f"- {model} is a random test network: its images are noise, so only the "
                      "photograph's panels and the costs mean anything here.")
@@ -305,29 +305,53 @@ def overview(table):
     return table[[c for c in first if c in table]]
 
 
-# the columns summarize reads: name -> (what it is, unit, whether higher is better)
-_READ = {"seconds": ("Fastest", "s per image", False),
-         "peak_mib": ("Least memory", "MiB peak", False),
-         "clip_realism": ("Most photographic (CLIP)", "", True),
-         "clip_score": ("Best prompt match (CLIP score)", "", True),
-         "attribute_hit": ("Follows attribute edits best", "", True),
-         "sharpness": ("Sharpest", "", True)}
+# the columns summarize reads: name -> (the leader's title, the measure, unit, whether
+# higher is better)
+_READ = {"seconds": ("Fastest", "Time", "s per image", False),
+         "peak_mib": ("Least memory", "Peak memory", "MiB", False),
+         "clip_realism": ("Most photographic (CLIP)", "Photorealism (CLIP)", "", True),
+         "clip_score": ("Best prompt match (CLIP score)", "Prompt match (CLIP score)", "",
+                        True),
+         "attribute_hit": ("Follows attribute edits best", "Attribute control", "", True),
+         "sharpness": ("Sharpest", "Sharpness", "", True)}
 
 
 def _reads(table) -> dict:
     """_READ, and a line per pyiqa column (``iqa.<name>``) the table holds."""
-    extra = {c: (f"Best {c[4:]} (pyiqa)", "", not lower_better(c[4:]))
+    extra = {c: (f"Best {c[4:]} (pyiqa)", f"{c[4:]} (pyiqa)", "", not lower_better(c[4:]))
              for c in map(str, table.columns) if c.startswith("iqa.") and c.count(".") == 1}
     return {**_READ, **extra}
 
 
+# The fewest values an interval is drawn from: a percentile bootstrap of 2-4 values resamples
+# almost nothing (from 2 values it can only say min..max, often of width ~0) and its coverage
+# is far below the nominal level, so pegu states no interval and names no winner below this.
+MIN_FOR_INTERVAL = 5
+# FID's Inception features have 2,048 dimensions: from fewer images their covariance is rank
+# deficient and FID is strongly biased upward (Chong & Forsyth 2020, "Effectively Unbiased
+# FID"); such values are said to be comparable only at equal image counts.
+FID_FULL_RANK = 2048
+
+
+def fmt(x, digits: int = 3) -> str:
+    """A number as a person reads it: ``digits`` significant digits in plain notation
+    (1250, not 1.25e+03; 0.0476, not 4.76e-02), thousands separated."""
+    if x != x:
+        return "n/a"
+    if x == 0 or not 1e-4 <= abs(x) < 1e15:
+        return f"{x:.{digits}g}"
+    decimals = max(0, digits - 1 - int(np.floor(np.log10(abs(x)))))
+    return f"{round(x, decimals):,.{decimals}f}"
+
+
 def bootstrap_ci(values, level: float = 0.95, resamples: int = 2000) -> tuple[float, float]:
     """Percentile-bootstrap interval of the mean of ``values`` (scipy.stats.bootstrap, fixed
-    seed, so a table reads the same twice); (nan, nan) for fewer than two values."""
+    seed, so a table reads the same twice); (nan, nan) for fewer than MIN_FOR_INTERVAL
+    values."""
     from scipy import stats
 
     x = np.asarray([v for v in values if v == v], dtype=float)  # NaN: a metric not measured
-    if len(x) < 2:
+    if len(x) < MIN_FOR_INTERVAL:
         return float("nan"), float("nan")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # identical values: a zero-width interval
@@ -368,9 +392,9 @@ def summarize(table) -> str:
     if not len(ok):
         return "\n".join(lines + ["Every run failed: see the `error` column."])
     ci = confidence_table(table)
-    for col, (what, unit, higher) in _reads(table).items():
+    for col, (what, measure, unit, higher) in _reads(table).items():
         if col in ci and col != "sharpness":
-            lines.append(_leader(ci, col, what, unit, higher, table))
+            lines.append(_leader(ci, col, (what, measure), unit, higher, table))
     failed = table[table["status"] != "ok"]
     if len(failed):
         kinds = failed.groupby("status").size().to_dict()
@@ -395,29 +419,39 @@ def summarize(table) -> str:
 
 
 def _mean_ci(row, col: str) -> str:
-    """``mean [lo, hi]`` with three significant digits (no interval from one value)."""
+    """``mean [lo, hi]`` in plain numbers (no interval from too few values)."""
     mean, lo, hi = row[col], row[f"{col}.lo"], row[f"{col}.hi"]
-    return f"{mean:.3g}" if lo != lo else f"{mean:.3g} [{lo:.3g}, {hi:.3g}]"
+    return fmt(mean) if lo != lo else f"{fmt(mean)} [{fmt(lo)}, {fmt(hi)}]"
 
 
-def _leader(ci, col: str, what: str, unit: str, higher: bool, table) -> str:
-    """One line: the best model on ``col``, or no measured difference from the runner-up."""
+def _leader(ci, col: str, names: tuple[str, str], unit: str, higher: bool, table) -> str:
+    """One line: the best model on ``col``; no measured difference where its interval
+    overlaps the runner-up's; no winner where either has too few runs for an interval, or
+    where there is one model (``names``: the leader's title, the measure's name)."""
     order = ci[col].dropna().sort_values(ascending=not higher)
     best = order.index[0]
-    text = f"- {what}: **{best}**, {_mean_ci(ci.loc[best], col)}{' ' + unit if unit else ''}"
-    if col == "seconds":
-        text += f" ({3600 / ci.loc[best, col]:.0f} images per hour)"
-    if col == "attribute_hit" and "attribute_chance" in table:
-        text += f"; chance {table['attribute_chance'].dropna().mean():.2g}"
+    what, measure = names
+    unit = f" {unit}" if unit else ""
+    chance = (f"; chance {table['attribute_chance'].dropna().mean():.2g}"
+              if col == "attribute_hit" and "attribute_chance" in table else "")
     if len(order) > 1:
         second = order.index[1]
         lo, hi = ci.loc[best, f"{col}.lo"], ci.loc[best, f"{col}.hi"]
         lo2, hi2 = ci.loc[second, f"{col}.lo"], ci.loc[second, f"{col}.hi"]
         if lo != lo or lo2 != lo2:
-            text += " (too few runs for an interval)"
-        elif lo <= hi2 and lo2 <= hi:
-            text += (f" — no measured difference from **{second}** "
-                     f"({_mean_ci(ci.loc[second], col)}; the intervals overlap)")
+            n = int(min(ci.loc[best, "n"], ci.loc[second, "n"]))
+            means = ", ".join(f"{m} {fmt(ci.loc[m, col])}" for m in order.index)
+            return (f"- {measure}: no winner — {n} run(s) per model, and an interval needs at "
+                    f"least {MIN_FOR_INTERVAL} (means: {means}{unit}{chance}).")
+        if lo <= hi2 and lo2 <= hi:
+            return (f"- {measure}: no measured difference between **{best}** "
+                    f"({_mean_ci(ci.loc[best], col)}) and **{second}** "
+                    f"({_mean_ci(ci.loc[second], col)}){unit}: the intervals overlap{chance}.")
+    text = (f"- {what}: **{best}**, " if len(order) > 1 else f"- {measure}: {best} ") + \
+        f"{_mean_ci(ci.loc[best], col)}{unit}"
+    if col == "seconds":
+        text += f" ({3600 / ci.loc[best, col]:,.0f} images per hour)"
+    text += chance
     return text + "."
 
 
@@ -429,6 +463,11 @@ def _timing_note(ok) -> str:
         "without warm-up (first runs carry one-off costs)"
     each = f"the median of {repeats} timed runs" if repeats > 1 else "one timed run"
     return f"Times: each row is {each}, {how}; model loading is not included."
+
+
+def kid_text(kid: float, std: float) -> str:
+    """KID, with its spread over subsets where the subsets differ."""
+    return fmt(kid) if std != std else f"{fmt(kid)} ± {fmt(std, 2)}"
 
 
 def _markdown(df) -> str:
@@ -459,16 +498,21 @@ def fid_reading(table, real, crop: int | None = None, weights=None, device="auto
             continue
         r = compare(features(images_in(list(group["image"])), net, crop), reference,
                      KID_SUBSETS)
-        row = {"model": model, "images": len(group), "FID": f"{r['fid']:.4g}",
-               "KID": f"{r['kid']:.3g} ± {r['kid_std']:.2g}"}
+        row = {"model": model, "images": len(group), "FID": fmt(r["fid"], 4),
+               "KID": kid_text(r["kid"], r["kid_std"])}
         if crop:
-            row.update({"crops": r["n_crops_generated"], "FID_crop": f"{r['fid_crop']:.4g}",
-                        "KID_crop": f"{r['kid_crop']:.3g} ± {r['kid_crop_std']:.2g}"})
+            row.update({"crops": r["n_crops_generated"], "FID_crop": fmt(r["fid_crop"], 4),
+                        "KID_crop": kid_text(r["kid_crop"], r["kid_crop_std"])})
         rows.append(row)
     n_real = reference["n"]
+    fewest = min(len(g) for _, g in ok.groupby("model")) if len(ok) else 0
     head = (f"FID and KID against {n_real} real photographs (Inception-v3 features; lower "
-            "is better; both are biased at small sample sizes, so compare models only at the "
-            "same number of images)" + (f"; crops of {crop}² at native resolution" if crop
-                                        else "") + ":")
+            "is better" + (f"; crops of {crop}² at native resolution" if crop else "") + "). "
+            + (f"From fewer than {FID_FULL_RANK:,} images (here {fewest}) FID is strongly "
+               "biased upward (its 2,048-dimensional covariance is rank deficient): compare "
+               "models only at the same number of images, and read no ranking into "
+               "differences of a few points. " if fewest < FID_FULL_RANK else "")
+            + "KID is unbiased; its ± is the spread over random subsets, absent where every "
+            "subset holds every image:")
     return head + "\n\n" + _markdown(pd.DataFrame(rows).set_index("model").fillna(""))
 
