@@ -1,9 +1,23 @@
-"""Figures of a results table (matplotlib): returned for inline display, saved as PNG."""
+"""Figures of a results table (matplotlib): returned for inline display, saved as PNG.
+Every figure says what it shows, over how many runs, and which way is better; axes carry
+units; nothing is cut off at the edges (tested)."""
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 from ..core.images import write_png
+
+# what a column means on an axis: name, unit, and which way is better
+LABELS = {
+    "seconds": "seconds per image (lower is better)",
+    "peak_mib": "peak memory, MiB (lower is better)",
+    "max_diff": "largest difference from untiled, 8-bit steps (0 = identical)",
+    "mean_diff": "mean difference from untiled, 8-bit steps (0 = identical)",
+    "clip_realism": "CLIP realism, 0–1 (higher: more photographic)",
+    "clip_score": "CLIP score, 0–100 (higher: closer to the prompt)",
+    "sharpness": "sharpness, variance of the Laplacian (higher: sharper)",
+}
 
 
 def _plt():
@@ -59,50 +73,64 @@ def image_grid(table, path=None, rows: str = "model",
                 ax.text(0.5, 0.5, cell.iloc[0]["status"] if len(cell) else "no run",
                         ha="center", va="center", transform=ax.transAxes)
             if i == 0:
-                ax.set_title(_short(cv, 48), fontsize=8)
+                ax.set_title(_wrap(_short(cv, 48), 24), fontsize=8)
             if j == 0:
                 ax.set_ylabel(_short(rv), fontsize=9)
+    fig.suptitle(f"{len(table)} runs: one row per model, one column per prompt and seed",
+                 fontsize=10)
     fig.tight_layout()
     return _finish(fig, path)
 
 
 def stage_costs(table, path=None):
-    """Mean seconds and peak memory (MiB) of each stage, per model (successful runs)."""
+    """Mean seconds and peak memory (MiB) of each stage, per model (successful runs), with
+    the spread over runs (min–max) drawn on each bar."""
     plt = _plt()
     ok = table[table["status"] == "ok"]
     stages = [c[: -len(".seconds")] for c in table.columns
               if c.endswith(".seconds") and not c.startswith("generate.")] + ["generate"]
     stages = sorted(set(s for s in stages if f"{s}.seconds" in table))
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 3.8))
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.2))
     models = list(dict.fromkeys(ok["model"]))
     width = 0.8 / max(1, len(models))
     for k, m in enumerate(models):
         sub = ok[ok["model"] == m]
         xs = [i + k * width for i in range(len(stages))]
-        a1.bar(xs, [sub[f"{s}.seconds"].mean() for s in stages], width, label=m)
-        a2.bar(xs, [sub[f"{s}.peak_mib"].mean() for s in stages], width, label=m)
-    for ax, label in ((a1, "seconds"), (a2, "peak MiB")):
-        ax.set_xticks([i + 0.4 - width / 2 for i in range(len(stages))], stages, fontsize=8)
-        ax.set_ylabel(label)
+        for ax, what in ((a1, "seconds"), (a2, "peak_mib")):
+            cols = [sub[f"{s}.{what}"] for s in stages]
+            means = [c.mean() for c in cols]
+            spread = [[mean - c.min() for mean, c in zip(means, cols)],
+                      [c.max() - mean for mean, c in zip(means, cols)]]
+            ax.bar(xs, means, width, yerr=spread, capsize=2, label=m)
+    for ax, label in ((a1, "seconds per image"), (a2, "peak memory, MiB")):
+        ax.set_xticks([i + 0.4 - width / 2 for i in range(len(stages))],
+                      [_wrap(s, 12) for s in stages], fontsize=8)
+        ax.set_ylabel(f"{label} (lower is better)")
     a1.legend(fontsize=8)
-    fig.suptitle("Cost per stage (mean over runs)")
+    per = ok.groupby("model").size()
+    n = f"{per.min()}" if per.min() == per.max() else f"{per.min()}–{per.max()}"
+    fig.suptitle(f"Cost per stage: mean over {n} runs per model (lines: min–max); lower is "
+                 "better", fontsize=10)
     fig.tight_layout()
     return _finish(fig, path)
 
 
 def quality_vs_time(table, path=None):
-    """CLIP realism and CLIP score of each successful run against its total seconds."""
+    """CLIP realism, CLIP score and sharpness of each successful run against its total
+    seconds: up and to the left is better."""
     plt = _plt()
     ok = table[table["status"] == "ok"]
     metrics = [m for m in ("clip_realism", "clip_score", "sharpness") if m in ok]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 4.2), squeeze=False)
     for ax, metric in zip(axes[0], metrics):
         for m in dict.fromkeys(ok["model"]):
             sub = ok[ok["model"] == m]
             ax.scatter(sub["seconds"], sub[metric], label=m, alpha=0.8)
-        ax.set_xlabel("seconds per image")
-        ax.set_ylabel(metric)
+        ax.set_xlabel(LABELS["seconds"], fontsize=8)
+        ax.set_ylabel(_wrap(LABELS.get(metric, metric), 34), fontsize=8)
     axes[0, 0].legend(fontsize=8)
+    fig.suptitle(f"Quality against time, {len(ok)} runs (one point each): up and to the left "
+                 "is better", fontsize=10)
     fig.tight_layout()
     return _finish(fig, path)
 
@@ -138,7 +166,7 @@ def side_by_side(images: dict, path=None, title: str = "", zoom=(0.3, 0.15, 0.25
         axes[1, col].set_title(f"{label}, zoom")
         for ax in axes[:, col]:
             ax.set_axis_off()
-    fig.suptitle(title)
+    fig.suptitle(_wrap(title, 110))
     fig.tight_layout(h_pad=2)
     return _finish(fig, path)
 
@@ -154,7 +182,7 @@ def faces(study, path=None):
             axes[row, col].set_title(f"face {row + 1}, {label}")
     for ax in axes.flat:
         ax.set_axis_off()
-    fig.suptitle(study.reading().replace("**", "")[:90])
+    fig.suptitle(_wrap(study.reading().replace("**", ""), 70), fontsize=10)
     fig.tight_layout()
     return _finish(fig, path)
 
@@ -174,28 +202,44 @@ def seam(study, path=None, crop: int = 96):
         ax.imshow(img.crop(box), interpolation="nearest")
         if study.seam_x is not None:
             ax.axvline(study.seam_x - x0 - 0.5, color="red", ls="--", lw=1)
-        ax.set_title(f"{label}, crop across the seam" if study.seam_x is not None else label)
+        ax.set_title(f"{label}\n(crop across the seam)" if study.seam_x is not None else label,
+                     fontsize=10)
         ax.set_axis_off()
     im = axes[2].imshow(study.diff, cmap="magma", vmin=0, vmax=max(1.0, float(study.diff.max())))
     if study.seam_x is not None:
         axes[2].axvline(study.seam_x, color="cyan", ls="--", lw=0.8)
     axes[2].add_patch(plt.Rectangle(box[:2], crop, crop, fill=False, color="white", lw=1))
-    axes[2].set_title("|tiled − untiled| (8-bit steps)")
+    axes[2].set_title("|tiled − untiled|, 8-bit steps\n(whole image; 0 = identical)",
+                      fontsize=10)
     axes[2].set_axis_off()
     fig.colorbar(im, ax=axes[2], fraction=0.046)
+    fig.suptitle(f"{study.tile} px tiles against the whole image at once, {w}×{h}: the "
+                 "seam should not show", fontsize=10)
     fig.tight_layout()
     return _finish(fig, path)
 
 
 def bars(table, x: str, ys: list[str], path=None, title: str = ""):
-    """One bar chart per column in ``ys`` against the labels in column ``x``."""
+    """One bar chart per column in ``ys``, a horizontal bar per row labelled by column ``x``
+    (long method names stay readable); each value axis says its unit and which way is
+    better (``LABELS``); a panel of zeros says so."""
     plt = _plt()
-    fig, axes = plt.subplots(1, len(ys), figsize=(4.2 * len(ys), 3.6), squeeze=False)
+    labels = [_wrap(str(v), 26) for v in table[x]]
+    height = 1.2 + 0.5 * sum(label.count("\n") + 1 for label in labels)
+    fig, axes = plt.subplots(1, len(ys), figsize=(3.6 * len(ys) + 2.2, max(3.2, height)),
+                             squeeze=False, sharey=True)
     for ax, y in zip(axes[0], ys):
-        ax.bar([str(v) for v in table[x]], table[y])
-        ax.set_ylabel(y)
-        ax.tick_params(axis="x", labelsize=8, rotation=15)
-    fig.suptitle(title)
+        values = table[y].astype(float)
+        ax.barh(range(len(labels)), values)
+        ax.set_yticks(range(len(labels)), labels, fontsize=8)
+        ax.invert_yaxis()  # the table's order, top to bottom
+        ax.set_xlabel(_wrap(LABELS.get(y, y), 30), fontsize=8)
+        if len(values) and (values.fillna(0) == 0).all():
+            ax.set_xlim(0, 1)
+            ax.text(0.5, 0.5, "every value is 0", ha="center", va="center",
+                    transform=ax.transAxes, fontsize=9)
+    axes[0, 0].set_ylabel(x, fontsize=8)
+    fig.suptitle(_wrap(title, 110), fontsize=10)
     fig.tight_layout()
     return _finish(fig, path)
 
@@ -209,6 +253,11 @@ def _finish(fig, path):
     if path is not None:
         save_figure(fig, path)
     return fig
+
+
+def _wrap(text: str, width: int) -> str:
+    """Text broken into lines of at most ``width`` characters."""
+    return "\n".join(textwrap.wrap(str(text), width)) or str(text)
 
 
 def _short(text, n: int = 38) -> str:
