@@ -182,7 +182,7 @@ def test_community_model_offline_from_kaggle_then_download_then_cache(
     from pegu.cli import main
     from pegu.sources import cache_dir
 
-    with pytest.raises(WeightsError, match="offline mode is on. Download https://huggingface"
+    with pytest.raises(WeightsError, match=r"offline mode is on \(PEGU_OFFLINE\)\. Download https://huggingface"
                                            ".co/Kim2091/UltraSharp/.*4x-UltraSharp.pth to "):
         pegu.load_upscaler("4x-UltraSharp", device="cpu")
     kaggle = tmp_path / "input" / "datasets" / "me" / "upscalers"

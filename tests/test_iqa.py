@@ -38,7 +38,7 @@ def test_missing_weights_offline_say_where_to_put_them(tmp_path):
         iqa.load_metric("niqe", device="cpu")
     with pytest.raises(ValueError, match="unknown no-reference IQA metric 'psnr'"):
         iqa.check_metrics(["musiq", "psnr"])  # a full-reference metric is no panel metric
-    with pytest.raises(WeightsError, match="no weights for FID Inception-v3: offline mode is on. "
+    with pytest.raises(WeightsError, match=r"no weights for FID Inception-v3: offline mode is on \(PEGU_OFFLINE\)\. "
                                            "Download https://github.com/toshas/.*to .*metrics/"
                                            "weights-inception"):
         iqa.inception()
@@ -128,7 +128,9 @@ def test_a_sweep_scores_its_images_and_resumes_without_rescoring(tmp_path, monke
     assert (tmp_path / "iqa.json").exists()
     assert "iqa.piqe" in __import__("pandas").read_csv(tmp_path / "results.csv")
     reading = summarize(table)
-    assert "Best piqe (pyiqa)" in reading and "iqa.entropy" in reading
+    # one model: its scores, read as such, and no "best"
+    assert "- piqe (pyiqa): tiny-sd15 " in reading and "iqa.entropy" in reading
+    assert "Best piqe" not in reading
     monkeypatch.setattr(iqa, "score", lambda *a, **k: pytest.fail("scored again"))
     again = sweep(grid, tmp_path)
     assert list(again["iqa.piqe"]) == list(table["iqa.piqe"])

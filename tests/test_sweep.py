@@ -251,7 +251,9 @@ def test_attribute_control_and_plots(tmp_path):
     assert (table.groupby("model").attribute_hit.mean().round(4)
             == table.groupby("model").attribute_control.first()).all()
     reading = summarize(table)
-    assert "Follows attribute edits best" in reading and "chance 0.33" in reading
+    # three runs per model: the means and the chance level, and no winner named
+    assert "Attribute control: no winner — 3 run(s) per model" in reading
+    assert "chance 0.33" in reading and "Follows attribute edits best" not in reading
 
 
 def test_sweep_timing_warm_up_repeats_and_loading(tmp_path, monkeypatch):

@@ -413,9 +413,18 @@ def summarize(table) -> str:
                                                    for c in shown.columns[1:]],
                            axis=1, result_type="expand")
     table_md.columns = [{"attribute_hit": "attribute_control"}.get(c, c) for c in shown.columns]
-    lines += ["", "Means with 95% bootstrap intervals [low, high] over prompts × seeds:", "",
-              _markdown(table_md)]
+    lines += ["", _table_title(ci), "", _markdown(table_md)]
     return "\n".join(lines)
+
+
+def _table_title(ci) -> str:
+    """What the means table carries: intervals, and where they are missing, why."""
+    few = int((ci["n"] < MIN_FOR_INTERVAL).sum())
+    if few == len(ci):
+        return (f"Means over prompts × seeds (no intervals: an interval needs at least "
+                f"{MIN_FOR_INTERVAL} runs per model):")
+    why = (f" (none for {few} model(s) with fewer than {MIN_FOR_INTERVAL} runs)" if few else "")
+    return f"Means with 95% bootstrap intervals [low, high] over prompts × seeds{why}:"
 
 
 def _mean_ci(row, col: str) -> str:
