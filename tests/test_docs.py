@@ -27,7 +27,7 @@ def _commands():
     for page in PAGES:
         for block in _blocks(page, "bash"):
             for line in block.replace("\\\n", " ").splitlines():
-                line = re.sub(r"\s+#.*$", "", line).strip()
+                line = re.sub(r"(^|\s+)#.*$", "", line).strip()  # comments
                 for part in (p.strip() for p in line.split("&&")):
                     if part:
                         yield page.name, part

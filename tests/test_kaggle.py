@@ -163,8 +163,9 @@ import json  # noqa: E402
 import subprocess  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from pegu.cli.kaggle import (ACCELERATORS, BOOTSTRAP_CELL, package, push,  # noqa: E402
-                             repo_root, slugify, validate_metadata)
+from pegu.cli.kaggle import BOOTSTRAP_CELL  # noqa: E402
+from pegu.cli.kernels import (ACCELERATORS, package, push, repo_root,  # noqa: E402
+                              slugify, validate_metadata)
 
 @pytest.mark.parametrize("folder", sorted(p for p in (ROOT / "kaggle").iterdir() if p.is_dir()),
                          ids=lambda p: p.name)
@@ -193,8 +194,11 @@ def test_validation_catches_what_kaggle_rejects():
 
 def test_push_dry_run_stages_everything(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("KAGGLE_USERNAME", "alice")
+    with pytest.raises(ValueError, match="internet off: nothing attached holds "
+                                         "realistic-vision-v6.*--models realistic-vision-v6="):
+        push([], internet=False, dry_run=True, staging=tmp_path)
     done = push([], accelerator="NvidiaTeslaP100", internet=False, dry_run=True,
-                staging=tmp_path)
+                staging=tmp_path, attach=["alice/sd-models"])
     assert len(done) == 3
     for folder, cmd in done:
         meta = json.loads((folder / "kernel-metadata.json").read_text())
@@ -208,6 +212,12 @@ def test_push_dry_run_stages_everything(tmp_path, capsys, monkeypatch):
     out = capsys.readouterr().out
     assert out.count("would run: kaggle kernels push") == 3
     assert "runs a P100 request on GPU T4 x2" in out
+    # what the kernels load, so what the attached inputs must hold
+    assert "01_model_comparison, internet off: the attached inputs must hold " \
+        "SG161222/Realistic_Vision_V6.0_B1_noVAE (the model realistic-vision-v6); " \
+        "stabilityai/sd-vae-ft-mse (the VAE of realistic-vision-v6)" in out
+    assert "openai/clip-vit-large-patch14 (clip_model; '' measures without CLIP)" in out
+    assert "(the tile ControlNet: control > 0)" in out.split("02_upscaling_walkthrough, ")[1]
     with pytest.raises(ValueError, match="unknown notebook 'nope'"):
         push(["nope"], dry_run=True, staging=tmp_path)
 
@@ -250,7 +260,7 @@ def test_package_builds_an_installable_dataset(tmp_path):
     assert any("diffusers" in r for r in requires)
     assert not any("nbval" in r for r in requires)  # a test tool, not a runtime need
     assert all((target / "pegu" / f).is_file() for f in (
-        "cli/kaggle.py", "upscale/upscaler.py", "sources/resolve.py", "pipeline/stages.py"))
+        "cli/kaggle.py", "cli/kernels.py", "upscale/upscaler.py", "sources/resolve.py", "pipeline/stages.py"))
     assert repo_root() == ROOT
     assert package(out, extras=(), username="alice") == out  # an earlier build: replaced
     assert sorted(p.name for p in out.glob("*.whl")) == wheels
@@ -272,7 +282,7 @@ def test_package_refuses_a_folder_holding_other_files(tmp_path):
 
 
 def test_a_username_cannot_write_into_the_metadata(tmp_path):
-    from pegu.cli.kaggle import stage
+    from pegu.cli.kernels import stage
 
     for bad in ('bob", "is_private": false, "x": "', "bob/evil", "", " bob", "a\nb"):
         with pytest.raises(ValueError, match="is not a Kaggle username"):
@@ -426,3 +436,86 @@ def test_the_internal_t4_pool_is_refused_with_what_to_use(tmp_path, capsys):
     assert main(["kaggle", "push", "--dry-run", "--username", "alice", "--staging",
                  str(tmp_path), "--accelerator", "NvidiaA100"]) == 2
     assert "accelerator must be one of NvidiaTeslaT4, NvidiaL4" in capsys.readouterr().err
+
+
+FAKE_KAGGLE = """#!/bin/sh
+# the kaggle CLI as these tests need it: records its arguments, answers as Kaggle does
+echo "$@" >> "$FAKE_KAGGLE_LOG"
+case "$1 $2" in
+  "kernels push") cp "$4/kernel-metadata.json" "$FAKE_KAGGLE_LOG.pushed.json"
+                  echo "Kernel version 1 successfully pushed." ;;
+  "kernels status") echo "$3 has status \\"KernelWorkerStatus.COMPLETE\\"" ;;
+  "kernels output") echo "results" > "$5/results.csv"; echo "Output file downloaded" ;;
+esac
+"""
+
+
+def test_a_first_kernel_in_five_steps_from_the_readme(tmp_path):
+    """The README's Kaggle steps as a user takes them, the kaggle CLI answering as Kaggle
+    does: token, package, create the dataset, push with the models, follow and fetch."""
+    import os
+    import stat
+
+    bin_ = tmp_path / "bin"
+    bin_.mkdir()
+    (bin_ / "kaggle").write_text(FAKE_KAGGLE)
+    (bin_ / "kaggle").chmod(stat.S_IRWXU)
+    (tmp_path / ".kaggle").mkdir()
+    (tmp_path / ".kaggle" / "kaggle.json").write_text('{"username": "alice", "key": "k"}')
+    log = tmp_path / "kaggle.log"
+    env = {k: v for k, v in os.environ.items() if k != "KAGGLE_USERNAME"}
+    env.update(KAGGLE_CONFIG_DIR=str(tmp_path / ".kaggle"), FAKE_KAGGLE_LOG=str(log),
+               PATH=f"{bin_}:{env['PATH']}")
+    pegu = [str(Path(sys.executable).parent / "pegu"), "kaggle"]
+
+    def run(*args, cwd=tmp_path):
+        return subprocess.run([str(a) for a in args], capture_output=True, text=True, env=env,
+                              cwd=cwd)
+
+    # 1. the token is in place (above); 2. the dataset; 3. uploaded
+    r = run(*pegu, "package", "--out", tmp_path / "ds", "--no-extras")
+    assert r.returncode == 0, r.stderr
+    assert "kaggle datasets create -p" in r.stdout
+    assert run("kaggle", "datasets", "create", "-p", tmp_path / "ds").returncode == 0
+    # 4. the kernel, with the models it runs and where their weights are
+    r = run(*pegu, "push", "01_model_comparison", "--models", "tiny-sd15",
+            "sdxl-base=alice/stable-diffusion-xl-base-1-0",
+            "--attach", "kernel:alice/earlier-run", "--staging", tmp_path / "s")
+    assert r.returncode == 0, r.stderr
+    meta = json.loads(Path(f"{log}.pushed.json").read_text())
+    assert meta["id"] == "alice/pegu-01-model-comparison"
+    assert meta["dataset_sources"] == ["alice/pegu-wheels",
+                                       "alice/stable-diffusion-xl-base-1-0"]
+    assert meta["kernel_sources"] == ["alice/earlier-run"]
+    nb = json.loads((tmp_path / "s" / "01_model_comparison" / meta["code_file"]).read_text())
+    at = next(i for i, c in enumerate(nb["cells"]) if "parameters" in c["metadata"].get("tags", []))
+    injected = nb["cells"][at + 1]
+    assert injected["metadata"]["tags"] == ["injected-parameters"]
+    assert "models = ['tiny-sd15', 'sdxl-base']" in "".join(injected["source"])
+    assert "https://www.kaggle.com/code/alice/pegu-01-model-comparison" in r.stdout
+    # 5. follow it, fetch what it wrote
+    r = run(*pegu, "status", "01_model_comparison")
+    assert r.returncode == 0 and "COMPLETE" in r.stdout
+    r = run(*pegu, "output", "01_model_comparison", "--out", tmp_path / "res")
+    assert r.returncode == 0 and (tmp_path / "res" / "results.csv").is_file()
+    calls = log.read_text().splitlines()
+    assert calls[0] == f"datasets create -p {tmp_path / 'ds'}"
+    assert calls[1].startswith("kernels push -p ") and calls[1].endswith("--accelerator "
+                                                                         "NvidiaTeslaT4")
+    assert calls[2:] == ["kernels status alice/pegu-01-model-comparison",
+                         f"kernels output alice/pegu-01-model-comparison -p {tmp_path / 'res'}"]
+    # what would fail on Kaggle is refused here
+    r = run(*pegu, "push", "02_upscaling_walkthrough", "--models", "tiny-sd15", "sdxl-base")
+    assert r.returncode == 2 and "02_upscaling_walkthrough runs one model" in r.stderr
+    r = run(*pegu, "push", "02_upscaling_walkthrough", "--models", "sdxl-base=alice/a/b")
+    assert r.returncode == 2 and "is not a Kaggle input" in r.stderr
+    r = run(*pegu, "push", "02_upscaling_walkthrough", "--models", "realistic-vison")
+    assert r.returncode == 2 and "did you mean" in r.stderr.lower()
+    r = run(*pegu, "push", "02_upscaling_walkthrough", "--no-internet", "--dry-run",
+            "--models", "sdxl-base=alice/sdxl/pyTorch/base/1")
+    assert r.returncode == 0, r.stderr
+    assert "madebyollin/sdxl-vae-fp16-fix (the VAE of sdxl-base)" in r.stdout
+    staged = json.loads(r.stdout.split("staged ")[1].split("kernel-metadata.json\n")[1]
+                        .split("would run")[0])
+    assert staged["model_sources"] == ["alice/sdxl/pyTorch/base/1"]
+    assert len(log.read_text().splitlines()) == 4  # refused and dry runs pushed nothing

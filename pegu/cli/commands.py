@@ -23,7 +23,8 @@ from ..lab.sweep import sweep as run_sweep
 from ..pipeline import read_record, read_settings, run, run_many
 from ..sources import availability, cache_dir
 from ..upscale import auto_upscaler, load_upscaler
-from . import kaggle as kg
+from . import kernels
+from .kaggle import KAGGLE_EXTRAS
 from .demo import run_demo
 from .doctor import checks, report
 
@@ -220,10 +221,14 @@ def sweep(args) -> int:
 
 def kaggle(args) -> int:
     if args.kaggle_command == "push":
-        kg.push(args.notebooks, accelerator=args.accelerator, internet=args.internet,
-                    dry_run=args.dry_run, username=args.username, staging=args.staging)
+        kernels.push(args.notebooks, accelerator=args.accelerator, internet=args.internet,
+                     dry_run=args.dry_run, username=args.username, staging=args.staging,
+                     models=args.models, attach=args.attach)
+    elif args.kaggle_command in ("status", "output"):
+        kernels.follow(args.notebook, args.kaggle_command, username=args.username,
+                       out=getattr(args, "out", None))
     else:
-        out = kg.package(args.out, extras=() if args.no_extras else kg.KAGGLE_EXTRAS,
+        out = kernels.package(args.out, extras=() if args.no_extras else KAGGLE_EXTRAS,
                          username=args.username)
         dataset = json.loads((out / "dataset-metadata.json").read_text())["id"]
         print(f"dataset {dataset} in {out}: upload it with `kaggle datasets create -p {out}` "

@@ -13,7 +13,8 @@ from ..core.settings import (COMPILE_MODES, ENGINES, FITS, MAX_SIDE, PROMPT_SYNT
 from ..lab.iqa import PANEL
 from ..lab.metrics import DEFAULT_CLIP
 from .demo import DEMO_MODEL, DEMO_OUT, DEMO_PHOTO_SIZE
-from .kaggle import ACCELERATORS, DEFAULT_ACCELERATOR, DATASET
+from .kaggle import DATASET
+from .kernels import ACCELERATORS, DEFAULT_ACCELERATOR
 
 
 def size(text: str) -> tuple[int, int]:
@@ -235,6 +236,22 @@ def _kaggle(sub) -> None:
     kp.add_argument("--username", help="Kaggle username (default: credentials)")
     kp.add_argument("--staging", type=Path, help="stage into this folder (default: a "
                     "temporary one)")
+    kp.add_argument("--models", nargs="+", default=[], metavar="NAME[=SOURCE]",
+                    help="the models the notebook runs (its models/model parameter), each "
+                    "with the Kaggle input holding its weights: <owner>/<dataset> or "
+                    "<owner>/<model>/<framework>/<variation>[/<version>]")
+    kp.add_argument("--attach", nargs="+", default=[], metavar="SOURCE",
+                    help="more Kaggle inputs to attach (VAEs, CLIP, a ControlNet; "
+                    "kernel:<owner>/<notebook> for a kernel's output)")
+    for action, what in (("status", "whether a pushed kernel is queued, running, complete "
+                                    "or failed"),
+                         ("output", "fetch what a complete kernel wrote")):
+        ka = ksub.add_parser(action, help=what)
+        ka.add_argument("notebook", metavar="NOTEBOOK", help="e.g. 01_model_comparison")
+        ka.add_argument("--username", help="Kaggle username (default: credentials)")
+        if action == "output":
+            ka.add_argument("--out", type=Path, help="where to put it (default: "
+                            "results/kaggle/NOTEBOOK)")
     kk = ksub.add_parser("package", help=f"build the {DATASET} dataset for offline kernels")
     kk.add_argument("--out", type=Path, default=Path(f"out/{DATASET}"),
                     help="an empty or new folder (or an earlier build, replaced whole): the "
