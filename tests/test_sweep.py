@@ -292,3 +292,56 @@ def test_cli_sweep(tmp_path):
     assert r.returncode == 1  # one of the two runs fails by design (steps 0)
     assert "2 runs (1 ok, 1 error)" in r.stdout and "stage_costs" in r.stdout
     assert len(pd.read_csv(tmp_path / "o" / "results.csv")) == 2
+
+
+def test_kaggle_limits_refuse_an_overflow_and_stop_before_the_session_ends(tmp_path, monkeypatch):
+    """/kaggle/working keeps 20 GB: a sweep that would pass it is refused with its estimate
+    before anything runs. A session ends at 12 hours: the sweep stops starting runs before
+    then, and the next session carries the finished rows over from the earlier output."""
+    import time
+
+    import pegu.lab.limits as limits
+
+    grid = {"base": {"generate": {"width": 64, "height": 64, "steps": 2}, "target": [256, 256],
+                     "upscale": {"model": "realesr-animevideov3"}},
+            "models": ["tiny-sd15"], "seeds": [0, 1, 2]}
+    working = tmp_path / "working"
+    monkeypatch.setenv("PEGU_KAGGLE_WORKING", str(working))
+    monkeypatch.setattr(limits, "on_kaggle", lambda: True)
+    (working / "old").mkdir(parents=True)
+    (working / "old" / "big.bin").write_bytes(b"0" * 300_000)
+    monkeypatch.setattr(limits, "WORKING_LIMIT", 300_000 + 2 * 200_704)  # room for 2 runs
+    with pytest.raises(ValueError, match=r"would write up to 0.6 MB \(3 images\) into .*"
+                                         r"keeps 0.7 MB of output on Kaggle and holds 0.3 MB: "
+                                         r"fewer prompts"):
+        sweep(grid, working / "results" / "prompts", clip=None)
+    assert not (working / "results" / "prompts" / "rows").exists() or \
+        not any((working / "results" / "prompts" / "rows").iterdir())
+    monkeypatch.setattr(limits, "WORKING_LIMIT", 10**9)
+    # a session that started 12 hours ago: past the deadline, nothing starts
+    monkeypatch.setattr(limits, "_session_start", lambda: time.time() - 12 * 3600)
+    first = working / "results" / "prompts"
+    table = sweep(grid, first, clip=None)
+    assert len(table) == 0 and "0 of 3 runs" in table.attrs["stopped"]
+    # one that ends soon: the first run starts, the next would end after the deadline
+    monkeypatch.setattr(limits, "_session_start",
+                        lambda: time.time() - 12 * 3600 + limits.MARGIN_S + 0.01)
+    table = sweep(grid, first, clip=None)
+    assert len(table) == 1 and "1 of 3 runs" in table.attrs["stopped"]
+    assert "--attach kernel:<you>/<notebook> and resume_from='attached'" in \
+        table.attrs["stopped"]
+    # the next session: the earlier output attached as Kaggle mounts a kernel's output
+    mount = tmp_path / "input" / "notebooks" / "alice" / "pegu-01-model-comparison"
+    import shutil
+
+    shutil.copytree(working / "results", mount / "results")
+    monkeypatch.setenv("PEGU_KAGGLE_INPUT", str(tmp_path / "input"))
+    monkeypatch.setattr(limits, "on_kaggle", lambda: False)
+    again = tmp_path / "next" / "results" / "prompts"
+    table = sweep(grid, again, clip=None, resume_from="attached")
+    assert len(table) == 3 and table.status.eq("ok").all() and "stopped" not in table.attrs
+    carried = table[table["generate.seed"] == 0].iloc[0]
+    assert Path(carried.image).parent == again / "images" and Path(carried.image).is_file()
+    with pytest.raises(ValueError, match="no earlier run of results/prompts"):
+        sweep(grid, tmp_path / "x" / "results" / "prompts", clip=None,
+              resume_from=tmp_path / "next" / "elsewhere")

@@ -208,7 +208,8 @@ def sweep(args) -> int:
             raise BadInput(f"--processes must be at least 1, got {args.processes}")
         table = run_sweep(args.grid, args.out, device=args.device, clip=clip, shard=shard,
                           progress=args.progress, processes=args.processes or "auto",
-                          keep_failed=args.keep_failed, many=args.many, offline=args.offline)
+                          keep_failed=args.keep_failed, many=args.many, offline=args.offline,
+                          time_limit_h=args.time_limit, resume_from=args.resume_from)
     if args.shard:
         return 0
     for name, path in sweep_plots(table, args.out).items():
@@ -216,7 +217,7 @@ def sweep(args) -> int:
     counts = table["status"].value_counts().to_dict() if len(table) else {}
     print(f"{len(table)} runs ({', '.join(f'{v} {k}' for k, v in counts.items())}) -> "
           f"{args.out / 'results.csv'}, {args.out / 'results.parquet'}")
-    return 0 if counts.get("ok", 0) == len(table) else 1
+    return 0 if counts.get("ok", 0) == len(table) and "stopped" not in table.attrs else 1
 
 
 def kaggle(args) -> int:

@@ -192,6 +192,11 @@ def _sweep(sub) -> None:
     w.add_argument("--no-clip", action="store_true", help="weight-free metrics only")
     w.add_argument("--many", action="store_true",
                    help="allow a grid of more than 10,000 runs (at most 1,000,000)")
+    w.add_argument("--time-limit", type=float, metavar="HOURS",
+                   help="start no run that would end after this many hours (default: on "
+                   "Kaggle, before the 12-hour session ends; elsewhere none)")
+    w.add_argument("--resume-from", metavar="DIR", help="an earlier run's folder (or "
+                   "'attached': a Kaggle input) whose finished rows are kept")
     w.add_argument("--keep-failed", action="store_true",
                    help="on resume, keep failed rows instead of running them again")
     w.add_argument("--no-progress", dest="progress", action="store_false",

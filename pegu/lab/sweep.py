@@ -11,6 +11,7 @@ import ctypes
 import itertools
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from ..pipeline import Models, timed_run
 from . import metrics as M
 from .grid import flatten, grid_iqa, grid_timing, load_grid, read_grid, run_id
 from .iqa import score
+from .limits import check_space, earlier_rows, session_deadline
 from .metrics import as_clip, attribute_hits
 
 
@@ -173,7 +175,8 @@ def shard_from_env() -> tuple[int, int]:
 def sweep(grid, out, *, device="auto", clip: str | None = None,
           shard: tuple[int, int] | None = None, progress: bool = False,
           processes: int | str = "auto", keep_failed: bool = False, many: bool = False,
-          offline: bool | None = None):
+          offline: bool | None = None, time_limit_h: float | None = None,
+          resume_from: str | Path | None = None):
     """Run every run of ``grid`` (see :func:`pegu.lab.grid.load_grid`) into ``out``;
     returns the table.
 
@@ -193,7 +196,14 @@ def sweep(grid, out, *, device="auto", clip: str | None = None,
     Resuming (the same call again): finished rows are kept, failed ones run again (unless
     ``keep_failed``), damaged row files run again, a killed run's temp files are removed, and
     rows of an earlier grid in ``out`` are moved to ``out/earlier/`` (the table is exactly
-    this grid's).
+    this grid's). ``resume_from``: an earlier run's folder (or "attached": an attached
+    Kaggle input, see :func:`pegu.lab.limits.earlier_rows`) whose finished rows and images
+    are carried into ``out`` first.
+
+    Limits: a sweep whose images would not fit where ``out`` is (on Kaggle: /kaggle/working's
+    20 GB) is refused before it starts, with its estimate; it stops starting runs when the
+    next would end after ``time_limit_h`` hours (on Kaggle by default: before the session's
+    12 hours), keeps what finished and says how to continue (``table.attrs["stopped"]``).
     """
     out = ensure_writable_dir(Path(out))
     grid = read_grid(grid)  # read once: the runs, then attribute control, use it
@@ -201,7 +211,13 @@ def sweep(grid, out, *, device="auto", clip: str | None = None,
     warmup, repeats = grid_timing(grid)
     ids = {run_id(d) for d in runs}
     _prepare(out)
+    if resume_from:
+        _carry(earlier_rows(resume_from, out), out, ids)
     index, count = shard or shard_from_env()
+    if count == 1 or index == 0:
+        check_space([_target(d) for d in runs if not _finished(out, run_id(d), keep_failed)],
+                    out)
+    deadline = session_deadline(time_limit_h)
     if processes == "auto":
         processes = max(1, gpu_count()) if count == 1 and device == "auto" else 1
     if not isinstance(processes, int) or processes < 1:
@@ -209,13 +225,14 @@ def sweep(grid, out, *, device="auto", clip: str | None = None,
     if processes > 1 and count == 1:
         table = sweep_processes(grid, out, processes, device=device,
                                 clip=getattr(clip, "name", clip), keep_failed=keep_failed,
-                                many=many, offline=offline, progress=progress)
+                                many=many, offline=offline, progress=progress,
+                                deadline=deadline)
         if "attribute_control" not in table:
             add_attribute_control(table, as_clip(clip, device=resolve_device(device),
                                                  offline=offline), grid)
         if add_iqa(table, out, grid, resolve_device(device)) or "attribute_control" in table:
             _write_tables(table, out)
-        return table
+        return _note_stop(table, len(ids), out)
     if device == "auto" and count > 1 and gpu_count() > 1:
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', index)) % gpu_count()}"
     dev = resolve_device(device)
@@ -224,17 +241,21 @@ def sweep(grid, out, *, device="auto", clip: str | None = None,
     # consecutive runs of one model reuse it: order by model, then upscaler
     mine.sort(key=lambda t: (str(t[1].get("model")), str(t[1].get("upscale")), t[0]))
     models = Models(dev, offline=offline)
+    took = []
     for i, d in mine:
         rid = run_id(d)
         row_path = out / "rows" / f"{rid}.json"
-        done = read_row(row_path) if row_path.exists() else None
-        if done is not None and (done.get("status") == "ok" or keep_failed):
+        if _finished(out, rid, keep_failed):
             continue
+        if deadline and time.time() + max(took, default=0) > deadline:
+            break  # the next run would end after the deadline: stop, keep what finished
+        t0 = time.time()
         # the diffusion and tile bars of several processes would interleave: run lines only
         row = _run_row(d, models, out / "images" / f"{rid}.png", scorer, repeats, warmup,
                        progress and count == 1)
         row.update(index=i, run_id=rid, process=f"{index}/{count}")
         write_row(row_path, row)
+        took.append(time.time() - t0)
         if progress:
             print(_run_line(index, count, i, len(runs), d, row), file=sys.stderr, flush=True)
     table = collect(out, ids)
@@ -243,6 +264,48 @@ def sweep(grid, out, *, device="auto", clip: str | None = None,
         add_attribute_control(table, scorer, grid)
         if add_iqa(table, out, grid, dev) or "attribute_control" in table:
             _write_tables(table, out)
+        _note_stop(table, len(ids), out)
+    return table
+
+
+def _finished(out: Path, rid: str, keep_failed: bool) -> bool:
+    """Whether run ``rid`` has its row in ``out`` (a failed one counts with keep_failed)."""
+    path = out / "rows" / f"{rid}.json"
+    done = read_row(path) if path.exists() else None
+    return done is not None and (done.get("status") == "ok" or keep_failed)
+
+
+def _target(d: dict) -> tuple[int, int]:
+    """The (width, height) run ``d`` writes."""
+    return RunSettings.from_dict(d).target
+
+
+def _carry(earlier: Path, out: Path, ids: set) -> None:
+    """Finished rows of this grid from an earlier run's folder, with their images, into
+    ``out`` (rows already there are kept)."""
+    for path in sorted((earlier / "rows").glob("*.json")):
+        row = read_row(path)
+        if row is None or row.get("status") != "ok" or path.stem not in ids \
+                or (out / "rows" / path.name).exists():
+            continue
+        image = earlier / "images" / f"{path.stem}.png"
+        if image.is_file():
+            target = out / "images" / image.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(target, lambda tmp, src=image: shutil.copyfile(src, tmp))
+            row["image"] = str(target)
+        write_row(out / "rows" / path.name, row)
+
+
+def _note_stop(table, total: int, out: Path):
+    """When a sweep stopped at its deadline: say so, and how to continue."""
+    if len(table) < total:
+        table.attrs["stopped"] = note = (
+            f"stopped at the time limit: {len(table)} of {total} runs are in {out} (the next "
+            "would have ended after it). To continue, run the same sweep again; on Kaggle, let "
+            "this version finish, then push again with --attach kernel:<you>/<notebook> and "
+            "resume_from='attached'.")
+        print(note, file=sys.stderr, flush=True)
     return table
 
 
@@ -288,7 +351,8 @@ def _run_row(d: dict, models: Models, image_path: Path, scorer, repeats: int, wa
 
 def sweep_processes(grid, out, processes: int, *, device="auto", clip: str | None = None,
                     keep_failed: bool = False, many: bool = False,
-                    offline: bool | None = None, progress: bool = False):
+                    offline: bool | None = None, progress: bool = False,
+                    deadline: float | None = None):
     """Split a sweep over ``processes`` worker processes (``pegu sweep --shard i/n``) and
     merge their rows into one table. With ``device="auto"`` worker i takes GPU i when there
     are several (as under ``accelerate launch --num_processes N -m pegu.cli sweep ...``).
@@ -306,7 +370,8 @@ def sweep_processes(grid, out, processes: int, *, device="auto", clip: str | Non
            "--device", device] + (["--clip", clip] if clip else ["--no-clip"]) + (
         ["--keep-failed"] if keep_failed else []) + (["--many"] if many else []) + (
         [] if offline is None else ["--offline" if offline else "--no-offline"]) + (
-        [] if progress else ["--no-progress"])
+        [] if progress else ["--no-progress"]) + (
+        ["--time-limit", f"{max(deadline - time.time(), 1) / 3600:.6f}"] if deadline else [])
     linux = sys.platform.startswith("linux")
     workers = []
     try:

@@ -16,11 +16,12 @@ def input_root() -> Path:
 def attached_inputs(root: str | Path | None = None) -> list[Path]:
     """The folder of each attached input, in every layout Kaggle mounts:
     ``datasets/<owner>/<slug>/`` (since 2026), ``models/<owner>/<model>/<framework>/
-    <variation>/<version>/``, ``competitions/<slug>/``, and the older ``<slug>/``."""
+    <variation>/<version>/``, ``notebooks/<owner>/<slug>/`` (a kernel's output),
+    ``competitions/<slug>/``, and the older ``<slug>/``."""
     root = Path(root) if root is not None else input_root()
     if not root.is_dir():
         return []
-    depth = {"datasets": 2, "models": 5, "competitions": 1}
+    depth = {"datasets": 2, "models": 5, "notebooks": 2, "competitions": 1}
     found = []
     for top in sorted(p for p in root.iterdir() if p.is_dir()):
         levels = depth.get(top.name)
