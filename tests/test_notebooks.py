@@ -3,13 +3,18 @@ executed copies and checks the cells marked # NBVAL_CHECK_OUTPUT."""
 from __future__ import annotations
 
 import ast
+import base64
+import io
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import papermill as pm
 import pytest
+from PIL import Image
 
 NOTEBOOKS = Path(__file__).parents[1] / "notebooks"
 DATA = Path(__file__).parent / "data"
@@ -33,6 +38,11 @@ def executed(tmp_path_factory, photo_folder, random_inception):
     extra = {"01_model_comparison.ipynb": dict(
         iqa=["piqe", "entropy"], real_photos=str(photo_folder), fid_crop=128,
         inception=str(random_inception))}
+    # as in Jupyter and on Kaggle: figures shown inline (papermill's kernel would otherwise
+    # take whatever MPLBACKEND the test process has)
+    env = {"MPLBACKEND": "module://matplotlib_inline.backend_inline"}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
     for name, params in SMALL.items():
         target = out / name
         pm.execute_notebook(str(NOTEBOOKS / name), str(target),
@@ -40,6 +50,8 @@ def executed(tmp_path_factory, photo_folder, random_inception):
                                             out_dir=str(out / Path(name).stem)),
                             progress_bar=False, cwd=str(out))
         done[name] = target
+    for k, v in old.items():
+        os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
     return done
 
 
@@ -61,6 +73,24 @@ def test_papermill_runs_the_notebook(executed, name):
     if name.startswith("03"):
         return  # the explorer draws controls; tests/test_widgets.py clicks them
     text = _outputs(nb)
+    # every figure shown inline is one the notebook saved (the same size in pixels), 02 shows
+    # each it saves; at most one progress bar per cell
+    shown = [o for c in nb["cells"] for o in c.get("outputs", []) if "image/png" in
+             o.get("data", {})]
+    sizes = [tuple(int(v) for v in re.search(r"<Figure size (\d+)x(\d+)", "".join(
+        o["data"]["text/plain"])).groups()) for o in shown]
+    saved = {p.name: Image.open(p).size for p in out.rglob("*.png")
+             if p.parent.name != "images" and p.name != "upscaled.png"}
+    assert shown and set(sizes) <= set(saved.values()), (sizes, saved)
+    for o in shown:
+        inline = Image.open(io.BytesIO(base64.b64decode("".join(o["data"]["image/png"]))))
+        assert inline.width >= 300 and inline.height >= 150
+    for cell in nb["cells"]:
+        bars = [o for o in cell.get("outputs", []) if
+                "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+        assert len(bars) <= 1, "".join(cell["source"])[:200]
+    if name.startswith("02"):
+        assert len(shown) == len(saved), (sizes, saved)
     if name.startswith("01"):
         assert {"images.png", "stage_costs.png", "quality_vs_time.png"} <= set(pngs)
         # the reading: two seeds are too few for an interval, and it says so; warm-up-free

@@ -170,7 +170,8 @@ def upscale_vs_direct(settings, generator, upscaler, clip=None, refine: float | 
     Returns (DataFrame with method, status, seconds (the median run; seconds_min /
     seconds_max), peak_mib, sharpness and, with ``clip``, clip_realism and clip_score;
     {method: final image or None}). Direct runs that run out of GPU memory are rows with
-    status "oom". progress: the diffusion and tile progress bars.
+    status "oom". progress: one bar over the methods (the runs' own bars stay off: one
+    cell, one bar).
     """
     import pandas as pd
 
@@ -191,11 +192,16 @@ def upscale_vs_direct(settings, generator, upscaler, clip=None, refine: float | 
                                         mode="upscale")
     plans["direct at target"] = replace(settings, refine=None, refine_tiled=False,
                                         refine_control=None, controlnet=None, mode="direct")
+    from tqdm.auto import tqdm
+
     rows, images = [], {}
-    for method, s in plans.items():
+    bar = tqdm(plans.items(), total=len(plans), desc="methods", unit="method",
+               disable=not progress)
+    for method, s in bar:
+        bar.set_postfix_str(method)
         try:
             r = timed_run(s, generator, upscaler if s.mode == "upscale" else None,
-                          repeats=repeats, progress=progress)
+                          repeats=repeats, progress=False)
         except WeightsUnavailable as e:  # the ControlNet's weights not at hand: the other rows stay
             if s.refine_control is None:
                 raise

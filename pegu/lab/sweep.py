@@ -20,6 +20,8 @@ import time
 import traceback
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 from ..core.device import gpu_count, resolve_device
 from ..core.errors import BadInput, MissingFile, OutOfMemory, PeguError
 from ..core.images import atomic_write, ensure_writable_dir, remove_stale_temp
@@ -242,22 +244,24 @@ def sweep(grid, out, *, device="auto", clip: str | None = None,
     mine.sort(key=lambda t: (str(t[1].get("model")), str(t[1].get("upscale")), t[0]))
     models = Models(dev, offline=offline)
     took = []
-    for i, d in mine:
+    todo = [(i, d) for i, d in mine if not _finished(out, run_id(d), keep_failed)]
+    # one bar over the runs in one process (the runs' own bars off: one cell, one bar); with
+    # several processes, their bars would interleave: run lines only
+    bar = tqdm(todo, desc="runs", unit="run", disable=not (progress and count == 1))
+    for i, d in bar:
         rid = run_id(d)
-        row_path = out / "rows" / f"{rid}.json"
-        if _finished(out, rid, keep_failed):
-            continue
         if deadline and time.time() + max(took, default=0) > deadline:
             break  # the next run would end after the deadline: stop, keep what finished
+        bar.set_postfix_str(_short_run(d))
         t0 = time.time()
-        # the diffusion and tile bars of several processes would interleave: run lines only
         row = _run_row(d, models, out / "images" / f"{rid}.png", scorer, repeats, warmup,
-                       progress and count == 1)
+                       progress)
         row.update(index=i, run_id=rid, process=f"{index}/{count}")
-        write_row(row_path, row)
+        write_row(out / "rows" / f"{rid}.json", row)
         took.append(time.time() - t0)
         if progress:
-            print(_run_line(index, count, i, len(runs), d, row), file=sys.stderr, flush=True)
+            bar.write(_run_line(index, count, i, len(runs), d, row), file=sys.stderr)
+    bar.close()
     table = collect(out, ids)
     if count == 1:  # the whole table is here: the columns that span rows
         models.release()  # free the models first
@@ -276,8 +280,16 @@ def _finished(out: Path, rid: str, keep_failed: bool) -> bool:
 
 
 def _target(d: dict) -> tuple[int, int]:
-    """The (width, height) run ``d`` writes."""
-    return RunSettings.from_dict(d).target
+    """The (width, height) run ``d`` writes (an invalid run, which fails as a row: its
+    target as given, else the default)."""
+    try:
+        return RunSettings.from_dict(d).target
+    except (BadInput, TypeError, ValueError):
+        try:
+            w, h = (int(v) for v in d.get("target") or RunSettings.target)
+            return w, h
+        except (TypeError, ValueError):
+            return RunSettings.target
 
 
 def _carry(earlier: Path, out: Path, ids: set) -> None:
@@ -309,6 +321,14 @@ def _note_stop(table, total: int, out: Path):
     return table
 
 
+def _short_run(d: dict) -> str:
+    """A run as a bar's postfix: model, prompt (cut), seed."""
+    g = d.get("generate") or {}
+    prompt = str(g.get("prompt", ""))
+    prompt = prompt if len(prompt) <= 30 else prompt[:29] + "…"
+    return f"{d.get('model', RunSettings.model)} {prompt!r} seed {g.get('seed', 0)}"
+
+
 def _run_line(index: int, count: int, i: int, total: int, d: dict, row: dict) -> str:
     """What a person follows a sweep by: which process, which run of how many, its model,
     prompt, seed and mode, and how it ended."""
@@ -323,14 +343,15 @@ def _run_line(index: int, count: int, i: int, total: int, d: dict, row: dict) ->
 
 def _run_row(d: dict, models: Models, image_path: Path, scorer, repeats: int, warmup: bool,
              progress: bool) -> dict:
-    """One run of a sweep as its table row; a run that fails is a row with its error."""
+    """One run of a sweep as its table row; a run that fails is a row with its error (and,
+    with ``progress``, its traceback on stderr)."""
     import torch
 
     t0 = time.perf_counter()
     try:
         ready = models.ready(RunSettings.from_dict(d))  # a mismatch loads nothing
         result = timed_run(ready.settings, ready.generator, ready.upscaler, repeats=repeats,
-                           warmup=warmup, progress=progress)
+                           warmup=warmup, progress=False)
         result.choices.upscaler_choice = ready.why
         image = result.save(image_path, overwrite=True) if result.image is not None else None
         row = result_row(result, image, scorer)
