@@ -4,15 +4,29 @@
    pegu touches; nothing of pegu's), built once into ``.kaggle-sim/image/``; torch's CUDA stack
    is the running environment's, seen through ``.kaggle-sim/torch-layer/`` (5 GB not installed
    twice).
-2. The dataset: ``pegu kaggle package`` writes it where Kaggle mounts datasets since 2026,
-   ``<input>/datasets/<owner>/pegu-wheels/``; ``<input>`` stands in for ``/kaggle/input``.
+2. The inputs: ``pegu kaggle package`` writes the dataset where Kaggle mounts datasets since
+   2026, ``<input>/datasets/<owner>/pegu-wheels/``; ``<input>`` stands in for ``/kaggle/input``.
+   The notebooks' CLIP (a tiny one, saved as a transformers folder) is attached as users
+   attach models: notebook 01's as a Kaggle model under its slug (case folded:
+   ``models/<owner>/clip-vit-h-14-laion2b-s32b-b79k/transformers/default/1/`` for
+   ``laion/CLIP-ViT-H-14-laion2B-s32B-b79K``), notebook 02's nested one folder deep in a
+   dataset (``datasets/<owner>/pegu-metric-models/clip-vit-base-patch32/``), as Kaggle
+   unpacks an upload made with ``kaggle datasets create --dir-mode zip``.
 3. The kernels: ``pegu kaggle push --dry-run`` stages each notebook, setup cell first.
 4. Each internet mode: a fresh virtualenv layered on the image (its own site-packages first,
    the image's behind, as pip installs on Kaggle land over the image's), with
-   ``KAGGLE_KERNEL_RUN_TYPE=Batch`` (and, as on Kaggle, no ``PEGU_OFFLINE``); papermill executes every staged
-   notebook top to bottom on the tiny models and the real x4plus weights. "on": pip may
+   ``KAGGLE_KERNEL_RUN_TYPE=Batch`` (and, as on Kaggle, no ``PEGU_OFFLINE``: the Hub is out
+   of reach from here, so pegu must find that out and take the attached CLIP); papermill
+   executes every staged notebook top to bottom on the tiny models and the real x4plus
+   weights. "on": pip may
    reach the package index; "off": the index is an address that refuses connections, so
    only the dataset can serve pip, as on a kernel with the internet off.
+5. Kaggle's Python is 3.12 and this machine's 3.11: torch for 3.12 only comes as a CUDA
+   build of several GB from PyPI, too much to fetch per CI run, so the kernels run on 3.11;
+   but where a Python 3.12 is installed (pyenv's here), the dataset's wheels install into a
+   3.12 virtualenv with pip ``--no-index`` (beside the image's numpy, tqdm and packaging),
+   every module they hold compiles, and the first cell's modules (pegu.cli.kaggle, which
+   imports no torch) import and find the inputs.
 
     python tests/kaggle_sim.py [--mode on|off|both] [--work DIR]     # or: make kaggle-sim
 """
@@ -37,10 +51,11 @@ PARAMETERS = {
     "01_model_comparison": dict(
         models=["tiny-sd15"], prompts=["portrait of an old man"], seeds=[0], steps=2,
         size=64, target=256, upscaler="RealESRGAN_x4plus", attribute_values=["red", "black"],
-        clip_model="tiny-clip"),
+        clip_model="laion/CLIP-ViT-H-14-laion2B-s32B-b79K"),
     "02_upscaling_walkthrough": dict(
         model="tiny-sd15", steps=2, size=64, target=256, upscaler="RealESRGAN_x4plus",
-        photo_size=64, tiles=[64], repeats=1, refine=0.3, clip_model="tiny-clip"),
+        photo_size=64, tiles=[64], repeats=1, refine=0.3,
+        clip_model="openai/clip-vit-base-patch32"),
     "03_explorer": dict(model="tiny-sd15", upscaler="RealESRGAN_x4plus", device="cpu"),
 }
 NO_INDEX = "http://127.0.0.1:9/simple/"  # the discard port: refused at once, like no internet
@@ -54,8 +69,9 @@ def _run(cmd, **kw) -> subprocess.CompletedProcess:
     return r
 
 
-def _site(venv: Path) -> Path:
-    return venv / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}" / "site-packages"
+def _site(venv: Path, version: str | None = None) -> Path:
+    version = version or f"{sys.version_info[0]}.{sys.version_info[1]}"
+    return venv / "lib" / f"python{version}" / "site-packages"
 
 
 # torch's CUDA stack (~5 GB) is not installed a second time: the image sees the running
@@ -120,7 +136,67 @@ def dataset(work: Path) -> Path:
     out.parent.mkdir(parents=True)
     _run([Path(sys.executable).parent / "pegu", "kaggle", "package", "--out", out,
           "--username", OWNER])
+    for mount in CLIP_MOUNTS:
+        _tiny_clip_folder(inputs / mount)
     return inputs
+
+
+# where the tiny CLIP is attached: a Kaggle model under its (case-folded) slug, and a folder
+# nested in a dataset
+CLIP_MOUNTS = (f"models/{OWNER}/clip-vit-h-14-laion2b-s32b-b79k/transformers/default/1",
+               f"datasets/{OWNER}/pegu-metric-models/clip-vit-base-patch32")
+
+
+def _tiny_clip_folder(folder: Path) -> None:
+    """The tests' tiny CLIP saved as a transformers folder (config.json, weights, tokenizer,
+    image processor), as a user attaches a real one."""
+    from pegu.lab.metrics import load_clip
+
+    clip = load_clip("tiny-clip", device="cpu")
+    folder.mkdir(parents=True)
+    for part in (clip.model, clip.tokenizer, clip.image_processor):
+        part.save_pretrained(folder)
+
+
+def python312() -> Path | None:
+    """A Python 3.12 on this machine (on PATH, else pyenv's), or None."""
+    found = shutil.which("python3.12")
+    candidates = ([found] if found else []) + sorted(
+        str(p) for p in Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")).glob(
+            "versions/3.12*/bin/python3.12"))
+    for c in candidates:
+        r = subprocess.run([c, "--version"], capture_output=True, text=True)
+        if r.returncode == 0 and r.stdout.startswith("Python 3.12"):
+            return Path(c)
+    return None
+
+
+def on_python312(work: Path, inputs: Path) -> str | None:
+    """The dataset on Kaggle's Python (see 5. above); what the first cell's modules found,
+    or None without a Python 3.12."""
+    py = python312()
+    if py is None:
+        return None
+    venv = work / "python3.12"
+    shutil.rmtree(venv, ignore_errors=True)
+    _run([py, "-m", "venv", venv])
+    wheels = sorted((inputs / "datasets" / OWNER / "pegu-wheels").glob("*.whl"))
+    python = venv / "bin" / "python"
+    # what the first cell's modules import from the image (its pins, from the package index)
+    pins = [line for line in IMAGE_LIST.read_text().splitlines()
+            if line.split("==")[0] in ("numpy", "tqdm", "packaging")]
+    _run([python, "-m", "pip", "install", "-q", "--disable-pip-version-check", *pins])
+    _run([python, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-index",
+          "--no-deps", *wheels])
+    _run([python, "-m", "compileall", "-q", _site(venv, "3.12")])
+    probe = ("import sys, pegu.cli.kaggle as k, pegu.sources.kaggle as s; "
+             f"print(sys.version.split()[0], [p.name for p in s.find_attached('{SETUP_PROBE}')],"
+             " len(k.KERNEL_NEEDS))")
+    env = dict(os.environ, PEGU_KAGGLE_INPUT=str(inputs))
+    return _run([python, "-c", probe], env=env).stdout.strip()
+
+
+SETUP_PROBE = "pegu_kaggle_setup.py"
 
 
 def staged(work: Path) -> dict[str, Path]:
@@ -143,7 +219,9 @@ class KernelRun:
     installed: list[str] = field(default_factory=list)
     pngs: dict[str, list[str]] = field(default_factory=dict)
     statuses: dict[str, list[str]] = field(default_factory=dict)
+    columns: dict[str, set] = field(default_factory=dict)
     seconds: float = 0.0
+    python312: str | None = None
 
 
 def _column(csv: Path, name: str) -> list[str]:
@@ -205,6 +283,8 @@ def kernel(work: Path, image_venv: Path, inputs: Path, notebooks: dict[str, Path
         run.pngs[name] = sorted(p.name for p in out_dir.rglob("*.png"))
         run.statuses[name] = [status for table in sorted(out_dir.rglob("results.csv"))
                               for status in _column(table, "status")]
+        run.columns[name] = {c for table in out_dir.rglob("results.csv")
+                             for c in table.read_text().splitlines()[0].split(",")}
     run.installed = sorted(p.name.split("-")[0].lower() for p in site.glob("*.dist-info"))
     run.seconds = time.perf_counter() - t0
     return run
@@ -217,7 +297,9 @@ def simulate(modes=("on", "off"), work: Path | None = None) -> list[KernelRun]:
     image_venv = image(work)
     inputs = dataset(work)
     notebooks = staged(work)
-    return [kernel(work, image_venv, inputs, notebooks, mode) for mode in modes]
+    runs = [kernel(work, image_venv, inputs, notebooks, mode) for mode in modes]
+    runs[0].python312 = on_python312(work, inputs)
+    return runs
 
 
 def main(argv=None) -> int:
@@ -230,6 +312,9 @@ def main(argv=None) -> int:
     for run in simulate(modes, args.work):
         print(f"internet {run.mode}: {len(run.pngs)} kernels ran in {run.seconds:.0f} s; "
               f"installed over the image: {', '.join(run.installed)}")
+        if run.python312 is not None:
+            print(f"  Python 3.12: the dataset installs and compiles; the first cell's "
+                  f"modules found {run.python312}")
         for name, text in run.setup.items():
             print(f"  {name}: setup said: {text.strip().splitlines()[-1] if text.strip() else ''}")
             print(f"  {name}: wrote {', '.join(run.pngs[name]) or 'no PNG'}; runs: "

