@@ -11,7 +11,7 @@ from ..core import compat
 from ..core.device import compile_supported, gpu_problem
 from ..core.registry import GENERATORS, UPSCALERS
 from ..sources import attached_inputs, availability, cache_dir, find_attached, input_root, \
-    offline_reason, on_kaggle
+    offline_env, on_kaggle
 from .kaggle import DATASET, SETUP_SCRIPT
 
 
@@ -143,8 +143,8 @@ def _caches() -> list[Check]:
 
 
 def _hub(timeout: float) -> Check:
-    reason = offline_reason()
-    if reason and reason.startswith("offline mode"):
+    reason = offline_env()  # the probe below is the network's answer: not asked twice
+    if reason:
         return Check("hub", "info", f"{reason}: pegu never downloads")
     try:
         urllib.request.urlopen(urllib.request.Request("https://huggingface.co",

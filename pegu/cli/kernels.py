@@ -205,7 +205,8 @@ def stage(name: str, dest: Path, username: str, accelerator: str = DEFAULT_ACCEL
     ``--models`` values (``NAME[=SOURCE]``), set as the notebook's ``models`` (or ``model``)
     parameter in an ``injected-parameters`` cell as papermill does, each SOURCE attached;
     ``attach``: more Kaggle inputs (see :func:`source_kind`). Raises BadInput listing
-    problems, and with the internet off, when a model would have no weights."""
+    problems, and with the internet off, when a model would have no weights (else it prints
+    what the attached inputs must hold: :func:`offline_needs`)."""
     import nbformat
 
     root = Path(root or repo_root())
@@ -213,11 +214,8 @@ def stage(name: str, dest: Path, username: str, accelerator: str = DEFAULT_ACCEL
         raise BadInput(f"{accelerator} is {INTERNAL[accelerator]}")
     if accelerator not in ACCELERATORS:
         raise BadInput(f"accelerator must be one of {', '.join(ACCELERATORS)}")
-    meta_path = root / "kaggle" / name / "kernel-metadata.json"
+    meta_path = _metadata_path(name, root)
     notebook = root / "notebooks" / f"{name}.ipynb"
-    if not meta_path.is_file() or not notebook.is_file():
-        known = sorted(p.name for p in (root / "kaggle").iterdir() if p.is_dir())
-        raise BadInput(f"unknown notebook {name!r}; known: {', '.join(known)}")
     check_username(username)
     meta = {k: _with_owner(v, username) for k, v in json.loads(meta_path.read_text()).items()}
     meta.update(machine_shape=accelerator, enable_internet=internet, enable_gpu=True)
@@ -244,6 +242,9 @@ def stage(name: str, dest: Path, username: str, accelerator: str = DEFAULT_ACCEL
                 f"{name} with the internet off: nothing attached holds {', '.join(bare)}. "
                 f"Name where each is: --models {bare[0]}=<owner>/<dataset> (or <owner>/<model>"
                 "/<framework>/<variation>), or --attach the inputs that hold them.")
+        needs = offline_needs(params)
+        if needs:
+            print(f"{name}, internet off: the attached inputs must hold " + "; ".join(needs))
     nb.cells.insert(0, nbformat.v4.new_code_cell(BOOTSTRAP_CELL))
     folder = Path(dest) / name
     folder.mkdir(parents=True, exist_ok=True)
@@ -255,13 +256,20 @@ def stage(name: str, dest: Path, username: str, accelerator: str = DEFAULT_ACCEL
     return folder
 
 
+def _metadata_path(name: str, root: Path) -> Path:
+    """``kaggle/<name>/kernel-metadata.json`` of a notebook pegu ships (one with its
+    ``notebooks/<name>.ipynb``); an unknown name is refused with the known ones."""
+    meta_path = root / "kaggle" / name / "kernel-metadata.json"
+    if not meta_path.is_file() or not (root / "notebooks" / f"{name}.ipynb").is_file():
+        known = sorted(p.name for p in (root / "kaggle").iterdir() if p.is_dir())
+        raise BadInput(f"unknown notebook {name!r}; known: {', '.join(known)}")
+    return meta_path
+
+
 def kernel_id(name: str, username: str | None = None, root: Path | None = None) -> str:
     """``<owner>/<slug>`` of notebook ``name``'s kernel (the owner: ``username``, else the
     credentials')."""
-    meta_path = Path(root or repo_root()) / "kaggle" / Path(name).stem / "kernel-metadata.json"
-    if not meta_path.is_file():
-        known = sorted(p.name for p in meta_path.parents[1].iterdir() if p.is_dir())
-        raise BadInput(f"unknown notebook {name!r}; known: {', '.join(known)}")
+    meta_path = _metadata_path(Path(name).stem, Path(root or repo_root()))
     user = check_username(username or kaggle_username())
     return _with_owner(json.loads(meta_path.read_text())["id"], user)
 
@@ -279,7 +287,7 @@ def push(names, *, accelerator: str = DEFAULT_ACCELERATOR, internet: bool = True
     """Stage each notebook (:func:`stage`) and run ``kaggle kernels push`` (or, dry run,
     print the staged folder and the command), then say where the kernel is and how to
     follow it. A dry run without a username stages with the placeholder USERNAME and says
-    so. With the internet off it lists what the kernel loads that must be attached.
+    so. With the internet off, staging lists what the kernel loads that must be attached.
     Returns [(folder, command)]."""
     root = repo_root()
     names = list(names) or sorted(p.name for p in (root / "kaggle").iterdir() if p.is_dir())
@@ -310,13 +318,6 @@ def push(names, *, accelerator: str = DEFAULT_ACCELERATOR, internet: bool = True
             print("would run: " + " ".join(cmd))
         else:
             _kaggle(cmd)
-        if not internet:
-            import nbformat
-
-            _, params = _parameters(nbformat.read(str(folder / meta["code_file"]), 4))
-            needs = offline_needs(params)
-            if needs:
-                print(f"{name}, internet off: the attached inputs must hold " + "; ".join(needs))
         print(f"{name}: https://www.kaggle.com/code/{meta['id']} — follow it with `pegu kaggle "
               f"status {name}`; when it is complete, `pegu kaggle output {name}` fetches what "
               "it wrote")

@@ -216,9 +216,9 @@ def sweep(grid, out, *, device="auto", clip: str | None = None,
     if resume_from:
         _carry(earlier_rows(resume_from, out), out, ids)
     index, count = shard or shard_from_env()
+    pending = [(i, d) for i, d in enumerate(runs) if not _finished(out, run_id(d), keep_failed)]
     if count == 1 or index == 0:
-        check_space([_target(d) for d in runs if not _finished(out, run_id(d), keep_failed)],
-                    out)
+        check_space([_target(d) for _, d in pending], out)
     deadline = session_deadline(time_limit_h)
     if processes == "auto":
         processes = max(1, gpu_count()) if count == 1 and device == "auto" else 1
@@ -239,12 +239,11 @@ def sweep(grid, out, *, device="auto", clip: str | None = None,
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', index)) % gpu_count()}"
     dev = resolve_device(device)
     scorer = as_clip(clip, device=dev, offline=offline)
-    mine = [(i, d) for i, d in enumerate(runs) if i % count == index]
+    todo = [(i, d) for i, d in pending if i % count == index]
     # consecutive runs of one model reuse it: order by model, then upscaler
-    mine.sort(key=lambda t: (str(t[1].get("model")), str(t[1].get("upscale")), t[0]))
+    todo.sort(key=lambda t: (str(t[1].get("model")), str(t[1].get("upscale")), t[0]))
     models = Models(dev, offline=offline)
     took = []
-    todo = [(i, d) for i, d in mine if not _finished(out, run_id(d), keep_failed)]
     # one bar over the runs in one process (the runs' own bars off: one cell, one bar); with
     # several processes, their bars would interleave: run lines only
     bar = tqdm(todo, desc="runs", unit="run", disable=not (progress and count == 1))
@@ -321,24 +320,21 @@ def _note_stop(table, total: int, out: Path):
     return table
 
 
-def _short_run(d: dict) -> str:
-    """A run as a bar's postfix: model, prompt (cut), seed."""
+def _short_run(d: dict, width: int = 30) -> str:
+    """A run as a person names it: model, prompt (cut to ``width``), seed."""
     g = d.get("generate") or {}
     prompt = str(g.get("prompt", ""))
-    prompt = prompt if len(prompt) <= 30 else prompt[:29] + "…"
+    prompt = prompt if len(prompt) <= width else prompt[:width - 1] + "…"
     return f"{d.get('model', RunSettings.model)} {prompt!r} seed {g.get('seed', 0)}"
 
 
 def _run_line(index: int, count: int, i: int, total: int, d: dict, row: dict) -> str:
     """What a person follows a sweep by: which process, which run of how many, its model,
     prompt, seed and mode, and how it ended."""
-    g = d.get("generate") or {}
-    prompt = str(g.get("prompt", ""))
-    prompt = prompt if len(prompt) <= 40 else prompt[:39] + "…"
     ended = (f"ok in {row['seconds']:.1f} s" if row["status"] == "ok"
              else f"{row['status']}: {row.get('error') or ''}")
-    return (f"[{index}/{count}] run {i} of {total}: {d.get('model', RunSettings.model)} "
-            f"{prompt!r} seed {g.get('seed', 0)} {d.get('mode', RunSettings.mode)}: {ended}")
+    return (f"[{index}/{count}] run {i} of {total}: {_short_run(d, 40)} "
+            f"{d.get('mode', RunSettings.mode)}: {ended}")
 
 
 def _run_row(d: dict, models: Models, image_path: Path, scorer, repeats: int, warmup: bool,

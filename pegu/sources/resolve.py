@@ -54,11 +54,18 @@ def is_offline(offline: bool | None = None) -> bool:
 
 def offline_reason() -> str | None:
     """Why pegu works offline when not told either way: the environment variable that says
-    so, or the Hub that cannot be reached; None when it is online."""
+    so (:func:`offline_env`), or the Hub that cannot be reached; None when it is online."""
+    return offline_env() or _hub_unreachable(os.environ.get("HF_ENDPOINT")
+                                             or "https://huggingface.co")
+
+
+def offline_env() -> str | None:
+    """The user's own word, without asking the network: "offline mode is on (VAR)" when
+    ``PEGU_OFFLINE`` or ``HF_HUB_OFFLINE`` is 1, true or yes; else None."""
     for v in OFFLINE_ENV:
         if os.environ.get(v, "").lower() in ("1", "true", "yes"):
             return f"offline mode is on ({v})"
-    return _hub_unreachable(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    return None
 
 
 @functools.lru_cache(maxsize=8)
@@ -155,8 +162,10 @@ def attached_by_hash(w: WeightFile) -> Path | None:
         return None
     suffix = Path(w.filename).suffix
     for path in find_attached(f"*{suffix}", depth=6):
-        if path.is_file() and path.name != w.filename and path.stat().st_size <= MAX_HASHED \
-                and _sha256(path, path.stat().st_size, path.stat().st_mtime) == w.sha256:
+        if not path.is_file() or path.name == w.filename:
+            continue
+        st = path.stat()
+        if st.st_size <= MAX_HASHED and _sha256(path, st.st_size, st.st_mtime) == w.sha256:
             return path
     return None
 
