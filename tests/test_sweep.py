@@ -323,10 +323,32 @@ def test_kaggle_limits_refuse_an_overflow_and_stop_before_the_session_ends(tmp_p
     first = working / "results" / "prompts"
     table = sweep(grid, first, clip=None)
     assert len(table) == 0 and "0 of 3 runs" in table.attrs["stopped"]
-    # one that ends soon: the first run starts, the next would end after the deadline
-    monkeypatch.setattr(limits, "_session_start",
-                        lambda: time.time() - 12 * 3600 + limits.MARGIN_S + 0.01)
+    # a session that just started: the first run starts; when it ends, the sweep's clock is
+    # moved past the session's end (an event, not a wait), so the next does not start
+    import pegu.lab.sweep as sweep_module
+
+    class Clock:  # the time module, with time() shifted once the first run has ended
+        shift = 0.0
+
+        def time(self):
+            return time.time() + self.shift
+
+        def __getattr__(self, name):
+            return getattr(time, name)
+
+    clock = Clock()
+    run_row = sweep_module._run_row
+
+    def first_run_then_late(*args, **kwargs):
+        row = run_row(*args, **kwargs)
+        clock.shift = 13 * 3600
+        return row
+
+    monkeypatch.setattr(limits, "_session_start", time.time)
+    monkeypatch.setattr(sweep_module, "time", clock)
+    monkeypatch.setattr(sweep_module, "_run_row", first_run_then_late)
     table = sweep(grid, first, clip=None)
+    monkeypatch.setattr(sweep_module, "time", time)
     assert len(table) == 1 and "1 of 3 runs" in table.attrs["stopped"]
     assert "--attach kernel:<you>/<notebook> and resume_from='attached'" in \
         table.attrs["stopped"]
