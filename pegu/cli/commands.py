@@ -136,6 +136,8 @@ def generate(args) -> int:
     g = {k: v for k, v in dict(
         prompt=prompt, negative_prompt=args.negative, seed=args.seed, steps=args.steps,
         guidance=args.guidance, scheduler=args.scheduler, prompt_syntax=args.prompt_syntax,
+        distill=args.distill, deepcache=args.deepcache, deepcache_branch=args.deepcache_branch,
+        tome=args.tome, compile=args.compile_unet,
         width=args.size[0] if args.size else None,
         height=args.size[1] if args.size else None).items() if v is not None}
     u = {k: v for k, v in dict(model=args.upscaler, tile=args.tile, dtype=args.upscaler_dtype,

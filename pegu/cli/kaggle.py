@@ -84,6 +84,8 @@ KERNEL_NEEDS = (
     # community upscalers (4x-UltraSharp, DAT, ...); imports torch, torchvision, numpy,
     # safetensors, einops and typing_extensions, all in the image
     Need("spandrel==0.4.2", "spandrel", dataset=True),
+    # token merging (GenerateSettings.tome); imports torch only
+    Need("tomesd==0.1.3", "tomesd", dataset=True),
     # the face stage's detector (MTCNN, weights in the wheel); its own pins are for old
     # torch, and --no-deps is how it must be installed: it imports torch, torchvision,
     # PIL and requests only

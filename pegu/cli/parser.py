@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from .. import __version__
-from ..core.registry import DEFAULT_GENERATOR, DEFAULT_UPSCALER
+from ..core.registry import DEFAULT_GENERATOR, DEFAULT_UPSCALER, DISTILLATIONS
 from ..core.settings import (COMPILE_MODES, ENGINES, FITS, MAX_SIDE, PROMPT_SYNTAXES,
                              TARGET, TILE_OVERLAP, UPSCALER_DTYPES, FaceSettings,
                              UpscaleSettings)
@@ -124,6 +124,18 @@ def _generate(sub) -> None:
     g.add_argument("--steps", type=int)
     g.add_argument("--guidance", type=float)
     g.add_argument("--scheduler", help="e.g. 'DPM++ 2M Karras', 'Euler a', 'UniPC'")
+    g.add_argument("--distill", metavar="NAME",
+                   help="few-step distillation LoRA: " + ", ".join(DISTILLATIONS) + " (its "
+                   "card's sampler, steps and guidance become the defaults; docs/efficiency.md)")
+    g.add_argument("--deepcache", type=int, metavar="N",
+                   help="DeepCache: the UNet's deep features every N-th step only (e.g. 3)")
+    g.add_argument("--deepcache-branch", type=int, metavar="B",
+                   help="the down block DeepCache's partial steps still run (default 0)")
+    g.add_argument("--tome", type=float, metavar="RATIO",
+                   help="token merging at the highest-resolution attention (e.g. 0.5)")
+    g.add_argument("--compile-unet", nargs="?", const="default", choices=COMPILE_MODES,
+                   metavar="MODE", help="torch.compile the UNet (reduce-overhead: CUDA graphs; "
+                   "GPUs of compute capability 7.0 or newer); pays off over many images")
     g.add_argument("--size", type=size, metavar="WxH", help="base size (default: native)")
     g.add_argument("--target", type=size, metavar="WxH",
                    help="final size (default {}x{})".format(*TARGET))

@@ -93,7 +93,9 @@ def realesrganer_class():
 # (bitsandbytes/backends/cpu/ops.py), which offline it never can.
 _NOISE = ((r".*`torch\.jit\.script` is deprecated.*", FutureWarning),
           (r"torch\.meshgrid: in an upcoming release.*", UserWarning),
-          (r"Initializing zero-element tensors is a no-op", UserWarning))
+          (r"Initializing zero-element tensors is a no-op", UserWarning),
+          # peft, on a second adapter (a distillation LoRA beside the user's LoRAs)
+          (r"Already found a `peft_config` attribute", UserWarning))
 _NOISY_LOGGERS = ("bitsandbytes",)
 
 
@@ -112,6 +114,20 @@ def quiet():
     finally:
         for logger, level in loggers:
             logger.setLevel(level)
+
+
+@contextlib.contextmanager
+def diffusers_quiet():
+    """diffusers' own log messages below errors within the block (a scheduler told of a
+    model option it has no use for, a LoRA with no text-encoder part); as before after."""
+    from diffusers.utils import logging as diffusers_logging
+
+    level = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        diffusers_logging.set_verbosity(level)
 
 
 @contextlib.contextmanager

@@ -224,6 +224,25 @@ def compile_supported(capability: tuple[int, int] | None) -> bool:
     return capability is not None and capability >= (7, 0)
 
 
+def compiled(model, dev, mode: str = "default", *, refuse: bool = False):
+    """``torch.compile(model, mode=mode)``; on a GPU Triton does not support (a P100) a
+    GpuUnsupported when ``refuse``, else a warning and the model itself, uncompiled."""
+    import warnings
+
+    import torch
+
+    if dev.type == "cuda":
+        cap = torch.cuda.get_device_capability(dev)
+        if not compile_supported(cap):
+            why = (f"torch.compile needs CUDA compute capability 7.0 or newer (Triton); this "
+                   f"GPU has {cap[0]}.{cap[1]}")
+            if refuse:
+                raise GpuUnsupported(f"{why}: leave compile off on it")
+            warnings.warn(f"{why}: running uncompiled", stacklevel=3)
+            return model
+    return torch.compile(model, mode=mode, dynamic=False)
+
+
 # bytes per output pixel held at once: the float32 blend buffer (in RAM only when the
 # network runs on the CPU), a resized float32 copy and the uint8 result
 _BYTES_PER_PIXEL = {"cpu": 3 * 4 + 3 * 4 + 3, "cuda": 3 * 4 + 3}

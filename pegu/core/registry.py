@@ -331,6 +331,137 @@ CONTROLNETS: dict[str, ControlNetSpec] = {s.name: s for s in (
 )}
 
 
+# ---- few-step distillation LoRAs (pegu.generate.distill) ----
+
+@dataclass(frozen=True)
+class DistillSpec:
+    """A few-step distillation LoRA and the sampling its card prescribes.
+
+    files: (family, weights) pairs, one per model family it exists for. scheduler: the
+    card's sampler (pegu.generate.SAMPLERS); schedulers: every sampler it works with.
+    steps / step_range: the card's steps and the steps it was distilled for (inclusive).
+    guidance / guidance_range: the card's scale and the scales it works with (≤ 1: CFG off,
+    so the negative prompt is not used). timesteps: the card's own timesteps, if any.
+    layout: the key layout the tiny stand-in for the smoke-test models is saved in
+    ("kohya" or "peft"; diffusers reads both, whichever a published file uses).
+    source: where each of these facts comes from.
+    """
+
+    name: str
+    description: str
+    files: tuple[tuple[str, WeightFile], ...]
+    scheduler: str
+    schedulers: tuple[str, ...]
+    steps: int
+    step_range: tuple[int, int]
+    guidance: float
+    guidance_range: tuple[float, float]
+    licence: str
+    source: str
+    layout: str = "kohya"
+    timesteps: tuple[int, ...] | None = None
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def families(self) -> tuple[str, ...]:
+        return tuple(f for f, _ in self.files)
+
+    def file(self, family: str) -> WeightFile:
+        """The weights for ``family``; a BadInput names the distillations that have one."""
+        for f, w in self.files:
+            if f == family:
+                return w
+        have = [d.name for d in DISTILLATIONS.values() if family in d.families]
+        raise BadInput(f"{self.name} exists for {' and '.join(self.families)} models, not "
+                       f"{family}; for {family} use one of {', '.join(have)}")
+
+    @property
+    def cfg(self) -> bool:
+        """Whether it keeps classifier-free guidance (and so the negative prompt)."""
+        return self.guidance_range[1] > 1
+
+
+def _lora(name: str, repo: str, filename: str, family: str) -> tuple[str, WeightFile]:
+    # sha256: none is published on the cards; huggingface.co serves each LFS file under
+    # its sha256 (the ETag), which pegu's download does not read, so a file is checked
+    # by loading: its keys must fit the model's UNet (pegu.generate.distill)
+    return family, WeightFile(name, filename, f"{_HF}/{repo}/resolve/main/{filename}", None,
+                              f"distill/{name}-{family}")
+
+
+_HYPER = ("ByteDance/Hyper-SD model card (huggingface.co/ByteDance/Hyper-SD, README "
+          "'Diffusers Usage'): load and fuse the LoRA, DDIMScheduler with "
+          "timestep_spacing='trailing' (or TCDScheduler), the N-step LoRA at N steps")
+DISTILLATIONS: dict[str, DistillSpec] = {s.name: s for s in (
+    DistillSpec(
+        "lcm", "LCM-LoRA (Luo et al. 2023): 2-8 steps, CFG off",
+        (_lora("lcm", "latent-consistency/lcm-lora-sdv1-5", "pytorch_lora_weights.safetensors",
+               "sd15"),
+         _lora("lcm", "latent-consistency/lcm-lora-sdxl", "pytorch_lora_weights.safetensors",
+               "sdxl")),
+        "LCM", ("LCM",), 4, (2, 8), 1.0, (0.0, 2.0), "openrail++",
+        "model cards huggingface.co/latent-consistency/lcm-lora-sdv1-5 and lcm-lora-sdxl: "
+        "LCMScheduler, 2 to 8 steps, 'disable guidance_scale or use values between 1.0 and "
+        "2.0'; the Hugging Face blog 'lcm_lora' runs 4 steps", layout="kohya",
+        aliases=("lcm-lora",)),
+    DistillSpec(
+        "hyper-8", "Hyper-SD 8-step LoRA (ByteDance): 8 steps, CFG off",
+        (_lora("hyper-8", "ByteDance/Hyper-SD", "Hyper-SD15-8steps-lora.safetensors", "sd15"),
+         _lora("hyper-8", "ByteDance/Hyper-SD", "Hyper-SDXL-8steps-lora.safetensors", "sdxl")),
+        "DDIM Trailing", ("DDIM Trailing", "TCD"), 8, (8, 8), 0.0, (0.0, 1.0), "openrail++",
+        _HYPER + ", guidance_scale=0"),
+    DistillSpec(
+        "hyper-8-cfg", "Hyper-SD 8-step CFG-preserving LoRA: 8 steps, negative prompts work",
+        (_lora("hyper-8-cfg", "ByteDance/Hyper-SD", "Hyper-SD15-8steps-CFG-lora.safetensors",
+               "sd15"),
+         _lora("hyper-8-cfg", "ByteDance/Hyper-SD", "Hyper-SDXL-8steps-CFG-lora.safetensors",
+               "sdxl")),
+        "DDIM Trailing", ("DDIM Trailing", "TCD"), 8, (8, 8), 5.0, (0.0, 8.0), "openrail++",
+        _HYPER + "; the CFG LoRAs: guidance_scale 5.0 ('Recommended 5~8') with a negative "
+                 "prompt"),
+    DistillSpec(
+        "hyper-12-cfg", "Hyper-SD 12-step CFG-preserving LoRA: 12 steps, negative prompts work",
+        (_lora("hyper-12-cfg", "ByteDance/Hyper-SD", "Hyper-SD15-12steps-CFG-lora.safetensors",
+               "sd15"),
+         _lora("hyper-12-cfg", "ByteDance/Hyper-SD",
+               "Hyper-SDXL-12steps-CFG-lora.safetensors", "sdxl")),
+        "DDIM Trailing", ("DDIM Trailing", "TCD"), 12, (12, 12), 5.0, (0.0, 8.0),
+        "openrail++", _HYPER + "; the CFG LoRAs: guidance_scale 5.0 ('Recommended 5~8')"),
+    DistillSpec(
+        "dmd2-4", "DMD2 4-step LoRA (Yin et al. 2024), SDXL: 4 steps, CFG off",
+        (_lora("dmd2-4", "tianweiy/DMD2", "dmd2_sdxl_4step_lora_fp16.safetensors", "sdxl"),),
+        "LCM", ("LCM",), 4, (4, 4), 0.0, (0.0, 1.0), "CC-BY-NC-4.0 (non-commercial)",
+        "tianweiy/DMD2 README, '4-step LoRA': fuse_lora(lora_scale=1.0), LCMScheduler, "
+        "guidance_scale=0, timesteps=[999, 749, 499, 249] ('LCMScheduler's default timesteps "
+        "are different from the one we used for training')", layout="peft",
+        timesteps=(999, 749, 499, 249), aliases=("dmd2",)),
+    DistillSpec(
+        "lightning-4", "SDXL-Lightning 4-step LoRA (ByteDance): 4 steps, CFG off",
+        (_lora("lightning-4", "ByteDance/SDXL-Lightning", "sdxl_lightning_4step_lora.safetensors",
+               "sdxl"),),
+        "Euler SGM Uniform", ("Euler SGM Uniform",), 4, (4, 4), 0.0, (0.0, 1.0), "openrail++",
+        "ByteDance/SDXL-Lightning model card: EulerDiscreteScheduler with "
+        "timestep_spacing='trailing' ('Ensure sampler uses trailing timesteps'), "
+        "guidance_scale=0, 'always use the correct checkpoint for the corresponding "
+        "inference steps'; ComfyUI: Euler, sgm_uniform", aliases=("lightning",)),
+    DistillSpec(
+        "lightning-8", "SDXL-Lightning 8-step LoRA (ByteDance): 8 steps, CFG off",
+        (_lora("lightning-8", "ByteDance/SDXL-Lightning", "sdxl_lightning_8step_lora.safetensors",
+               "sdxl"),),
+        "Euler SGM Uniform", ("Euler SGM Uniform",), 8, (8, 8), 0.0, (0.0, 1.0), "openrail++",
+        "ByteDance/SDXL-Lightning model card (as lightning-4)"),
+)}
+
+
+def distill_spec(name: str) -> DistillSpec:
+    """The distillation ``name`` (or an alias); a BadInput lists the known ones."""
+    for spec in DISTILLATIONS.values():
+        if name.lower() in (spec.name, *spec.aliases):
+            return spec
+    hint = did_you_mean(name, (n for s in DISTILLATIONS.values() for n in (s.name, *s.aliases)))
+    raise BadInput(f"unknown distillation {name!r}.{hint} Known: {', '.join(DISTILLATIONS)}")
+
+
 # FID's Inception-v3 (torch-fidelity's port of the TensorFlow FID network; pegu.lab.iqa)
 INCEPTION = WeightFile(
     "FID Inception-v3", "weights-inception-2015-12-05-6726825d.pth",

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 
 from .errors import BadInput
-from .registry import did_you_mean
+from .registry import did_you_mean, distill_spec
 
 # Every bound and default of a setting is stated here, once; the CLI, the loaders and the
 # checks read them from here.
@@ -22,7 +22,11 @@ TARGET = (2048, 2048)  # the final size pegu makes unless told otherwise
 # source); " Karras" is A1111's pre-1.9 spelling of "Schedule type: Karras".
 SCHEDULERS = ("DPM++ 2M", "DPM++ 2M Karras", "DPM++ 2M SDE", "DPM++ 2M SDE Karras",
               "DPM++ SDE", "DPM++ SDE Karras", "Euler", "Euler a", "Heun", "LMS", "LMS Karras",
-              "DPM2", "DPM2 Karras", "DPM2 a", "DPM2 a Karras", "DDIM", "UniPC")
+              "DPM2", "DPM2 Karras", "DPM2 a", "DPM2 a Karras", "DDIM", "UniPC",
+              # the samplers of few-step distillations (registry.DISTILLATIONS)
+              "LCM", "TCD", "Euler SGM Uniform", "DDIM Trailing")
+# samplers made for distilled models: on another model they only make noise
+DISTILLED_SAMPLERS = ("LCM", "TCD")
 # A1111 samplers with no diffusers port: refused, naming the closest pegu has
 NOT_REPRODUCED = {
     "DPM++ 2S a": ("DPM++ SDE", "diffusers has no port of k-diffusion's "
@@ -35,7 +39,6 @@ NOT_REPRODUCED = {
     "DPM adaptive": ("DPM++ 2M", "diffusers has no port of sample_dpm_adaptive"),
     "PLMS": ("LMS", "diffusers' PNDM differs from A1111's PLMS"),
     "Restart": ("DPM++ 2M Karras", "diffusers has no port of the Restart sampler"),
-    "LCM": ("Euler a", "LCM needs an LCM-distilled model"),
 }
 # A1111 >= 1.9 writes the schedule apart ("Schedule type"); "Automatic" is each sampler's
 # default there (modules/sd_samplers_kdiffusion.py: DPM++ 2M, DPM++ SDE, DPM++ 2S a ->
@@ -53,6 +56,11 @@ def sampler_name(sampler: str, schedule: str | None = None) -> str:
             raise BadInput(f"pegu does not reproduce A1111's {name!r} with the Karras "
                              "schedule (diffusers has no such option for it)")
         return f"{name} Karras"
+    if schedule == "SGM Uniform":  # A1111 >= 1.9: sgm_uniform, diffusers' "trailing"
+        if name != "Euler":
+            raise BadInput(f"pegu reproduces A1111's schedule 'SGM Uniform' with Euler only "
+                           f"(SDXL-Lightning's), not {name!r}")
+        return "Euler SGM Uniform"
     if schedule == "Automatic":
         if name == "DPM++ 2M SDE":
             raise BadInput("A1111's 'DPM++ 2M SDE' with schedule 'Automatic' is its "
@@ -60,7 +68,7 @@ def sampler_name(sampler: str, schedule: str | None = None) -> str:
                              "closest it has is 'DPM++ 2M SDE Karras'")
         return name
     raise BadInput(f"pegu does not reproduce A1111's schedule type {schedule!r}; it has "
-                     "Uniform, Karras and Automatic")
+                     "Uniform, Karras, SGM Uniform and Automatic")
 
 
 def check_scheduler(name: str) -> str:
@@ -96,6 +104,23 @@ def check_control_weight(name: str, value) -> float:
     return float(value)
 
 
+def check_speedups(deepcache, branch, tome, compile) -> None:
+    """DeepCache's interval (None or ≥ 2) and branch (≥ 0), ToMe's ratio (None or in
+    (0, 0.9]) and a torch.compile mode (None or one of COMPILE_MODES)."""
+    if deepcache is not None and (isinstance(deepcache, bool) or not isinstance(
+            deepcache, int) or not 2 <= deepcache <= MAX_STEPS):
+        raise BadInput(f"deepcache is a cache interval, a whole number ≥ 2 (DeepCache's "
+                       f"paper uses 3-5), got {deepcache!r}")
+    if isinstance(branch, bool) or not isinstance(branch, int) or not 0 <= branch <= 8:
+        raise BadInput(f"deepcache_branch is the index of a down block, 0 (the shallowest, "
+                       f"fastest) to 8, got {branch!r}")
+    if tome is not None and (isinstance(tome, bool) or not isinstance(tome, (int, float))
+                             or not 0 < tome <= 0.9):
+        raise BadInput(f"tome is a token merging ratio in (0, 0.9], e.g. 0.5, got {tome!r}")
+    if compile is not None and compile not in COMPILE_MODES:
+        raise BadInput(f"compile must be one of {', '.join(COMPILE_MODES)}, got {compile!r}")
+
+
 class _Data:
     """to_dict / from_dict shared by the settings classes."""
 
@@ -122,6 +147,17 @@ class GenerateSettings(_Data):
     steps: denoising steps ≥ 1. guidance: classifier-free guidance scale ≥ 0 (≤ 1: off).
     scheduler: one of SCHEDULERS. seed: 0 … 2**63−1; image i of a batch uses seed + i.
     batch_size: images per call ≥ 1.
+    distill: a few-step distillation LoRA (registry.DISTILLATIONS: "lcm", "hyper-8",
+        "hyper-8-cfg", "hyper-12-cfg", "dmd2-4", "lightning-4", "lightning-8"); its card's
+        sampler, steps and guidance become the defaults, and others it cannot use are
+        refused. None: the model as it is.
+    deepcache: DeepCache's cache interval N ≥ 2 (Ma et al. 2024): the UNet's deep features
+        are computed every N-th step and reused between; None: off. deepcache_branch: the
+        down block whose output the partial steps still compute (0, the shallowest: fastest).
+    tome: token merging ratio in (0, 0.9] (ToMe for SD, Bolya & Hoffman 2023; tomesd) at the
+        highest-resolution attention; None: off.
+    compile: torch.compile the UNet with this mode ("default", "reduce-overhead": CUDA
+        graphs, ...); None: not compiled. Refused on GPUs older than compute capability 7.0.
     """
 
     prompt: str
@@ -134,6 +170,11 @@ class GenerateSettings(_Data):
     seed: int = 0
     batch_size: int = 1
     prompt_syntax: str = "a1111"
+    distill: str | None = None
+    deepcache: int | None = None
+    deepcache_branch: int = 0
+    tome: float | None = None
+    compile: str | None = None
 
     def __post_init__(self):
         if self.prompt_syntax not in PROMPT_SYNTAXES:
@@ -162,6 +203,13 @@ class GenerateSettings(_Data):
             raise BadInput(f"seed must be a whole number in 0..{MAX_SEED}, got {self.seed!r}")
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise BadInput(f"batch_size must be ≥ 1, got {self.batch_size!r}")
+        if self.distill is not None:
+            if not isinstance(self.distill, str):
+                raise BadInput(f"distill is a distillation name, got {self.distill!r}")
+            object.__setattr__(self, "distill", distill_spec(self.distill).name)
+        check_speedups(self.deepcache, self.deepcache_branch, self.tome, self.compile)
+        if self.tome is not None:
+            object.__setattr__(self, "tome", float(self.tome))
 
     @property
     def seeds(self) -> list[int]:

@@ -3,6 +3,7 @@
 the same seeds giving the same pixels."""
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 import warnings
@@ -13,13 +14,15 @@ import numpy as np
 from ..core import compat
 from ..core.device import autotuned, dtype_name
 from ..core.errors import BadInput, NotFinite
-from ..core.registry import GeneratorSpec, controlnet_spec
+from ..core.registry import GeneratorSpec, controlnet_spec, distill_spec
 from ..core.settings import GenerateSettings, check_control_weight
+from . import distill as dist
 from . import memory as mem
 from .controlnet import LoadedControlNet, load_controlnet
 from .prompts import (apply_loras, embeddings, extra_networks, file_hash, load_embeddings,
                       lora_tags)
 from .samplers import make_scheduler, seed_of
+from .speedups import faster_unet
 from .tiled import tiled_unet
 
 
@@ -88,6 +91,9 @@ class Generator:
         self._controlnets: dict[str, LoadedControlNet] = {}  # by the name asked for
         self._scheduler_config = pipe.scheduler.config  # the model's own, never a previous call's
         self.warmed: set = set()  # run shapes already warmed up (pegu.pipeline.warm_up)
+        self._compiled: dict = {}  # torch.compile'd UNets by (UNet, mode)
+        self.distill_sources: dict[str, str] = {}  # distillation -> where its LoRA came from
+        self.last_deepcache = None  # the last call's DeepCache (its call counts), if on
 
     def __repr__(self) -> str:
         return (f"Generator({self.name!r}, {self.family}, native {self.native}², "
@@ -95,17 +101,29 @@ class Generator:
                 f"memory={self.memory_request}, scheduler={self.scheduler!r})")
 
     def resolve(self, settings: GenerateSettings) -> GenerateSettings:
-        """``settings`` with each ``None`` replaced by this model's recommendation."""
+        """``settings`` with each ``None`` replaced by this model's recommendation, or by
+        its distillation card's (sampler, steps, guidance), and made fit for the
+        distillation (see :meth:`notes`)."""
+        return self._resolved(settings)[0]
+
+    def _resolved(self, settings: GenerateSettings) -> tuple[GenerateSettings, list[str]]:
         spec = self.spec
-        return replace(
+        d = distill_spec(settings.distill) if settings.distill else None
+        cfg = d is None or d.cfg  # without CFG the model's negative prompt is not used
+        s = replace(
             settings,
             negative_prompt=settings.negative_prompt if settings.negative_prompt is not None
-            else (spec.negative if spec else ""),
+            else (spec.negative if spec and cfg else ""),
             width=settings.width or self.native, height=settings.height or self.native,
-            steps=settings.steps or (spec.steps if spec else 25),
+            steps=settings.steps or (d.steps if d else spec.steps if spec else 25),
             guidance=settings.guidance if settings.guidance is not None
-            else (spec.guidance if spec else 7.0),
-            scheduler=settings.scheduler or self.scheduler)
+            else (d.guidance if d else spec.guidance if spec else 7.0),
+            scheduler=settings.scheduler or (d.scheduler if d else self.scheduler))
+        s, notes = dist.resolve(s, self.family)
+        if d and not d.cfg and s.negative_prompt and settings.negative_prompt:
+            notes.append(f"{d.name} runs without CFG, so the negative prompt is not used; "
+                         "hyper-8-cfg and hyper-12-cfg keep it")
+        return s, notes
 
     def memory_for(self, width: int, height: int, batch: int = 1) -> str:
         """The memory level a call of this size runs at (see pegu.generate.memory)."""
@@ -119,15 +137,17 @@ class Generator:
         import torch
 
         t0 = time.perf_counter()
-        s = self.resolve(settings)
+        s, fitted = self._resolved(settings)
         conditioning, notes, used, loras = self._conditioning(s)
+        notes = fitted + notes
         for n in notes:
             warnings.warn(n, stacklevel=2)
         memory = self._apply_memory(s.width, s.height, s.batch_size)
+        own = dist.timesteps(s)  # a card's own timesteps (DMD2), else the sampler's
+        steps = dict(timesteps=own) if own else dict(num_inference_steps=s.steps)
         images, fallback = self._call(
-            self.pipe, s.scheduler, progress, **conditioning, width=s.width, height=s.height,
-            num_inference_steps=s.steps, guidance_scale=s.guidance,
-            num_images_per_prompt=s.batch_size,
+            self.pipe, s, progress, **conditioning, width=s.width, height=s.height,
+            **steps, guidance_scale=s.guidance, num_images_per_prompt=s.batch_size,
             generator=[torch.Generator("cpu").manual_seed(x) for x in s.seeds])
         if fallback:
             notes.append("the fp16 VAE overflowed (NaN); decoded again in fp32")
@@ -173,17 +193,16 @@ class Generator:
         extra = {} if net is None else dict(control_image=image,
                                             controlnet_conditioning_scale=float(control))
 
-        def call():
+        def call(tiles=None):
             return self._call(
-                pipe, s.scheduler, progress, **conditioning, image=image, **extra,
+                pipe, s, progress, tiles=tiles, **conditioning, image=image, **extra,
                 strength=strength, num_inference_steps=max(run, math.ceil(run / strength)),
                 guidance_scale=s.guidance, generator=torch.Generator("cpu").manual_seed(s.seed))
 
-        if tiled:
-            with tiled_unet(pipe.unet, self.native // 8,
-                            batch=4 if self.device.type == "cuda" else 1,
-                            controlnet=None if net is None else net.model):
-                images, fallback = call()
+        if tiled:  # inside the speed-ups: DeepCache and ToMe see each tile's UNet call
+            images, fallback = call(tiles=lambda: tiled_unet(
+                pipe.unet, self.native // 8, batch=4 if self.device.type == "cuda" else 1,
+                controlnet=None if net is None else net.model))
         else:
             images, fallback = call()
         if net is None:
@@ -222,10 +241,11 @@ class Generator:
                                                       None if spec else str(name))
         return self._controlnets[key]
 
-    def _call(self, pipe, scheduler: str, progress: bool, **kwargs):
-        """Run ``pipe`` with ``scheduler``; (PIL images, fp32-VAE fallback used)."""
-        pipe.scheduler = make_scheduler(scheduler, self._scheduler_config,
-                                        seed=seed_of(kwargs["generator"]))
+    def _call(self, pipe, s: GenerateSettings, progress: bool, tiles=None, **kwargs):
+        """Run ``pipe`` with the sampler and UNet speed-ups of ``s`` (and ``tiles()``, the
+        tiled UNet's context, around them); (PIL images, fp32-VAE fallback used)."""
+        seed = seed_of(kwargs["generator"])
+        pipe.scheduler = make_scheduler(s.scheduler, self._scheduler_config, seed=seed)
         pipe.set_progress_bar_config(disable=not progress, desc=f"{self.name} steps",
                                      leave=False)
         final = {}
@@ -234,8 +254,12 @@ class Generator:
             final["latents"] = kw["latents"]
             return kw
 
-        with autotuned(self.device), compat.quiet():
+        with autotuned(self.device), compat.quiet(), compat.diffusers_quiet(), faster_unet(
+                pipe, s, seed=seed, device=self.device,
+                compiled_cache=self._compiled) as cache, \
+                (tiles() if tiles else contextlib.nullcontext()):
             images = pipe(output_type="np", callback_on_step_end=keep_latents, **kwargs).images
+        self.last_deepcache = cache
         fallback = bool(np.isnan(images).any())
         if fallback:
             images = self._decode_fp32(final["latents"])
@@ -245,17 +269,30 @@ class Generator:
         """(the pipeline's text keywords for ``s``, warnings about them, the embeddings used
         {name: short hash}, the LoRAs active {name: weight}): embeddings built A1111's way
         (pegu.generate.prompts), or the plain text that diffusers cuts at 77 tokens."""
+        fixed = self._distill_adapter(s)
         if s.prompt_syntax == "plain":
-            apply_loras(self.pipe, [])  # all off
+            apply_loras(self.pipe, [], fixed)  # the user's all off
             notes = [n for n in (self._prompt_note("prompt", s.prompt),
                                  self._prompt_note("negative prompt", s.negative_prompt)) if n]
             return dict(prompt=s.prompt, negative_prompt=s.negative_prompt or None), notes, {}, {}
         # A1111 activates the LoRA tags of the prompt and removes every tag from both texts
-        loras = apply_loras(self.pipe, lora_tags(s.prompt))
+        loras = apply_loras(self.pipe, lora_tags(s.prompt), fixed)
         prompt, negative = (extra_networks(t or "")[0] for t in (s.prompt, s.negative_prompt))
         used = load_embeddings(self.pipe, (prompt, negative))
         return (embeddings(self.pipe, prompt, negative), [],
                 {name: file_hash(path) for name, path in used}, loras)
+
+    def _distill_adapter(self, s: GenerateSettings) -> dict[str, float]:
+        """{adapter: 1.0} of the distillation ``s`` asks for, loaded on first use (its source
+        kept in ``distill_sources``); {} without one."""
+        if s.distill is None:
+            return {}
+        d = distill_spec(s.distill)
+        if d.name not in self.distill_sources:
+            self.distill_sources[d.name] = dist.load_adapter(
+                self.pipe, d, self.family, tiny=bool(self.spec and self.spec.tiny),
+                offline=self.offline)
+        return {dist.adapter_name(d): 1.0}
 
     def _prompt_note(self, what: str, text: str) -> str | None:
         """A warning naming the words CLIP will not read (it reads 77 tokens)."""

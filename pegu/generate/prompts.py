@@ -24,6 +24,7 @@ import os
 import re
 from pathlib import Path
 
+from ..core import compat
 from ..core.errors import BadInput, MissingFile
 from ..sources import cache_dir, sha256_file
 
@@ -320,16 +321,20 @@ def lora_tags(text: str) -> list[tuple[str, float]]:
     return out
 
 
-def apply_loras(pipe, tags: list[tuple[str, float]]) -> dict[str, float]:
+def apply_loras(pipe, tags: list[tuple[str, float]],
+                fixed: dict[str, float] | None = None) -> dict[str, float]:
     """Activate exactly ``tags`` on ``pipe`` (UNet and text encoders, A1111's single weight),
-    loading each file once; no tags turns every LoRA off. Returns {name: weight}."""
+    loading each file once, together with the ``fixed`` adapters already loaded {adapter:
+    weight} (a distillation LoRA); nothing to activate turns every LoRA off. Returns the
+    tags' {name: weight}."""
+    fixed = fixed or {}
     loaded = set(pipe.get_list_adapters().get("unet", [])) if hasattr(
         pipe, "get_list_adapters") and getattr(pipe.unet, "peft_config", None) else set()
-    if not tags:
+    if not tags and not fixed:
         if loaded:
             pipe.disable_lora()
         return {}
-    files = lora_files()
+    files = lora_files() if tags else {}
     missing = [n for n, _ in tags if n not in files]
     if missing:
         raise MissingFile(
@@ -342,10 +347,11 @@ def apply_loras(pipe, tags: list[tuple[str, float]]) -> dict[str, float]:
     for name, adapter in adapters.items():
         if adapter not in loaded:
             try:
-                pipe.load_lora_weights(str(files[name].parent), weight_name=files[name].name,
-                                       adapter_name=adapter)
+                with compat.quiet(), compat.diffusers_quiet():
+                    pipe.load_lora_weights(str(files[name].parent),
+                                           weight_name=files[name].name, adapter_name=adapter)
             except (ValueError, KeyError, RuntimeError) as e:
                 raise BadInput(f"cannot use the LoRA {files[name]}: {e}") from e
     pipe.enable_lora()
-    pipe.set_adapters(list(adapters.values()), list(weights.values()))
+    pipe.set_adapters([*adapters.values(), *fixed], [*weights.values(), *fixed.values()])
     return weights

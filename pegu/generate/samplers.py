@@ -1,6 +1,7 @@
 """A1111's sampler names as diffusers schedulers, every option stated."""
 from __future__ import annotations
 
+from ..core import compat
 from ..core.settings import check_scheduler
 
 # A1111 sampler -> diffusers scheduler class and options. Sources: diffusers' scheduler
@@ -30,6 +31,14 @@ SAMPLERS = {
     "DDIM": ("DDIMScheduler", {}),
     "UniPC": ("UniPCMultistepScheduler",
               dict(solver_type="bh2", solver_order=3, lower_order_final=True)),
+    # the distillations' samplers, as their cards build them (registry.DISTILLATIONS):
+    # LCMScheduler (LCM-LoRA, DMD2), TCDScheduler (Hyper-SD's alternative), Euler and DDIM
+    # with trailing timesteps (SDXL-Lightning; Hyper-SD). "SGM Uniform" is A1111's and
+    # ComfyUI's name for Euler's trailing schedule.
+    "LCM": ("LCMScheduler", {}),
+    "TCD": ("TCDScheduler", {}),
+    "Euler SGM Uniform": ("EulerDiscreteScheduler", dict(timestep_spacing="trailing")),
+    "DDIM Trailing": ("DDIMScheduler", dict(timestep_spacing="trailing")),
 }
 
 
@@ -45,7 +54,8 @@ def make_scheduler(name: str, config, seed: int | None = None):
     stated = {k: v for k, v in dict(use_karras_sigmas=False, use_exponential_sigmas=False,
                                     use_beta_sigmas=False, algorithm_type="dpmsolver++",
                                     noise_sampler_seed=seed).items() if k in accepted}
-    return scheduler_cls.from_config(config, **{**stated, **kwargs})
+    with compat.diffusers_quiet():  # the model's options another scheduler has no use for
+        return scheduler_cls.from_config(config, **{**stated, **kwargs})
 
 
 def seed_of(generator) -> int:

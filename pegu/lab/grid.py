@@ -17,7 +17,9 @@ from .metrics import attribute_variants
 AXES = {"models": "model", "prompts": "generate.prompt", "seeds": "generate.seed",
         "schedulers": "generate.scheduler", "steps": "generate.steps",
         "guidance": "generate.guidance", "upscalers": "upscale.model", "modes": "mode",
-        "targets": "target", "refine": "refine", "refine_control": "refine_control"}
+        "targets": "target", "refine": "refine", "refine_control": "refine_control",
+        "distill": "generate.distill", "deepcache": "generate.deepcache",
+        "tome": "generate.tome"}
 
 
 # counted before a grid's run list is built: beyond MANY_RUNS a sweep needs many=True
@@ -49,7 +51,8 @@ def load_grid(grid, many: bool = False) -> list[dict]:
 
     ``base`` holds fixed RunSettings fields (nested ``generate``/``upscale`` dicts); each axis
     (``models``, ``prompts``, ``seeds``, ``schedulers``, ``steps``, ``guidance``, ``upscalers``,
-    ``modes``, ``targets``, ``refine``, ``refine_control``) lists values; the runs are every combination.
+    ``modes``, ``targets``, ``refine``, ``refine_control``, ``distill``, ``deepcache``,
+    ``tome``; null: off) lists values; the runs are every combination.
     ``timing`` (optional) is :func:`grid_timing`'s, ``iqa`` :func:`grid_iqa`'s. A grid of more than ``MANY_RUNS`` runs
     needs ``many=True``; more than ``MAX_RUNS`` is refused. Settings are validated when each
     run starts, so one bad combination fails alone.

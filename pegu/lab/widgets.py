@@ -8,7 +8,7 @@ import random
 from pathlib import Path
 
 from ..core.errors import BadInput
-from ..core.registry import GENERATORS, UPSCALERS, generator_spec
+from ..core.registry import DISTILLATIONS, GENERATORS, UPSCALERS, distill_spec, generator_spec
 from ..core.settings import (SCHEDULERS, FaceSettings, GenerateSettings, RunSettings,
                              UpscaleSettings)
 from ..pipeline import Models, run_ready, stages_table
@@ -17,6 +17,7 @@ SIZES = ("native", "512x512", "512x768", "768x512", "768x768", "1024x1024", "832
          "1216x832")
 TARGETS = ("1024x1024", "1536x1536", "2048x2048", "2048x3072", "3072x2048")
 TILES = ("auto", "0", "128", "256", "512")
+CACHE_INTERVALS = ("off", "2", "3", "4", "5")
 FITS = ("none", "cover", "contain")
 
 
@@ -50,6 +51,13 @@ class Explorer:
         self.guidance = w.FloatSlider(value=6.0, min=0.0, max=20.0, step=0.5,
                                       description="guidance", disabled=True)
         self.guidance_model = w.Checkbox(value=True, description="(model's)", indent=False)
+        self.distill = w.Dropdown(options=["off", *DISTILLATIONS], description="distill",
+                                  tooltip="few-step distillation LoRA: its card's sampler, "
+                                          "steps and guidance (docs/efficiency.md)")
+        self.deepcache = w.Dropdown(options=CACHE_INTERVALS, description="DeepCache",
+                                    tooltip="deep UNet features every N-th step only")
+        self.tome = w.FloatSlider(value=0.0, min=0.0, max=0.75, step=0.05, description="ToMe",
+                                  tooltip="token merging ratio; 0 = off")
         self.seed = w.IntText(value=0, description="seed")
         self.random_button = w.Button(description="random", tooltip="a random seed")
         self.size = w.Dropdown(options=SIZES, description="size")
@@ -84,11 +92,13 @@ class Explorer:
             box.observe(lambda change, s=slider: setattr(s, "disabled", change["new"]),
                         names="value")
         self.model.observe(self._show_recommendation, names="value")
+        self.distill.observe(self._show_recommendation, names="value")
         self._show_recommendation()
         self.widget = w.VBox([
             self.prompt, self.negative,
             w.HBox([self.model, self.scheduler]),
             w.HBox([self.steps, self.steps_model, self.guidance, self.guidance_model]),
+            w.HBox([self.distill, self.deepcache, self.tome]),
             w.HBox([self.seed, self.random_button]),
             w.HBox([self.size, self.target, self.fit]),
             w.HBox([self.upscaler, self.tile]),
@@ -98,10 +108,15 @@ class Explorer:
             self.image, self.table])
 
     def _show_recommendation(self, _=None) -> None:
-        """Set the steps / guidance sliders that follow the model to its recommendation."""
+        """Set the steps / guidance sliders that follow the model to its recommendation
+        (its distillation card's, when one is chosen)."""
         try:
             spec = generator_spec(self.model.value.strip())
         except BadInput:  # a path or an unregistered Hub id: known once loaded
+            spec = None
+        if self.distill.value != "off":
+            spec = distill_spec(self.distill.value)
+        if spec is None:
             return
         if self.steps_model.value:
             self.steps.value = spec.steps
@@ -124,7 +139,10 @@ class Explorer:
             steps=None if self.steps_model.value else self.steps.value,
             guidance=None if self.guidance_model.value else self.guidance.value,
             scheduler=None if self.scheduler.value.startswith("(") else self.scheduler.value,
-            seed=self.seed.value)
+            seed=self.seed.value,
+            distill=None if self.distill.value == "off" else self.distill.value,
+            deepcache=None if self.deepcache.value == "off" else int(self.deepcache.value),
+            tome=self.tome.value or None)
         tile = None if self.tile.value == "auto" else int(self.tile.value)
         return RunSettings(g, model=self.model.value.strip(),
                            upscale=UpscaleSettings(self.upscaler.value, tile=tile),

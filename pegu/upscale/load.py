@@ -2,10 +2,9 @@
 pegu.sources), its device, dtype, tile and batch, and the speed paths (ncnn, compile)."""
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
-from ..core.device import check_gpu, compile_supported, resolve_device, resolve_dtype
+from ..core.device import check_gpu, compiled, resolve_device, resolve_dtype
 from ..core.errors import BadInput
 from ..core.registry import DEFAULT_UPSCALER, UPSCALERS, upscaler_spec
 from ..core.settings import COMPILE_MODES, ENGINES, TILE_OVERLAP, check_tile
@@ -129,7 +128,7 @@ def load_upscaler(name_or_path: str | Path = AUTO, *, device="auto",
         net = NcnnNet(arch, kwargs, model.state_dict(), threads=torch.get_num_threads())
         unshuffle = {2: 2, 1: 4}.get(scale, 0) if arch == "rrdb" else 0
     if compile and engine == "torch":
-        model = _compiled(model, dev, "default" if compile is True else compile)
+        model = compiled(model, dev, "default" if compile is True else compile)
         if desc is not None:
             desc.model = model
     if batch == "auto":
@@ -179,20 +178,6 @@ def _from_registry(spec, denoise, offline: bool):
         state = {k: denoise * v + (1 - denoise) * other[k] for k, v in state.items()}
         source = f"{source} × {denoise:g} + {other_source} × {1 - denoise:g}"
     return (build(arch, kwargs, state, where=source), arch, kwargs, None), source
-
-
-def _compiled(model, dev, mode: str = "default"):
-    """``torch.compile``d model, or the model itself (with a warning) on GPUs Triton does
-    not support."""
-    import torch
-
-    if dev.type == "cuda":
-        cap = torch.cuda.get_device_capability(dev)
-        if not compile_supported(cap):
-            warnings.warn(f"torch.compile needs CUDA compute capability 7.0 or newer; this GPU "
-                          f"has {cap[0]}.{cap[1]}: running uncompiled", stacklevel=3)
-            return model
-    return torch.compile(model, mode=mode, dynamic=False)
 
 
 def _auto_batch(dev, dtype, tile: int, scale: int) -> int:
