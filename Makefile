@@ -46,7 +46,7 @@ gpu-wheels: $(STAMP)
 	$(BIN)/pip download -q --no-deps --only-binary=:all: --python-version $(GPU_PYTHON) \
 	  --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
 	  --platform manylinux2014_x86_64 -d benchmarks/wheels \
-	  diffusers realesrgan addict future lmdb yapf spandrel einops tomesd facenet-pytorch==2.6.0
+	  diffusers realesrgan addict future lmdb yapf spandrel einops tomesd peft facenet-pytorch==2.6.0
 	$(BIN)/pip wheel -q -w benchmarks/wheels --no-deps --no-build-isolation basicsr==1.4.2
 	du -sh benchmarks/wheels
 

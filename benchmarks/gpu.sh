@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The GPU benchmark as one prepared script (about five minutes on an H100 / H200):
+# The GPU benchmark as one prepared script (about eight minutes on an H100 / H200): the
+# pipeline tables (benchmarks/pipeline.py), then the efficiency frontier (benchmarks/frontier.py)
 #   bash benchmarks/gpu.sh            # full-size tables on the GPU
 #   bash benchmarks/gpu.sh --smoke    # tiny sizes on the CPU (what the tests run)
 # A GPU machine without network gets what it lacks from wheels carried with the checkout:
@@ -17,7 +18,7 @@ need = {"torch": "torch", "diffusers": "diffusers", "transformers": "transformer
         "accelerate": "accelerate", "basicsr": "basicsr", "realesrgan": "realesrgan",
         "pandas": "pandas", "skimage": "scikit-image", "tqdm": "tqdm", "cv2": "opencv-python-headless",
         "spandrel": "spandrel", "einops": "einops", "requests": "requests",
-        "facenet_pytorch": "facenet-pytorch"}
+        "facenet_pytorch": "facenet-pytorch", "peft": "peft", "tomesd": "tomesd"}
 print(" ".join(pkg for mod, pkg in need.items() if importlib.util.find_spec(mod) is None))
 PYEOF
 }
@@ -38,4 +39,8 @@ if [ -n "$need" ]; then
 fi
 export PEGU_OFFLINE=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
-exec "$PY" benchmarks/pipeline.py "$@"
+case " $* " in  # one table asked for: the pipeline script's alone
+  *-only*|*--flops*) exec "$PY" benchmarks/pipeline.py "$@" ;;
+esac
+"$PY" benchmarks/pipeline.py "$@"
+exec "$PY" benchmarks/frontier.py "$@"  # the efficiency frontier's cost (docs/efficiency.md)

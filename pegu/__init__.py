@@ -5,7 +5,7 @@ Public entry points (imported on first use, so ``import pegu`` stays fast):
 ``load_generator`` / ``Generator``, ``load_upscaler`` / ``Upscaler``, ``Models`` (loaded
 models kept between runs), ``PeguError`` (what every refusal raises). The notebooks' helpers
 are ``pegu.sweep``, ``pegu.studies``, ``pegu.plots``, ``pegu.widgets``, ``pegu.metrics``,
-``pegu.iqa`` and ``pegu.pipeline``.
+``pegu.iqa``, ``pegu.frontier`` and ``pegu.pipeline``.
 
 The package is layered, imports pointing down only (docs/design.md): ``core`` ←
 ``sources`` ← ``upscale`` / ``generate`` ← ``pipeline`` ← ``lab`` ← ``cli``.
@@ -41,6 +41,7 @@ _LAZY = {
 _MODULES = {"sweep": "pegu.lab.sweep", "studies": "pegu.lab.studies",
             "plots": "pegu.lab.plots", "widgets": "pegu.lab.widgets",
             "metrics": "pegu.lab.metrics", "iqa": "pegu.lab.iqa", "grid": "pegu.lab.grid",
+            "frontier": "pegu.lab.frontier",
             "kaggle": "pegu.cli.kaggle", "settings": "pegu.core.settings",
             "registry": "pegu.core.registry", "errors": "pegu.core.errors",
             **{layer: f"pegu.{layer}" for layer in ("core", "sources", "upscale", "generate",

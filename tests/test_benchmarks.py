@@ -49,6 +49,24 @@ def test_gpu_script_smoke_on_the_cpu():
         assert _numbers(line.split("256²", 1)[1])[0] > 0 and "float32" in line, line
     face = [x for x in out.splitlines() if x.strip().startswith("face stage 256²")][-1]
     assert _numbers(face.split("256²", 1)[1])[-1] == 1, face  # the astronaut's one face
+    # the frontier's cost: pegu's tiny models through pegu's path, every lever
+    assert "Efficiency frontier: prompt -> 256²" in out
+    table = out.split("Efficiency frontier")[1]
+
+    def frontier_row(family, variant, way):
+        line = [x for x in table.splitlines()
+                if re.match(rf"\s*{family}\s+{re.escape(variant)}\s+{way}\s", x)][-1]
+        steps, seconds, speedup, peak, calls, deep = _numbers(line.split(way, 1)[1])
+        assert seconds > 0 and peak > 0, line
+        return steps, calls, deep
+
+    for family in ("sd15", "sdxl"):
+        assert frontier_row(family, "standard", "upscale") == (8, 8, 8)
+        assert frontier_row(family, "lcm", "upscale") == (4, 4, 4)  # the card's 4 steps
+        steps, calls, deep = frontier_row(family, "standard + DeepCache 3", "upscale")
+        assert (calls, deep) == (8, 3)  # the deep part at steps 0, 3 and 6 only
+        frontier_row(family, "standard + ToMe 0.5", "tiled refine")
+    frontier_row("sdxl", "lightning-4", "direct")
 
 
 def test_upscale_benchmark_smoke():

@@ -321,3 +321,110 @@ def test_cli_distilled_run_to_2048_and_its_rerun_from_the_png(tmp_path):
     assert np.array_equal(pixels(Image.open(out)), pixels(Image.open(again)))
     assert main(["generate", PROMPT, "--model", "tiny-sd15", "--distill", "lightning-4",
                  "--out", str(tmp_path / "x.png")]) == 2  # an SDXL LoRA: refused
+
+
+def test_a_distillation_works_with_user_loras_and_the_controlled_refine(tmp_path, monkeypatch):
+    """<lora:...> tags and the distillation are both active, and both act; the refine with a
+    tile ControlNet runs on the distilled model with the card's sampler."""
+    from safetensors.torch import save_file
+
+    from pegu.core.settings import UpscaleSettings
+    from pegu.generate.tiny import build_tiny
+    from pegu.pipeline import run
+
+    monkeypatch.setenv("PEGU_NETWORKS", str(tmp_path))
+    (tmp_path / "lora").mkdir()
+    save_file(dist.tiny_lora(build_tiny("sd15").unet, "peft", seed=9),
+              str(tmp_path / "lora" / "mine.safetensors"))
+    g = load_generator("tiny-sd15", device="cpu")
+
+    def image(prompt, distill):
+        r = run(RunSettings(GenerateSettings(prompt, distill=distill, **SIZE),
+                            model="tiny-sd15", target=(256, 256), refine=0.5,
+                            refine_control=1.0,
+                            upscale=UpscaleSettings("realesr-animevideov3")),
+                g, progress=False)
+        assert r.status == "ok" and "refine" in " ".join(s.stage for s in r.stages)
+        return r
+
+    both = image("a photo <lora:mine:0.8>", "lcm")
+    assert both.choices.loras == {"mine": 0.8} and both.settings.generate.distill == "lcm"
+    assert type(g._img2img_pipe(g._controlnets["tiny-tile-sd15"]).scheduler).__name__ == \
+        "LCMScheduler"
+    only_lora = image("a photo <lora:mine:0.8>", None)
+    only_distill = image("a photo", "lcm")
+    for other in (only_lora, only_distill):
+        assert not np.array_equal(pixels(both.image), pixels(other.image))
+
+
+def test_the_frontier_names_the_variants_no_other_beats_on_both():
+    import pandas as pd
+
+    from pegu.lab.frontier import frontier, frontier_grid, frontier_reading
+
+    rng = np.random.default_rng(0)
+    rows = []
+    # (distill, way, seconds, quality): lcm fast and as good; 25 steps slower, better with
+    # tiled refine; hyper-8-cfg direct: slower than tiled refine and worse (dominated)
+    for distill, way_, sec, q in (("lcm", "upscale", 2.0, 0.60), (None, "upscale", 8.0, 0.61),
+                                  (None, "tiled refine", 12.0, 0.80),
+                                  ("hyper-8-cfg", "direct", 20.0, 0.70)):
+        for seed in range(6):
+            rows.append({"status": "ok", "model": "rv6", "generate.distill": distill,
+                         "generate.steps": 25 if distill is None else 4,
+                         "generate.deepcache": None, "generate.tome": None,
+                         "mode": "direct" if way_ == "direct" else "upscale",
+                         "refine_tiled": way_ == "tiled refine",
+                         "refine": 0.3 if way_ == "tiled refine" else None,
+                         "seconds": sec + rng.normal(0, 0.1),
+                         "clip_realism": q + rng.normal(0, 0.01)})
+    rows.append({"status": "error", "model": "rv6", "seconds": 0.1})
+    f = frontier(pd.DataFrame(rows))
+    assert list(f["variant"]) == ["rv6 · lcm · upscale", "rv6 · 25 steps · upscale",
+                                  "rv6 · 25 steps · tiled refine",
+                                  "rv6 · hyper-8-cfg · direct"]
+    assert list(f["pareto"]) == [True, True, True, False] and set(f["n"]) == {6}
+    assert (f["clip_realism.lo"] < f["clip_realism"]).all()  # 6 runs: intervals
+    text = frontier_reading(pd.DataFrame(rows))
+    assert "| rv6 · hyper-8-cfg · direct | 6 |" in text and "on the frontier" in text
+    assert "the best is measurably better" in text
+    g = frontier_grid({"models": ["rv6"]}, distill=["", "lcm"], tome=[0, 0.5],
+                      ways=["upscale", "direct"])
+    assert g["distill"] == [None, "lcm"] and g["tome"] == [None, 0.5] and \
+        g["deepcache"] == [None] and g["timing"]["warmup"]
+
+
+def test_refused_before_a_model_loads_and_read_from_a1111_text(tmp_path, monkeypatch):
+    from pegu.cli import main
+    from pegu.core.settings import sampler_name
+    from pegu.pipeline.plan import precheck
+    from pegu.pipeline.recipe import a1111_parameters, read_settings
+
+    def settings(model, distill):
+        return RunSettings(GenerateSettings(PROMPT, distill=distill), model=model)
+
+    with pytest.raises(ValueError, match="lightning-4 exists for sdxl models, not sd15"):
+        precheck(settings("realistic-vision-v6", "lightning-4"))
+    monkeypatch.setenv("PEGU_CACHE", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="lcm's LoRA for sdxl is not on this machine "
+                                                ".*lcm-lora-sdxl/resolve/main/pytorch_lora"):
+        precheck(settings("sdxl-base", "lcm"), offline=True)
+    precheck(settings("tiny-sdxl", "lcm"), offline=True)  # built in code
+    assert main(["generate", "x", "--model", "sdxl-base", "--distill", "dmd2",
+                 "--offline", "--out", str(tmp_path / "x.png")]) == 2
+    # A1111's names: Sampler LCM; Euler with Schedule type SGM Uniform (Lightning's)
+    assert sampler_name("LCM") == "LCM" and sampler_name("Euler", "SGM Uniform") == \
+        "Euler SGM Uniform"
+    with pytest.raises(ValueError, match="'SGM Uniform' with Euler only"):
+        sampler_name("DPM++ 2M", "SGM Uniform")
+    # an image with A1111's text only (pegu's JSON chunk stripped) keeps its speed settings
+    from PIL.PngImagePlugin import PngInfo
+
+    s = RunSettings(GenerateSettings(PROMPT, steps=4, guidance=1.0, scheduler="LCM", seed=3,
+                                     width=512, height=512, distill="lcm", deepcache=3,
+                                     tome=0.5), model="tiny-sd15")
+    info = PngInfo()
+    info.add_itxt("parameters", a1111_parameters(s))
+    Image.new("RGB", (8, 8)).save(tmp_path / "a1111.png", pnginfo=info)
+    g = read_settings(tmp_path / "a1111.png").generate
+    assert (g.distill, g.deepcache, g.tome, g.scheduler, g.steps) == ("lcm", 3, 0.5, "LCM", 4)

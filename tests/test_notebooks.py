@@ -22,7 +22,8 @@ SMALL = {  # tiny-sd15 (random weights) at 128², small targets, real upscaler w
     "01_model_comparison.ipynb": dict(
         models=["tiny-sd15"], prompts=["portrait of an old man"], seeds=[0, 1], steps=2,
         size=128, target=256, upscaler="realesr-animevideov3", attribute_values=["red", "black"],
-        clip_model="tiny-clip"),
+        clip_model="tiny-clip", frontier_distill=["", "lcm"],
+        frontier_ways=["upscale", "tiled refine"]),
     "02_upscaling_walkthrough.ipynb": dict(
         model="tiny-sd15", steps=2, size=128, target=512, upscaler="realesr-animevideov3",
         photo_size=96, tiles=[64], repeats=2, refine=0.3, clip_model="tiny-clip"),
@@ -92,7 +93,11 @@ def test_papermill_runs_the_notebook(executed, name):
     if name.startswith("02"):
         assert len(shown) == len(saved), (sizes, saved)
     if name.startswith("01"):
-        assert {"images.png", "stage_costs.png", "quality_vs_time.png"} <= set(pngs)
+        assert {"images.png", "stage_costs.png", "quality_vs_time.png",
+                "frontier.png"} <= set(pngs)
+        # the frontier: 25-step-or-model's and LCM runs, by two ways, read with the frontier
+        assert "**Efficiency frontier** (4 variants" in text
+        assert "| tiny-sd15 · lcm · tiled refine | 2 |" in text and "On the frontier" in text
         # the reading: two seeds are too few for an interval, and it says so; warm-up-free
         # times, the chance level
         title = "Means over prompts × seeds (no intervals: an interval needs at least 5"

@@ -95,16 +95,16 @@ def test_auto_batch_fits_half_the_free_gpu_memory(monkeypatch):
 
 
 def test_compile_is_skipped_with_a_warning_on_a_p100(monkeypatch):
-    from pegu.upscale.load import _compiled
+    from pegu.core.device import compiled
 
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda dev=None: (6, 0))
     model = torch.nn.Conv2d(3, 3, 3)
-    with pytest.warns(UserWarning, match="compute capability 7.0 or newer; this GPU has 6.0"):
-        assert _compiled(model, torch.device("cuda")) is model
+    with pytest.warns(UserWarning, match="compute capability 7.0 or newer.*this GPU has 6.0"):
+        assert compiled(model, torch.device("cuda")) is model
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda dev=None: (7, 5))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert _compiled(model, torch.device("cuda")) is not model
+        assert compiled(model, torch.device("cuda")) is not model
 
 
 def test_compile_modes_are_checked():

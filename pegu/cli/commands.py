@@ -13,7 +13,7 @@ from ..core.device import check_output_memory
 from ..core.errors import BadInput, MissingFile, OutputExists
 from ..core.geometry import plan_size
 from ..core.images import atomic_write, ensure_writable_dir, read_image, write_png
-from ..core.registry import CONTROLNETS, GENERATORS, UPSCALERS, upscaler_spec
+from ..core.registry import CONTROLNETS, DISTILLATIONS, GENERATORS, UPSCALERS, upscaler_spec
 from ..core.settings import FaceSettings, GenerateSettings, RunSettings
 from ..lab import iqa as iq
 from ..lab.plots import sweep_plots
@@ -21,7 +21,7 @@ from ..lab.studies import FID_FULL_RANK, fmt, kid_text
 from ..lab.sweep import notebook_sweep
 from ..lab.sweep import sweep as run_sweep
 from ..pipeline import read_record, read_settings, run, run_many
-from ..sources import availability, cache_dir
+from ..sources import availability, cache_dir, file_availability
 from ..upscale import auto_upscaler, load_upscaler
 from . import kernels
 from .kaggle import KAGGLE_EXTRAS
@@ -105,6 +105,13 @@ def models(args) -> int:
     for c in CONTROLNETS.values():
         print(f"  {c.name:22} {c.family:6} {availability(c):12}  "
               f"{c.repo or 'built in code'}  {c.description} [{c.licence}]")
+    print("\nFew-step distillations (--distill; sampler, steps and guidance from each card)")
+    print(f"  {'name':13} {'family':6} {'available':12}  sampler, steps, guidance  [licence]")
+    for d in DISTILLATIONS.values():
+        lo, hi = d.guidance_range
+        for family, w in d.files:
+            print(f"  {d.name:13} {family:6} {file_availability(w):12}  {d.scheduler}, "
+                  f"{d.steps}, {d.guidance:g} ({lo:g}-{hi:g})  [{d.licence}]")
     print(f"\nUpscalers (cache: {cache_dir() / 'upscalers'})")
     print(f"  {'name':28} {'scale':>5}  {'arch':7}  {'available':18}  description [licence]")
     for s in UPSCALERS.values():

@@ -121,8 +121,8 @@ def tiny_file(spec: DistillSpec, family: str) -> WeightFile:
                       None, "distill")
 
 
-def tiny_lora(unet, layout: str, seed: int) -> dict:
-    """A random rank-4 LoRA on every attention projection of ``unet``, in ``layout``:
+def tiny_lora(unet, layout: str, seed: int, rank: int = TINY_RANK) -> dict:
+    """A random LoRA of ``rank`` on every attention projection of ``unet``, in ``layout``:
     "peft" (diffusers' saved form, ``unet.<module>.lora_A.weight`` / ``lora_B``) or "kohya"
     (``lora_unet_<module_with_underscores>.lora_down.weight`` / ``lora_up`` / ``alpha``)."""
     import torch
@@ -133,8 +133,8 @@ def tiny_lora(unet, layout: str, seed: int) -> dict:
         if not isinstance(module, torch.nn.Linear) or not re.search(
                 r"attn[12]\.(to_q|to_k|to_v|to_out\.0)$", name):
             continue
-        a = torch.randn(TINY_RANK, module.in_features, generator=g) / module.in_features ** 0.5
-        b = torch.randn(module.out_features, TINY_RANK, generator=g) * 0.3
+        a = torch.randn(rank, module.in_features, generator=g) / module.in_features ** 0.5
+        b = torch.randn(module.out_features, rank, generator=g) * 0.3 / rank ** 0.5
         if layout == "peft":
             out[f"unet.{name}.lora_A.weight"] = a
             out[f"unet.{name}.lora_B.weight"] = b
@@ -142,7 +142,7 @@ def tiny_lora(unet, layout: str, seed: int) -> dict:
             key = "lora_unet_" + name.replace(".", "_")
             out[f"{key}.lora_down.weight"] = a
             out[f"{key}.lora_up.weight"] = b
-            out[f"{key}.alpha"] = torch.tensor(float(TINY_RANK))
+            out[f"{key}.alpha"] = torch.tensor(float(rank))
         else:
             raise ValueError(f"layout is 'peft' or 'kohya', got {layout!r}")
     return out

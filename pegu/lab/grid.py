@@ -19,7 +19,11 @@ AXES = {"models": "model", "prompts": "generate.prompt", "seeds": "generate.seed
         "guidance": "generate.guidance", "upscalers": "upscale.model", "modes": "mode",
         "targets": "target", "refine": "refine", "refine_control": "refine_control",
         "distill": "generate.distill", "deepcache": "generate.deepcache",
-        "tome": "generate.tome"}
+        "tome": "generate.tome", "ways": None}
+# the three ways to the target (axis "ways"), each the settings it stands for
+WAYS = {"upscale": {"mode": "upscale"},
+        "tiled refine": {"mode": "upscale", "refine": 0.3, "refine_tiled": True},
+        "direct": {"mode": "direct"}}
 
 
 # counted before a grid's run list is built: beyond MANY_RUNS a sweep needs many=True
@@ -52,7 +56,8 @@ def load_grid(grid, many: bool = False) -> list[dict]:
     ``base`` holds fixed RunSettings fields (nested ``generate``/``upscale`` dicts); each axis
     (``models``, ``prompts``, ``seeds``, ``schedulers``, ``steps``, ``guidance``, ``upscalers``,
     ``modes``, ``targets``, ``refine``, ``refine_control``, ``distill``, ``deepcache``,
-    ``tome``; null: off) lists values; the runs are every combination.
+    ``tome``; null: off; ``ways``: "upscale", "tiled refine", "direct", see ``WAYS``) lists
+    values; the runs are every combination.
     ``timing`` (optional) is :func:`grid_timing`'s, ``iqa`` :func:`grid_iqa`'s. A grid of more than ``MANY_RUNS`` runs
     needs ``many=True``; more than ``MAX_RUNS`` is refused. Settings are validated when each
     run starts, so one bad combination fails alone.
@@ -74,6 +79,9 @@ def load_grid(grid, many: bool = False) -> list[dict]:
         if "prompts" in axes:
             raise BadInput("give either prompts or attributes (which make the prompts)")
         axes["prompts"] = attribute_prompts(grid["attributes"])
+    bad = [w for w in axes.get("ways", []) if w not in WAYS]
+    if bad:
+        raise BadInput(f"unknown ways {bad}; the ways to the target are {list(WAYS)}")
     empty = [k for k, v in axes.items() if not v]
     if empty:
         raise BadInput(f"grid axes {empty} are empty lists: give at least one value, or "
@@ -92,6 +100,9 @@ def load_grid(grid, many: bool = False) -> list[dict]:
         d = json.loads(json.dumps(base))
         d.setdefault("generate", {})
         for axis, value in zip(axes, combo):
+            if axis == "ways":
+                d.update(WAYS[value])
+                continue
             *parents, leaf = AXES[axis].split(".")
             node = d
             for p in parents:

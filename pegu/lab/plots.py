@@ -7,6 +7,7 @@ import textwrap
 from pathlib import Path
 
 from ..core.images import write_png
+from .frontier import frontier as frontier_table
 
 # what a column means on an axis: name, unit, and which way is better
 LABELS = {
@@ -131,6 +132,39 @@ def quality_vs_time(table, path=None):
     axes[0, 0].legend(fontsize=8)
     fig.suptitle(f"Quality against time, {len(ok)} runs (one point each): up and to the left "
                  "is better", fontsize=10)
+    fig.tight_layout()
+    return _finish(fig, path)
+
+
+def frontier(table, path=None, quality: str | None = None):
+    """Seconds against quality per variant (pegu.lab.frontier): each point a variant's
+    mean with its 95% interval as bars, the Pareto frontier drawn as a line through the
+    variants on it, which are named. Up and to the left is better."""
+    plt = _plt()
+    f = frontier_table(table, quality)
+    q = f.attrs.get("quality")
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    if q is None or not len(f):
+        ax.text(0.5, 0.5, "no successful runs with a quality measure", ha="center")
+        return _finish(fig, path)
+
+    def spread(col):
+        lo, hi = f[f"{col}.lo"].fillna(f[col]), f[f"{col}.hi"].fillna(f[col])
+        return [f[col] - lo, hi - f[col]]
+
+    ax.errorbar(f["seconds"], f[q], xerr=spread("seconds"), yerr=spread(q), fmt="o",
+                color="0.55", ecolor="0.75", capsize=2, label="variant (95% interval)")
+    front = f[f["pareto"]]
+    ax.plot(front["seconds"], front[q], "-o", color="C3", label="Pareto frontier")
+    for _, r in front.iterrows():
+        ax.annotate(_wrap(r["variant"], 30), (r["seconds"], r[q]), fontsize=7,
+                    xytext=(4, 4), textcoords="offset points")
+    ax.set_xlabel(LABELS["seconds"], fontsize=8)
+    ax.set_ylabel(_wrap(LABELS.get(q, q), 34), fontsize=8)
+    ax.legend(fontsize=8)
+    n = f["n"].min() if f["n"].min() == f["n"].max() else f"{f['n'].min()}–{f['n'].max()}"
+    fig.suptitle(f"Time against {q}, {len(f)} variants of {n} runs each: up and to the left "
+                 "is better; named: the frontier", fontsize=10)
     fig.tight_layout()
     return _finish(fig, path)
 

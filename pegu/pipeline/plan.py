@@ -7,25 +7,28 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..core.device import check_output_memory
-from ..core.errors import BadInput, MissingFile
+from ..core.errors import BadInput, MissingFile, WeightsUnavailable
 from ..core.geometry import plan_size
-from ..core.registry import controlnet_spec, generator_spec, upscaler_spec
+from ..core.registry import controlnet_spec, distill_spec, generator_spec, upscaler_spec
 from ..core.settings import RunSettings
 from ..generate.faces import check_restorer
-from ..sources import at_hand, is_offline
-from ..sources.resolve import unavailable
+from ..sources import at_hand, cached_file, file_availability, is_offline
+from ..sources.resolve import offline_reason, unavailable
 from ..upscale import auto_upscaler
 
 
 def precheck(settings: RunSettings, offline: bool | None = None) -> None:
     """What can be refused before any model loads: an unknown upscaler or face restorer or
-    a missing weights file (a registry restorer or ControlNet not at hand offline too), a
+    a missing weights file (a registry restorer, ControlNet or distillation LoRA not at hand
+    offline too; a distillation of the other family), a
     target whose output this machine's RAM cannot hold, and a base size whose aspect ratio
     differs from the target's without ``fit``."""
     if settings.faces is not None and settings.faces.restore:
         check_restorer(settings.faces.restore, offline)
     if settings.refine_control is not None:
         _check_controlnet(settings, is_offline(offline))
+    if settings.generate.distill is not None:
+        _check_distill(settings, offline)
     if settings.mode == "direct":
         return
     check_output_memory(settings.target, "cuda")  # the least any device needs for the output
@@ -56,6 +59,22 @@ def _check_controlnet(settings: RunSettings, offline: bool) -> None:
     spec = controlnet_spec(settings.controlnet, model.family, model.tiny)
     if spec is not None and not at_hand(spec, offline):
         raise unavailable(spec.repo, offline, what=f"the tile ControlNet {spec.name}")
+
+
+def _check_distill(settings: RunSettings, offline: bool | None) -> None:
+    """A distillation that does not exist for a registered model's family, or whose LoRA
+    is neither cached nor attached while offline, refused before any work."""
+    try:
+        model = generator_spec(settings.model)
+    except BadInput:
+        return
+    d = distill_spec(settings.generate.distill)
+    w = d.file(model.family)  # BadInput naming those that exist for this family
+    if not model.tiny and file_availability(w) == "download" and is_offline(offline):
+        raise WeightsUnavailable(
+            f"{d.name}'s LoRA for {model.family} is not on this machine and pegu is offline "
+            f"({offline_reason() or 'offline mode is on'}): download {w.url} to "
+            f"{cached_file(w)}, or attach it to the Kaggle kernel")
 
 
 def resolve_upscaler(settings: RunSettings, generator,

@@ -5,9 +5,9 @@ from .files import download, load_state_dict, sha256_file
 from .kaggle import attached_inputs, find_attached, input_root, on_kaggle
 from .ncnn import ncnn_files, ncnn_state_dict
 from .resolve import (at_hand, availability, cache_dir, cached_file, fetch_file,
-                      from_pretrained, is_offline, locate_repo, offline_env)
+                      file_availability, from_pretrained, is_offline, locate_repo, offline_env)
 
 __all__ = ["at_hand", "attached_inputs", "availability", "cache_dir", "cached_file", "download",
-           "fetch_file", "find_attached", "from_pretrained", "input_root", "is_offline",
+           "fetch_file", "file_availability", "find_attached", "from_pretrained", "input_root", "is_offline",
            "load_state_dict", "locate_repo", "ncnn_files", "ncnn_state_dict", "offline_env",
            "on_kaggle", "sha256_file"]
