@@ -17,7 +17,7 @@ from pegu.core.registry import DISTILLATIONS, distill_spec
 from pegu.core.settings import SCHEDULERS, GenerateSettings, RunSettings
 from pegu.generate import distill as dist
 from pegu.generate import load_generator
-from pegu.generate.speedups import DeepCache, attention_downsample
+from pegu.generate.speedups import attention_downsample
 from pegu.sources import cached_file
 
 PROMPT = "a photo of a woman with curly red hair"
