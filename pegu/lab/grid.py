@@ -79,7 +79,7 @@ def load_grid(grid, many: bool = False) -> list[dict]:
         if "prompts" in axes:
             raise BadInput("give either prompts or attributes (which make the prompts)")
         axes["prompts"] = attribute_prompts(grid["attributes"])
-    bad = [w for w in axes.get("ways", []) if w not in WAYS]
+    bad = [w for w in axes.get("ways", []) if not isinstance(w, str) or w not in WAYS]
     if bad:
         raise BadInput(f"unknown ways {bad}; the ways to the target are {list(WAYS)}")
     empty = [k for k, v in axes.items() if not v]
