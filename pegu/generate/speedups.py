@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 
 from ..core.device import compiled
+from .tiled import restore_forward
 
 
 class DeepCache:
@@ -75,10 +76,7 @@ class DeepCache:
 
     def __exit__(self, *exc):
         for module, before in self._saved:
-            if before is None:
-                del module.forward  # the class's own again
-            else:
-                module.forward = before
+            restore_forward(module, before)
         self._caches.clear()
 
 
@@ -111,10 +109,7 @@ def merged_tokens(unet, ratio: float, seed: int, device):
     try:
         yield
     finally:
-        if own is None:
-            del unet.forward
-        else:
-            unet.forward = own
+        restore_forward(unet, own)
         tomesd.remove_patch(unet)
 
 

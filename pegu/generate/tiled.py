@@ -24,9 +24,9 @@ def tiled_unet(unet, tile: int, batch: int = 1, controlnet=None):
     try:
         yield
     finally:
-        _restore_forward(unet, own)
+        restore_forward(unet, own)
         if controlnet is not None:
-            _restore_forward(controlnet, own_net)
+            restore_forward(controlnet, own_net)
 
 
 class ControlCall:
@@ -44,7 +44,7 @@ class ControlCall:
         return iter((self, self))
 
 
-def _restore_forward(module, own) -> None:
+def restore_forward(module, own) -> None:
     """``module.forward`` back to what it was (its class's, or an offload hook's)."""
     if own is None:
         module.__dict__.pop("forward", None)
