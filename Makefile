@@ -21,6 +21,9 @@ $(STAMP): $(BIN)/python requirements.txt requirements-dev.txt requirements-iqa.t
 	$(BIN)/pip install -q --disable-pip-version-check -r requirements-dev.txt
 	# the face stage's MTCNN: its pins are for old torch; it runs on this one
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps facenet-pytorch==2.6.0
+	# HPSv2's own package, the reference tests/test_judges.py holds pegu's HPSv2.1 to: its
+	# pins (pytest 7.2, protobuf < 4) would break this environment, its code does not
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps hpsv2==1.2.0
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $@
 

@@ -467,6 +467,12 @@ INCEPTION = WeightFile(
     "FID Inception-v3", "weights-inception-2015-12-05-6726825d.pth",
     "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
     "weights-inception-2015-12-05-6726825d.pth", None, "metrics")
+# HPSv2.1 (Wu et al. 2023): the checkpoint hpsv2 1.2.0 downloads (hps_version_map["v2.1"]),
+# the whole open_clip ViT-H-14 under "state_dict"; no published checksum (a strict key and
+# shape match checks it)
+HPS_V21 = WeightFile(
+    "HPSv2.1", "HPS_v2.1_compressed.pt",
+    "https://huggingface.co/xswu/HPSv2/resolve/main/HPS_v2.1_compressed.pt", None, "metrics")
 
 
 def controlnet_spec(name: str | None, family: str, tiny: bool = False) -> ControlNetSpec | None:

@@ -73,11 +73,13 @@ def as_clip(clip, device="auto", offline: bool | None = None) -> Clip | None:
     return clip if isinstance(clip, Clip) else load_clip(clip, device=device, offline=offline)
 
 
-def load_clip(name: str = DEFAULT_CLIP, device="auto", offline: bool | None = None) -> Clip:
+def load_clip(name: str = DEFAULT_CLIP, device="auto", offline: bool | None = None,
+              processor: str | None = None) -> Clip:
     """A CLIP model by Hub id or folder (default ``openai/clip-vit-large-patch14``, the one
     CLIP-score papers use; found where pegu.sources finds every model: a folder, an attached
     Kaggle input, the Hugging Face cache or the Hub), or "tiny-clip": random weights built
-    in code, for tests only."""
+    in code, for tests only. ``processor``: the repository of its tokenizer and image
+    processor where the model's own has none (PickScore's)."""
     import torch
     from transformers import CLIPImageProcessor, CLIPModel, CLIPTokenizer
 
@@ -85,14 +87,23 @@ def load_clip(name: str = DEFAULT_CLIP, device="auto", offline: bool | None = No
     if name == "tiny-clip":
         model, tok, proc = _tiny_clip()
     else:
-        def load(where, **kw):
-            return (CLIPModel.from_pretrained(where, **kw),
-                    CLIPTokenizer.from_pretrained(where, **kw),
+        def processors(where, **kw):
+            return (CLIPTokenizer.from_pretrained(where, **kw),
                     CLIPImageProcessor.from_pretrained(where, **kw))
 
+        def load(where, **kw):
+            return (CLIPModel.from_pretrained(where, **kw),
+                    *(() if processor else processors(where, **kw)))
+
         with compat.quiet_loading():
-            (model, tok, proc), _ = from_pretrained(load, name, marker="config.json",
-                                                    offline=is_offline(offline))
+            loaded, _ = from_pretrained(load, name, marker="config.json",
+                                        offline=is_offline(offline))
+            if processor:
+                (tok, proc), _ = from_pretrained(processors, processor,
+                                                 marker="preprocessor_config.json",
+                                                 offline=is_offline(offline))
+                loaded = (loaded[0], tok, proc)
+        model, tok, proc = loaded
     model = model.eval().to(dev, torch.float16 if dev.type == "cuda" else torch.float32)
     return Clip(model, tok, proc, name, dev)
 
@@ -108,9 +119,10 @@ def _tiny_clip():
         text_config=dict(vocab_size=n, hidden_size=32, intermediate_size=64,
                          num_hidden_layers=2, num_attention_heads=4,
                          max_position_embeddings=77, bos_token_id=n - 2, eos_token_id=n - 1,
-                         pad_token_id=n - 1),
+                         pad_token_id=n - 1, projection_dim=32),
         vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                           num_attention_heads=4, image_size=32, patch_size=8),
+                           num_attention_heads=4, image_size=32, patch_size=8,
+                           projection_dim=32),
         projection_dim=32)
     proc = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
     return CLIPModel(cfg), tok, proc

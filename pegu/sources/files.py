@@ -59,7 +59,8 @@ def download(url: str, dest: Path, sha256: str | None = None, *, progress: bool 
 def load_state_dict(path: Path) -> dict:
     """Tensors from a ``.safetensors`` or ``.pth``/``.pt``/``.ckpt`` file, never running
     pickled code (``torch.load(weights_only=True)``). basicsr's ``params_ema`` (preferred)
-    or ``params`` wrapper and a DataParallel ``module.`` prefix are removed."""
+    or ``params`` wrapper, a ``state_dict`` wrapper (HPSv2, Lightning) and a DataParallel
+    ``module.`` prefix are removed."""
     import torch
 
     path = Path(path)
@@ -86,7 +87,7 @@ def load_state_dict(path: Path) -> dict:
             f"{path} is not a readable weights file (truncated, corrupted, or not weights): "
             f"{type(e).__name__}: {e}. Delete it and download it again.") from e
     if isinstance(data, dict):
-        for key in ("params_ema", "params"):
+        for key in ("params_ema", "params", "state_dict"):
             if isinstance(data.get(key), dict):
                 data = data[key]
                 break

@@ -1,0 +1,199 @@
+"""The judges (pegu.lab.judges) against their reference implementations on the same inputs,
+with random-weight stand-ins of the same classes (no weights reach this machine):
+
+* HPSv2.1 against hpsv2 1.2.0's own vendored open_clip (its CLIP class, its validation
+  transform, its tokenizer, ``img_score.score``'s formula): equal to 1e-6;
+* PickScore against its model card's code (transformers' CLIPProcessor and CLIPModel);
+* the VQA yes-probability against ``BlipForQuestionAnswering.generate``'s first step;
+* CMMD against google-research/cmmd's embedding (``CLIPVisionModelWithProjection``, its
+  resize, no crop) and its ``distance.mmd``, written here as the reference writes them.
+"""
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pegu.core.errors import BadInput, WeightsUnavailable
+from pegu.lab import judges as J
+
+PROMPTS = ["portrait photo of a woman with red hair", "a photograph of a cup of coffee",
+           "a man in a suit"]
+
+
+@pytest.fixture(scope="module")
+def photos():
+    from skimage import data
+
+    return [Image.fromarray(data.astronaut()), Image.fromarray(data.coffee()),  # 600x400
+            Image.fromarray(data.camera()).convert("RGB")]
+
+
+@pytest.fixture(scope="module")
+def hps_reference(tmp_path_factory):
+    """hpsv2's vendored open_clip, imported from a copy (its wheel lacks the BPE vocabulary
+    its tokenizer opens at import: open_clip's own file, the same, is put beside it)."""
+    import open_clip
+
+    spec = importlib.util.find_spec("hpsv2")
+    if spec is None:
+        pytest.skip("hpsv2 (the reference) is not installed: make setup installs it --no-deps")
+    src = Path(spec.submodule_search_locations[0]) / "src" / "open_clip"
+    root = tmp_path_factory.mktemp("hpsv2") / "hps_open_clip"
+    shutil.copytree(src, root)
+    shutil.copy(Path(open_clip.__file__).parent / "bpe_simple_vocab_16e6.txt.gz", root)
+    s = importlib.util.spec_from_file_location("hps_open_clip", root / "__init__.py",
+                                               submodule_search_locations=[str(root)])
+    module = importlib.util.module_from_spec(s)
+    sys.modules["hps_open_clip"] = module
+    s.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.filterwarnings("ignore:Importing from timm.models.layers:FutureWarning")
+def test_hpsv2_matches_the_hpsv2_package(hps_reference, photos):
+    from hps_open_clip.model import CLIP
+    from hps_open_clip.transform import image_transform
+
+    torch.manual_seed(1)
+    ref = CLIP(**J.TINY_HPS, output_dict=True).eval()
+    ours = J.load_hps("tiny", device="cpu")
+    ours.model.load_state_dict(ref.state_dict(), strict=True)  # the checkpoint's keys fit
+    # create_model_and_transforms(..., light_augmentation=True) -> this preprocess_val
+    preprocess = image_transform(224, is_train=False, resize_longest_max=True)
+    tokenizer = hps_reference.get_tokenizer("ViT-H-14")
+    expected = []
+    for im, prompt in zip(photos, PROMPTS):
+        with torch.no_grad():  # img_score.score, without CUDA autocast
+            out = ref(preprocess(im)[None], tokenizer([prompt]))
+            expected.append(float(torch.diagonal(out["image_features"]
+                                                 @ out["text_features"].T)[0]))
+        assert torch.equal(preprocess(im), ours.preprocess(im))
+    got = ours.score(photos, PROMPTS)
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    assert len(set(np.round(got, 6))) == 3  # the three differ: not a constant
+
+
+def test_pickscore_matches_its_model_card(photos):
+    from transformers import CLIPProcessor
+
+    ours = J.load_pickscore("tiny", device="cpu")
+    model = ours.clip.model
+    processor = CLIPProcessor(image_processor=ours.clip.image_processor,
+                              tokenizer=ours.clip.tokenizer)
+    for prompt in PROMPTS:
+        # the model card's calc_probs, with its arguments
+        image_inputs = processor(images=photos, padding=True, truncation=True, max_length=77,
+                                 return_tensors="pt")
+        text_inputs = processor(text=prompt, padding=True, truncation=True, max_length=77,
+                                return_tensors="pt")
+        with torch.no_grad():
+            image_embs = _features(model.get_image_features(**image_inputs))
+            image_embs = image_embs / torch.norm(image_embs, dim=-1, keepdim=True)
+            text_embs = _features(model.get_text_features(**text_inputs))
+            text_embs = text_embs / torch.norm(text_embs, dim=-1, keepdim=True)
+            scores = model.logit_scale.exp() * (text_embs @ image_embs.T)[0]
+        np.testing.assert_allclose(ours.score(photos, prompt), scores.numpy(), atol=1e-5)
+
+
+def _features(out):
+    """transformers 5 returns an output object where 4 returned the tensor."""
+    return out if isinstance(out, torch.Tensor) else out.pooler_output
+
+
+def test_vqa_yes_probability_is_generates_first_step(photos):
+    vqa = J.load_vqa("tiny", device="cpu")
+    yes, no = (vqa.tokenizer.convert_tokens_to_ids(w) for w in ("yes", "no"))
+    for im, prompt in zip(photos, PROMPTS):
+        question = J.QUESTION.format(prompt)
+        px = vqa.image_processor(images=[im], return_tensors="pt").pixel_values
+        q = vqa.tokenizer([question], return_tensors="pt")
+        with torch.no_grad():
+            out = vqa.model.generate(pixel_values=px, input_ids=q.input_ids,
+                                     attention_mask=q.attention_mask, max_new_tokens=1,
+                                     output_logits=True, return_dict_in_generate=True)
+        p = torch.softmax(out.logits[0][0].float(), -1)
+        np.testing.assert_allclose(vqa.yes_no(im, question), (p[yes], p[no]), atol=1e-6)
+    scores = vqa.score(photos, PROMPTS)
+    assert all(0 < s < 1 for s in scores)
+
+
+def _reference_mmd(x, y):
+    """google-research/cmmd distance.mmd, in torch as its PyTorch port writes it."""
+    sigma, scale = 10, 1000
+    x, y = torch.from_numpy(x), torch.from_numpy(y)
+    x_sq, y_sq = torch.diag(x @ x.T), torch.diag(y @ y.T)
+    gamma = 1 / (2 * sigma ** 2)
+    k_xx = torch.mean(torch.exp(-gamma * (-2 * x @ x.T + x_sq[:, None] + x_sq[None, :])))
+    k_xy = torch.mean(torch.exp(-gamma * (-2 * x @ y.T + x_sq[:, None] + y_sq[None, :])))
+    k_yy = torch.mean(torch.exp(-gamma * (-2 * y @ y.T + y_sq[:, None] + y_sq[None, :])))
+    return float(scale * (k_xx + k_yy - 2 * k_xy))
+
+
+def test_cmmd_matches_the_reference(photos, tmp_path):
+    from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
+
+    ours = J.load_embedder("tiny", device="cpu")
+    ours.clip.model.save_pretrained(tmp_path / "clip")
+    ours.clip.image_processor.save_pretrained(tmp_path / "clip")
+    # embedding.ClipEmbeddingModel, as the reference loads and calls it
+    model = CLIPVisionModelWithProjection.from_pretrained(tmp_path / "clip").eval()
+    processor = CLIPImageProcessor.from_pretrained(tmp_path / "clip")
+    size = processor.crop_size["height"]
+    ref = []
+    for im in photos:
+        w, h = im.size  # io_util: the centre square, PIL bicubic to the input size
+        side = min(w, h)
+        box = ((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side)
+        a = np.asarray(im.crop(box).resize((size, size), Image.BICUBIC)).astype(np.float32) / 255
+        t = torch.nn.functional.interpolate(torch.from_numpy(a[None].transpose(0, 3, 1, 2)),
+                                            size=(size, size), mode="bicubic")
+        inputs = processor(images=t.permute(0, 2, 3, 1).numpy(), do_normalize=True,
+                           do_center_crop=False, do_resize=False, do_rescale=False,
+                           return_tensors="pt")
+        with torch.no_grad():
+            e = model(**inputs).image_embeds
+        ref.append((e / torch.linalg.norm(e, axis=-1, keepdims=True)).numpy())
+    ref = np.concatenate(ref)
+    got = ours.embed(photos)
+    np.testing.assert_allclose(got, ref, atol=1e-5)
+    x, y = got[:2], got[1:]
+    assert J.mmd(x, y) == pytest.approx(_reference_mmd(x, y), rel=1e-5)
+    assert J.mmd(x, x) == 0 and J.mmd(x, y) > 0
+
+
+def test_unbiased_mmd_leaves_out_each_sets_own_pairs():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(6, 8)), rng.normal(size=(5, 8)) + 0.5
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    y /= np.linalg.norm(y, axis=1, keepdims=True)
+
+    def k(a, b):
+        return np.exp(-np.sum((a - b) ** 2) / 200)
+
+    kxx = np.mean([k(a, b) for i, a in enumerate(x) for j, b in enumerate(x) if i != j])
+    kyy = np.mean([k(a, b) for i, a in enumerate(y) for j, b in enumerate(y) if i != j])
+    kxy = np.mean([k(a, b) for a in x for b in y])
+    assert J.mmd(x, y, unbiased=True) == pytest.approx(1000 * (kxx + kyy - 2 * kxy))
+    biased = J.mmd(x, y)  # the reference's estimate sits above, within the stated bound
+    assert 0 < biased - J.mmd(x, y, unbiased=True) <= 1000 * 0.02 * (1 / 6 + 1 / 5)
+    with pytest.raises(BadInput, match="2 samples"):
+        J.mmd(x[:1], y, unbiased=True)
+
+
+def test_real_weights_offline_are_refused_with_where_to_put_them():
+    with pytest.raises(WeightsUnavailable, match=r"HPS_v2\.1_compressed\.pt.*attach"):
+        J.load_hps(device="cpu", offline=True)
+    with pytest.raises(WeightsUnavailable, match="PickScore_v1.*hf download"):
+        J.load_pickscore(device="cpu", offline=True)
+    with pytest.raises(WeightsUnavailable, match="blip-vqa-base"):
+        J.load_vqa(device="cpu", offline=True)
+    with pytest.raises(BadInput, match="one prompt per image"):
+        J.load_judge("pickscore", device="cpu", tiny=True).score(
+            [Image.new("RGB", (8, 8))] * 2, ["a", "b", "c"])
