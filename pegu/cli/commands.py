@@ -256,17 +256,25 @@ def doctor(args) -> int:
 def iqa(args) -> int:
     import pandas as pd
 
-    names = [] if args.metrics.strip().lower() == "none" else [
-        m.strip() for m in args.metrics.split(",") if m.strip()]
+    if args.check:
+        return iqa_check(args)
+    if not args.images:
+        raise BadInput("name the images (or folders) to score, or run pegu iqa --check")
+    metrics = ",".join(iq.PANEL) if args.metrics is None else args.metrics
+    names = [] if metrics.strip().lower() == "none" else [
+        m.strip() for m in metrics.split(",") if m.strip()]
     if names:
         iq.check_metrics(names)  # before any image is read or network built
     if args.crop is not None and args.real is None:
         raise BadInput("--crop needs --real (the photographs to compare crops against)")
+    if args.cmmd is not None and args.real is None:
+        raise BadInput("--cmmd needs --real (the photographs to compare against)")
     if not names and args.real is None:
         raise BadInput("nothing to measure: name --metrics, or give --real for FID/KID")
     images = [f for p in args.images for f in iq.images_in(p)]
     if names:
-        table = pd.DataFrame(iq.score(images, names, device=args.device),
+        prompts = _prompts(images, args.prompt) if any(map(iq.is_judge, names)) else None
+        table = pd.DataFrame(iq.score(images, names, device=args.device, prompts=prompts),
                              index=[str(p) for p in images])
         table.index.name = "image"
         print(table.round(4).to_string())
@@ -289,6 +297,48 @@ def iqa(args) -> int:
             print(f"(from fewer than {FID_FULL_RANK:,} images FID is strongly biased upward: "
                   "compare only at the same number of images; KID's ± is absent where every "
                   "subset holds every image)")
+        if args.cmmd is not None:
+            c = iq.cmmd(images, args.real, crop=args.crop, embedder=args.cmmd,
+                        device=args.device)
+            print(f"CMMD {fmt(c['cmmd'], 4)} (unbiased {fmt(c['cmmd_unbiased'], 4)})"
+                  + (f", CMMD_crop {fmt(c['cmmd_crop'], 4)} (unbiased "
+                     f"{fmt(c['cmmd_crop_unbiased'], 4)})" if args.crop else "")
+                  + f"; lower is better. ({iq.CMMD_CAVEAT}.)")
+    return 0
+
+
+def _prompts(images, prompt: str | None) -> list[str]:
+    """The prompt each image is judged against: ``--prompt``, else its own recipe's."""
+    if prompt is not None:
+        return [prompt] * len(images)
+    out = []
+    for p in images:
+        rec = read_record(p)["pegu"] if Path(p).suffix.lower() == ".png" else None
+        if not rec:
+            raise BadInput(f"{p} holds no pegu recipe to read its prompt from: give --prompt "
+                           "(hpsv2.1, pickscore and vqa judge an image against its prompt)")
+        out.append(rec["settings"]["generate"]["prompt"])
+    return out
+
+
+def iqa_check(args) -> int:
+    from ..lab import check
+
+    metrics = check.DEFAULT if args.metrics is None else tuple(
+        m.strip() for m in args.metrics.split(",") if m.strip())
+    photos = None
+    if args.images:
+        photos = {str(p): read_image(p).convert("RGB")
+                  for a in args.images for p in iq.images_in(a)}
+    up = None if args.upscaler == "none" else load_upscaler(args.upscaler, device=args.device)
+    table = check.sanity_check(metrics, photos=photos, upscaler=up, crop=args.crop or 224,
+                               device=args.device)
+    print(check.reading(table))
+    failed = table[(table["damage"] == "all") & ~table["passed"]]["metric"].tolist()
+    print(f"\nVerdicts kept in {check.check_path()}: tables flag "
+          + (", ".join(failed) if failed else "no metric") + ".")
+    if args.csv:
+        atomic_write(args.csv, lambda tmp: table.to_csv(tmp, index=False))
     return 0
 
 

@@ -217,21 +217,40 @@ def _sweep(sub) -> None:
 
 
 def _iqa(sub) -> None:
-    q = sub.add_parser("iqa", help="image-quality metrics: pyiqa's panel, FID and KID",
-                       description="Score images with pyiqa's no-reference metrics and, with "
-                       "--real, FID and KID against real photographs (the iqa extra: "
-                       "pip install 'pegu[iqa]').")
-    q.add_argument("images", nargs="+", type=Path, metavar="IMAGE_OR_FOLDER")
-    q.add_argument("--metrics", default=",".join(PANEL),
-                   help="comma-separated pyiqa no-reference metrics (default: pegu's panel; "
-                   "'none' for FID/KID only)")
+    q = sub.add_parser("iqa", help="image-quality metrics: pyiqa's panel, preference scores, "
+                       "FID/KID/CMMD, and their sanity check",
+                       description="Score images with pyiqa's no-reference metrics and pegu's "
+                       "judges (hpsv2.1, pickscore, vqa: against each image's prompt); with "
+                       "--real, FID and KID (and --cmmd) against real photographs; with "
+                       "--check, how often each metric ranks real photographs of people above "
+                       "damaged copies (the iqa extra: pip install 'pegu[iqa]').")
+    q.add_argument("images", nargs="*", type=Path, metavar="IMAGE_OR_FOLDER",
+                   help="images to score (with --check: the photographs to damage; default "
+                   "the real photographs of people that ship offline)")
+    q.add_argument("--metrics", default=None,
+                   help=f"comma-separated metrics: pyiqa's no-reference ones and pegu's "
+                   f"judges hpsv2.1, pickscore, vqa (default: pegu's panel, {','.join(PANEL)}; "
+                   "'none' for FID/KID only; with --check also sharpness, noise, clip_realism; "
+                   "default there: sharpness,noise,piqe,entropy)")
+    q.add_argument("--prompt", help="the prompt the judges score against (default: each "
+                   "image's own, from its pegu recipe)")
     q.add_argument("--real", type=Path, help="folder of real photographs: adds FID and KID")
-    q.add_argument("--crop", type=int, help="with --real: also FID/KID on CROPxCROP crops at "
-                   "native resolution")
+    q.add_argument("--crop", type=int, help="with --real: also on CROPxCROP crops at native "
+                   "resolution; with --check: the crop size (default 224)")
+    q.add_argument("--cmmd", nargs="?", const="default", metavar="CLIP",
+                   help="with --real: also CMMD (CLIP ViT-L/14-336 embeddings; 'tiny' for a "
+                   "stand-in)")
+    q.add_argument("--check", action="store_true",
+                   help="the sanity check: share of real-vs-damaged pairs each metric orders "
+                   "right; metrics below 80%% are flagged in every table")
+    q.add_argument("--upscaler", default="RealESRGAN_x4plus",
+                   help="with --check: the x4 upscaler whose output is one damage ('none': "
+                   "leave it out)")
     q.add_argument("--inception", type=Path, help="FID's Inception weights file (default: "
                    "pegu's cache, downloaded there when online)")
     q.add_argument("--device", default="auto")
-    q.add_argument("--csv", type=Path, help="also write the per-image scores here")
+    q.add_argument("--csv", type=Path, help="also write the per-image scores (or the check's "
+                   "table) here")
 
 
 def _doctor(sub) -> None:

@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import copy
 
+from .check import flag
 from .studies import MIN_FOR_INTERVAL, bootstrap_ci, fmt
 from .sweep import sweep
 
-QUALITY = ("clip_realism", "clip_score", "sharpness")  # the first one measured is used
+# the first one measured is used: a human-preference score where the grid's iqa list has
+# one (pegu.lab.judges), else CLIP's, else sharpness
+QUALITY = ("iqa.hpsv2.1", "iqa.pickscore", "iqa.tiny-hpsv2.1", "iqa.tiny-pickscore",
+           "clip_realism", "clip_score", "sharpness")
 
 
 def frontier_grid(grid: dict, distill=("",), deepcache=(0,), tome=(0,),
@@ -105,7 +109,7 @@ def frontier_reading(table, quality: str | None = None) -> str:
         return fmt(r[col]) + ("" if lo != lo else f" [{fmt(lo)}, {fmt(hi)}]")
 
     head = ["variant", "n", "seconds per image (lower is better)"] + \
-        ([f"{q} (higher is better)"] if q else []) + ["on the frontier"]
+        ([f"{q} (higher is better){flag(q)}"] if q else []) + ["on the frontier"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, r in f.iterrows():
         lines.append("| " + " | ".join([r["variant"], str(r["n"]), cell(r, "seconds")]

@@ -30,9 +30,11 @@ from ..core.errors import BadInput, MissingFile, MissingPackage, WeightsUnavaila
 from ..core.images import atomic_write, read_image
 from ..core.registry import INCEPTION
 from ..sources import fetch_file, find_attached, is_offline, load_state_dict
+from . import judges
 
 PANEL = ("musiq", "clipiqa", "maniqa", "niqe", "topiq_nr", "topiq_nr-face")
 WEIGHT_FREE = ("piqe", "entropy")  # pyiqa metrics with no weights to download
+JUDGES = judges.PER_IMAGE  # text-aware scores: HPSv2.1, PickScore, VQA yes-probability
 INSTALL = "pip install 'pegu[iqa]' (or: pip install -r requirements-iqa.txt)"
 
 
@@ -75,7 +77,10 @@ def seed_cache(folder=None) -> list[Path]:
 
 def lower_better(name: str) -> bool:
     """Whether a lower score of pyiqa metric ``name`` means a better image (from pyiqa's
-    model table; without pyiqa, from the lower-better no-reference metrics it lists)."""
+    model table; without pyiqa, from the lower-better no-reference metrics it lists; pegu's
+    judges are higher-better)."""
+    if is_judge(name):
+        return False
     try:
         from pyiqa.default_model_configs import DEFAULT_CONFIGS
     except ImportError:
@@ -83,17 +88,24 @@ def lower_better(name: str) -> bool:
     return bool(DEFAULT_CONFIGS.get(name, {}).get("lower_better", False))
 
 
+def is_judge(name: str) -> bool:
+    """Whether ``name`` is one of pegu.lab.judges' text-aware scores ("tiny-…": stand-ins)."""
+    return name.removeprefix("tiny-") in JUDGES
+
+
 def check_metrics(names) -> tuple[str, ...]:
-    """The metric names, each known to pyiqa as a no-reference metric, or a ValueError
-    listing the choices."""
+    """The metric names, each a no-reference metric of pyiqa or a judge of
+    pegu.lab.judges (hpsv2.1, pickscore, vqa), or a BadInput listing the choices."""
     names = (names,) if isinstance(names, str) else tuple(names)
     if not names:
         raise BadInput(f"name at least one IQA metric, e.g. {', '.join(PANEL)}")
-    known = set(_pyiqa().list_models(metric_mode="NR"))
-    unknown = [n for n in names if n not in known]
+    rest = [n for n in names if not (isinstance(n, str) and is_judge(n))]
+    known = set(_pyiqa().list_models(metric_mode="NR")) if rest else set()
+    unknown = [n for n in rest if n not in known]
     if unknown:
         raise BadInput(f"unknown no-reference IQA metric {', '.join(map(repr, unknown))}; "
-                         f"pegu's panel is {', '.join(PANEL)} (all of pyiqa's: "
+                         f"pegu's panel is {', '.join(PANEL)}, its judges "
+                         f"{', '.join(JUDGES)} (all of pyiqa's: "
                          "python -c 'import pyiqa; print(pyiqa.list_models(\"NR\"))')")
     return names
 
@@ -144,16 +156,28 @@ def _tensor(image, dtype: str = "float"):
     return t.float() / 255 if dtype == "float" else t
 
 
-def score(images, metrics=PANEL, device="auto", **kwargs) -> dict[str, list[float]]:
-    """Each no-reference metric on each image: ``{metric: [score per image]}``.
+def score(images, metrics=PANEL, device="auto", prompts=None,
+          offline: bool | None = None, **kwargs) -> dict[str, list[float]]:
+    """Each metric on each image: ``{metric: [score per image]}``.
 
-    images: PIL images, numpy arrays or image paths (any size; RGB is scored)."""
+    images: PIL images, numpy arrays or image paths (any size; RGB is scored). prompts: one
+    per image (or one for all), for the judges (hpsv2.1, pickscore, vqa), which read the
+    prompt beside the image."""
     import torch
 
     metrics = check_metrics(metrics)
     images = list(images)
     out = {}
     for name in metrics:
+        if is_judge(name):
+            if prompts is None:
+                raise BadInput(f"{name} scores an image against its prompt: give the prompts")
+            judge = judges.load_judge(name.removeprefix("tiny-"), device=device,
+                                      offline=offline, tiny=name.startswith("tiny-"))
+            out[name] = judge.score([read_image(i) if isinstance(i, (str, Path)) else i
+                                     for i in images], prompts)
+            del judge
+            continue
         metric = load_metric(name, device=device, **kwargs)
         with torch.no_grad():
             out[name] = [float(metric(_tensor(im).to(metric.device))) for im in images]
@@ -315,3 +339,59 @@ def _given(d: int):
             return x
 
     return Given()
+
+
+# ---- CMMD ----
+
+def cmmd(generated, real, *, crop: int | None = None, embedder="default",
+         device="auto", offline: bool | None = None) -> dict:
+    """CMMD (Jayasumana et al. 2024) of ``generated`` against ``real`` photographs (folders,
+    paths or images): ``cmmd`` as google-research/cmmd computes it and ``cmmd_unbiased``
+    (each set's pairs with itself left out; see :func:`pegu.lab.judges.mmd`), whole images
+    and with ``crop`` the crops of a centred ``crop``² grid (``cmmd_crop``…). Lower is
+    better. embedder: a loaded pegu.lab.judges.ClipEmbedder, "default" (CLIP ViT-L/14-336)
+    or "tiny" (a stand-in)."""
+    gen, ref = images_in(generated), images_in(real)
+    check_crop(crop)
+    if not isinstance(embedder, judges.ClipEmbedder):
+        embedder = judges.load_embedder("tiny" if embedder == "tiny" else judges.CMMD_CLIP,
+                                        device=device, offline=offline)
+    return compare_cmmd(embeddings(gen, embedder, crop), embeddings(ref, embedder, crop))
+
+
+def embeddings(items, embedder, crop: int | None) -> dict:
+    """{"": CMMD embeddings of the whole images, "_crop": of their crops, "n": count}."""
+    from PIL import Image
+
+    whole, cropped = [], []
+    for im in items:
+        t = _tensor(im, "uint8")
+        whole.append(embedder.embed([Image.fromarray(t[0].permute(1, 2, 0).numpy())]))
+        if crop:
+            cropped.append(embedder.embed([Image.fromarray(c[0].permute(1, 2, 0).numpy())
+                                           for c in crops(t, crop)]))
+    out = {"": np.concatenate(whole), "n": len(items)}
+    if crop:
+        out["_crop"] = np.concatenate(cropped)
+    return out
+
+
+def compare_cmmd(gen: dict, real: dict) -> dict:
+    """CMMD of two :func:`embeddings` results (see :func:`cmmd`)."""
+    out = {"n_generated": gen["n"], "n_real": real["n"]}
+    for suffix in [k for k in ("", "_crop") if k in gen]:
+        g, r = gen[suffix], real[suffix]
+        if len(g) < 2 or len(r) < 2:
+            raise BadInput(f"CMMD needs at least 2 samples on each side, got {len(g)} "
+                           f"generated and {len(r)} real{' crops' if suffix else ''}")
+        out[f"cmmd{suffix}"] = judges.mmd(g, r)
+        out[f"cmmd{suffix}_unbiased"] = judges.mmd(g, r, unbiased=True)
+        if suffix:
+            out["n_crops_generated"], out["n_crops_real"] = len(g), len(r)
+    return out
+
+
+CMMD_CAVEAT = ("CMMD is computed as the reference does, each set's pairs with itself "
+               "included: from N and M images that adds up to 1000·0.02·(1/N + 1/M) (20 at "
+               "N = M = 2, 2 at 20 images), so compare only at equal image counts; "
+               "cmmd_unbiased leaves those pairs out and compares across counts")

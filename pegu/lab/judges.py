@@ -30,8 +30,9 @@ import numpy as np
 from ..core import compat
 from ..core.device import resolve_device
 from ..core.errors import BadInput, MissingPackage, WeightsError
+from ..core.images import read_image
 from ..core.registry import HPS_V21
-from ..sources import fetch_file, from_pretrained, is_offline
+from ..sources import fetch_file, from_pretrained, is_offline, load_state_dict
 from .metrics import Clip, load_clip
 
 INSTALL = "pip install 'pegu[iqa]' (or: pip install -r requirements-iqa.txt)"
@@ -55,9 +56,7 @@ OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 def _rgb(image):
     from PIL import Image
 
-    from ..core.images import read_image
-
-    if isinstance(image, (str,)) or hasattr(image, "__fspath__"):
+    if isinstance(image, str) or hasattr(image, "__fspath__"):
         image = read_image(image)
     if isinstance(image, np.ndarray):
         image = Image.fromarray(image)
@@ -176,7 +175,6 @@ def load_hps(weights=None, device="auto", offline: bool | None = None) -> HPS:
     import torch
 
     open_clip = _open_clip()
-    from ..sources import load_state_dict
 
     dev = resolve_device(device)
     tokenizer = open_clip.get_tokenizer("ViT-H-14")  # open_clip's bundled BPE vocabulary

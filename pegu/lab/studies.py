@@ -18,7 +18,10 @@ from ..generate.faces import refine_faces
 from ..pipeline import timed_run
 from ..upscale import load_upscaler
 from . import metrics as M
-from .iqa import KID_SUBSETS, check_crop, compare, features, images_in, inception, lower_better
+from .check import flag
+from . import judges
+from .iqa import (CMMD_CAVEAT, KID_SUBSETS, check_crop, compare, compare_cmmd, embeddings,
+                  features, images_in, inception, lower_better)
 from .metrics import seam_ratio
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "cat")  # scikit-image's colour photos
@@ -307,7 +310,7 @@ def overview(table):
     cost and quality."""
     first = ["model", "generate.prompt", "generate.seed", "mode", "upscale.model", "status",
              "seconds", "seconds_min", "seconds_max", "peak_mib", "generate.seconds", "upscale.seconds", "clip_score", "clip_realism",
-             "attribute_control", "sharpness", "error"]
+             "attribute_control", "vqa_control", "sharpness", "error"]
     return table[[c for c in first if c in table]]
 
 
@@ -319,14 +322,28 @@ _READ = {"seconds": ("Fastest", "Time", "s per image", False),
          "clip_score": ("Best prompt match (CLIP score)", "Prompt match (CLIP score)", "",
                         True),
          "attribute_hit": ("Follows attribute edits best", "Attribute control", "", True),
+         "vqa_hit": ("Follows attribute edits best (VQA)", "Attribute control (VQA questions)",
+                     "", True),
          "sharpness": ("Sharpest", "Sharpness", "", True)}
+_JUDGED = {"hpsv2.1": "Human preference (HPSv2.1)", "pickscore": "Human preference (PickScore)",
+           "vqa": "Prompt faithfulness (VQA P(yes))"}
 
 
 def _reads(table) -> dict:
-    """_READ, and a line per pyiqa column (``iqa.<name>``) the table holds."""
-    extra = {c: (f"Best {c[4:]} (pyiqa)", f"{c[4:]} (pyiqa)", "", not lower_better(c[4:]))
-             for c in map(str, table.columns) if c.startswith("iqa.") and c.count(".") == 1}
-    return {**_READ, **extra}
+    """_READ, and a line per IQA column (``iqa.<name>``: pyiqa's and the judges') the table
+    holds; a measure that failed pegu's sanity check says so (pegu.lab.check.flag)."""
+    extra = {}
+    for c in map(str, table.columns):
+        if c.startswith("iqa.") and not c.endswith((".lo", ".hi")):
+            name = c[4:]
+            judged = _JUDGED.get(name.removeprefix("tiny-"))
+            measure = (judged + (" stand-in" if name.startswith("tiny-") else "")
+                       if judged else f"{name} (pyiqa)")
+            extra[c] = (f"Best {measure[0].lower()}{measure[1:]}", measure, "",
+                        not lower_better(name))
+    reads = {**_READ, **extra}
+    return {c: (what + flag(c), measure + flag(c), unit, higher)
+            for c, (what, measure, unit, higher) in reads.items()}
 
 
 # The fewest values an interval is drawn from: a percentile bootstrap of 2-4 values resamples
@@ -418,7 +435,8 @@ def summarize(table) -> str:
     table_md = shown.apply(lambda r: [int(r.n)] + [_mean_ci(ci.loc[r.name], c)
                                                    for c in shown.columns[1:]],
                            axis=1, result_type="expand")
-    table_md.columns = [{"attribute_hit": "attribute_control"}.get(c, c) for c in shown.columns]
+    table_md.columns = [{"attribute_hit": "attribute_control", "vqa_hit": "vqa_control"}.get(c, c)
+                        + flag(c, short=True) for c in shown.columns]
     lines += ["", _table_title(ci), "", _markdown(table_md)]
     return "\n".join(lines)
 
@@ -448,7 +466,7 @@ def _leader(ci, col: str, names: tuple[str, str], unit: str, higher: bool, table
     what, measure = names
     unit = f" {unit}" if unit else ""
     chance = (f"; chance {table['attribute_chance'].dropna().mean():.2g}"
-              if col == "attribute_hit" and "attribute_chance" in table else "")
+              if col in ("attribute_hit", "vqa_hit") and "attribute_chance" in table else "")
     if len(order) > 1:
         second = order.index[1]
         lo, hi = ci.loc[best, f"{col}.lo"], ci.loc[best, f"{col}.hi"]
@@ -494,30 +512,45 @@ def _markdown(df) -> str:
                      [head, ["---"] * len(head)] + rows)
 
 
-def fid_reading(table, real, crop: int | None = None, weights=None, device="auto") -> str:
+def fid_reading(table, real, crop: int | None = None, weights=None, device="auto",
+                cmmd=None) -> str:
     """FID and KID per model of a sweep's images against a folder of ``real`` photographs
-    (whole images, and with ``crop`` crops at native resolution), in Markdown; a line
-    saying so when no folder is given. See :func:`pegu.iqa.fid_kid`."""
+    (whole images, and with ``crop`` crops at native resolution), in Markdown; with ``cmmd``
+    (a CLIP name for pegu.lab.judges.load_embedder, "tiny", or a loaded embedder) CMMD
+    beside them; a line saying so when no folder is given. See :func:`pegu.iqa.fid_kid`
+    and :func:`pegu.iqa.cmmd`."""
     import pandas as pd
 
     if not real:
-        return "No folder of real photographs given (`real_photos`): FID and KID skipped."
+        return "No folder of real photographs given (`real_photos`): FID, KID and CMMD skipped."
     check_crop(crop)
     ok = table[(table["status"] == "ok") & table["image"].notna()]
     net = inception(weights, device)
-    reference = features(images_in(real), net, crop)  # once, for every model
+    real_images = images_in(real)
+    reference = features(real_images, net, crop)  # once, for every model
+    embedder = None
+    if cmmd:
+        embedder = cmmd if isinstance(cmmd, judges.ClipEmbedder) else judges.load_embedder(
+            cmmd, device=device)
+        reference_emb = embeddings(real_images, embedder, crop)
     rows = []
     for model, group in ok.groupby("model", sort=True):
         if len(group) < 2:
             rows.append({"model": model, "images": len(group), "FID": "needs ≥ 2 images"})
             continue
-        r = compare(features(images_in(list(group["image"])), net, crop), reference,
-                     KID_SUBSETS)
+        mine = images_in(list(group["image"]))
+        r = compare(features(mine, net, crop), reference, KID_SUBSETS)
         row = {"model": model, "images": len(group), "FID": fmt(r["fid"], 4),
                "KID": kid_text(r["kid"], r["kid_std"])}
+        if embedder is not None:
+            c = compare_cmmd(embeddings(mine, embedder, crop), reference_emb)
+            row.update(CMMD=fmt(c["cmmd"], 4), CMMD_unbiased=fmt(c["cmmd_unbiased"], 4))
         if crop:
             row.update({"crops": r["n_crops_generated"], "FID_crop": fmt(r["fid_crop"], 4),
                         "KID_crop": kid_text(r["kid_crop"], r["kid_crop_std"])})
+            if embedder is not None:
+                row.update(CMMD_crop=fmt(c["cmmd_crop"], 4),
+                           CMMD_crop_unbiased=fmt(c["cmmd_crop_unbiased"], 4))
         rows.append(row)
     n_real = reference["n"]
     fewest = min(len(g) for _, g in ok.groupby("model")) if len(ok) else 0
@@ -528,6 +561,8 @@ def fid_reading(table, real, crop: int | None = None, weights=None, device="auto
                "models only at the same number of images, and read no ranking into "
                "differences of a few points. " if fewest < FID_FULL_RANK else "")
             + "KID is unbiased; its ± is the spread over random subsets, absent where every "
-            "subset holds every image:")
+            "subset holds every image"
+            + (f". CMMD: MMD of CLIP ViT-L/14-336 embeddings (×1000, lower is better); "
+               f"{CMMD_CAVEAT}" if embedder is not None else "") + ":")
     return head + "\n\n" + _markdown(pd.DataFrame(rows).set_index("model").fillna(""))
 

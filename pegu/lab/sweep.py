@@ -20,6 +20,7 @@ import time
 import traceback
 from pathlib import Path
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from ..core.device import gpu_count, resolve_device
@@ -50,13 +51,53 @@ def add_iqa(table, out: Path, grid, device="auto") -> bool:
     for name in names:
         todo = [i for i in ok.index if name not in kept.get(ok.at[i, "run_id"], {})]
         if todo:
-            scores = score([ok.at[i, "image"] for i in todo], [name], device=device)[name]
+            scores = score([ok.at[i, "image"] for i in todo], [name], device=device,
+                           prompts=[str(ok.at[i, "generate.prompt"]) for i in todo])[name]
             for i, v in zip(todo, scores):
                 kept.setdefault(ok.at[i, "run_id"], {})[name] = round(v, 4)
             atomic_write(path, lambda tmp: tmp.write_text(json.dumps(kept, indent=1)))
         table[f"iqa.{name}"] = [kept.get(r, {}).get(name) if s == "ok" else None
                                 for r, s in zip(table["run_id"], table["status"])]
+        if name.removeprefix("tiny-") == "vqa":
+            add_vqa_control(table, name, grid, device)
     return True
+
+
+def add_vqa_control(table, name: str, grid, device="auto") -> None:
+    """Attribute control by questions, beside CLIP's: in each group of
+    :func:`add_attribute_control`, the VQA model is asked
+    :data:`pegu.lab.judges.QUESTION` about every variant's prompt for every image;
+    ``vqa_hit`` is 1 where it says "yes" most surely to the image's own variant (chance
+    1 / number of variants, as for CLIP), ``vqa_yes`` 1 where it answers "yes" rather than
+    "no" to its own prompt (chance about 1/2), ``vqa_control`` the group's share of hits."""
+    from PIL import Image
+
+    from . import judges
+
+    if not grid.get("attributes") or not len(table):
+        return
+    vqa = judges.load_judge("vqa", device=device, tiny=name.startswith("tiny-"))
+    for _, group in _groups(table):
+        if (group["status"] == "ok").all() and len(group) > 1:
+            prompts = list(group["generate.prompt"])
+            hits, yes = [], []
+            for k, path in enumerate(group["image"]):
+                with Image.open(path) as im:
+                    im = im.convert("RGB")
+                    p = [vqa.yes_no(im, judges.QUESTION.format(q)) for q in prompts]
+                hits.append(float(int(np.argmax([y for y, _ in p])) == k))
+                yes.append(float(p[k][0] > p[k][1]))
+            table.loc[group.index, "vqa_hit"] = hits
+            table.loc[group.index, "vqa_yes"] = yes
+            table.loc[group.index, "vqa_control"] = round(sum(hits) / len(hits), 4)
+            table.loc[group.index, "attribute_chance"] = round(1 / len(hits), 4)
+
+
+def _groups(table):
+    """The groups of runs that differ only in the prompt (an attribute grid's variants)."""
+    fields = flatten(RunSettings(GenerateSettings("")).to_dict())
+    keys = [c for c in fields if c in table and c != "generate.prompt"]
+    return table.groupby([table[k].astype(str) for k in keys], dropna=False)
 
 
 def add_attribute_control(table, clip, grid) -> None:
@@ -69,9 +110,7 @@ def add_attribute_control(table, clip, grid) -> None:
 
     if clip is None or not grid.get("attributes") or not len(table):
         return
-    fields = flatten(RunSettings(GenerateSettings("")).to_dict())
-    keys = [c for c in fields if c in table and c != "generate.prompt"]
-    for _, group in table.groupby([table[k].astype(str) for k in keys], dropna=False):
+    for _, group in _groups(table):
         if (group["status"] == "ok").all() and len(group) > 1:
             images = [Image.open(p).convert("RGB") for p in group["image"]]
             hits = attribute_hits(clip, images, list(group["generate.prompt"]))
