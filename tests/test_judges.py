@@ -197,3 +197,116 @@ def test_real_weights_offline_are_refused_with_where_to_put_them():
     with pytest.raises(BadInput, match="one prompt per image"):
         J.load_judge("pickscore", device="cpu", tiny=True).score(
             [Image.new("RGB", (8, 8))] * 2, ["a", "b", "c"])
+
+
+# ---- the judges in a sweep, the CLI, and the sanity check ----
+
+def test_a_sweep_judges_its_images_and_asks_questions(tmp_path, capsys):
+    """The judges as a grid's iqa names: a column each, read by summarize with its
+    direction; an attribute grid gets VQA's attribute control beside (here without) CLIP's;
+    the CLI reads each image's prompt from its recipe."""
+    from pegu.cli import main
+    from pegu.lab.studies import summarize
+    from pegu.lab.sweep import sweep
+
+    grid = {"base": {"generate": {"width": 64, "height": 64, "steps": 1}, "target": [128, 128],
+                     "upscale": {"model": "realesr-animevideov3"}},
+            "models": ["tiny-sd15"], "seeds": [0],
+            "attributes": {"template": "portrait of a woman with {hair} hair",
+                           "hair": ["red", "black", "blond"]},
+            "iqa": ["tiny-pickscore", "tiny-hpsv2.1", "tiny-vqa"]}
+    table = sweep(grid, tmp_path / "sweep")
+    for c in ("iqa.tiny-pickscore", "iqa.tiny-hpsv2.1", "iqa.tiny-vqa"):
+        assert table[c].notna().all() and table[c].nunique() > 1, c
+    assert table["iqa.tiny-vqa"].between(0, 1).all()
+    assert table.vqa_hit.isin([0.0, 1.0]).all() and table.vqa_yes.isin([0.0, 1.0]).all()
+    assert table.vqa_control.iloc[0] == pytest.approx(table.vqa_hit.mean(), abs=1e-4)
+    assert table.attribute_chance.eq(round(1 / 3, 4)).all()
+    saved = pd_read(tmp_path / "sweep" / "results.csv")
+    assert {"iqa.tiny-pickscore", "vqa_control"} <= set(saved.columns)
+    reading = summarize(table)
+    assert "Human preference (PickScore) stand-in: tiny-sd15" in reading
+    assert "Human preference (HPSv2.1) stand-in" in reading
+    assert "Attribute control (VQA questions): tiny-sd15" in reading and "chance 0.33" in reading
+    # the CLI, on the sweep's images: prompts from their recipes, the same scores
+    images = sorted((tmp_path / "sweep" / "images").glob("*.png"))
+    assert main(["iqa", *map(str, images), "--metrics", "tiny-pickscore", "--device", "cpu",
+                 "--csv", str(tmp_path / "s.csv")]) == 0
+    capsys.readouterr()
+    cli = pd_read(tmp_path / "s.csv", index_col=0)["tiny-pickscore"]
+    by_image = dict(zip(table["image"].map(lambda p: Path(p).name), table["iqa.tiny-pickscore"]))
+    for path, v in cli.items():
+        assert v == pytest.approx(by_image[Path(path).name], abs=1e-4)
+
+
+def pd_read(path, **kw):
+    import pandas as pd
+
+    return pd.read_csv(path, **kw)
+
+
+def test_judges_need_a_prompt(photo_folder, capsys):
+    from pegu.cli import main
+
+    assert main(["iqa", str(photo_folder), "--metrics", "tiny-vqa", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "holds no pegu recipe" in err and "--prompt" in err and "Traceback" not in err
+    assert main(["iqa", str(photo_folder), "--metrics", "tiny-vqa,piqe", "--prompt",
+                 "a photograph", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "tiny-vqa" in out and "astronaut.png" in out
+
+
+def test_cmmd_beside_fid_whole_and_on_crops(photo_folder, random_inception, tmp_path, capsys):
+    from pegu.cli import main
+    from pegu.lab import iqa
+
+    gen = tmp_path / "generated"
+    gen.mkdir()
+    for p in sorted(photo_folder.iterdir())[:3]:
+        Image.open(p).convert("RGB").filter(__import__("PIL.ImageFilter").ImageFilter
+                                            .GaussianBlur(3)).save(gen / p.name)
+    r = iqa.cmmd(gen, photo_folder, crop=128, embedder="tiny", device="cpu")
+    assert r["n_generated"] == 3 and r["n_real"] == 4 and r["n_crops_generated"] >= 3
+    assert r["cmmd"] > r["cmmd_unbiased"] and r["cmmd_crop"] > r["cmmd_crop_unbiased"]
+    same = iqa.cmmd(photo_folder, photo_folder, embedder="tiny", device="cpu")
+    assert same["cmmd"] == pytest.approx(0, abs=1e-9)
+    assert main(["iqa", str(gen), "--metrics", "none", "--real", str(photo_folder), "--crop",
+                 "128", "--inception", str(random_inception), "--cmmd", "tiny",
+                 "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "CMMD " in out and "CMMD_crop" in out and "compare only at equal image counts" in out
+    assert main(["iqa", str(gen), "--metrics", "piqe", "--cmmd", "tiny"]) == 2
+    assert "--cmmd needs --real" in capsys.readouterr().err
+
+
+def test_the_sanity_check_orders_real_photos_above_damaged_copies(tmp_path, capsys):
+    """pegu iqa --check on the real photographs of people, with the real x4plus as one
+    damage: a noise estimator read as a quality score fails (it only sees noise), PIQE
+    passes; the verdicts flag a failing metric in summarize's tables."""
+    import pandas as pd
+
+    from pegu.cli import main
+    from pegu.lab import check
+    from pegu.lab.studies import summarize
+
+    assert main(["iqa", "--check", "--metrics", "noise,piqe", "--device", "cpu",
+                 "--csv", str(tmp_path / "check.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "| noise | 0% | 0% | 100% | 0% | 0% | 20% | 20% | **fails** |" in out
+    assert "| iqa.piqe |" in out and "x4 upscaler" in out
+    table = pd.read_csv(tmp_path / "check.csv")
+    alls = table[table.damage == "all"].set_index("metric")
+    assert alls.loc["iqa.piqe", "passed"] and not alls.loc["noise", "passed"]
+    assert alls.loc["iqa.piqe", "pairs"] == 15 and alls.loc["iqa.piqe", "crop_pairs"] == 60
+    assert set(check.verdicts()) == {"noise", "iqa.piqe"}
+    # a failing metric is flagged wherever a table shows it; a passing one is not
+    check.sanity_check(["sharpness"], upscaler=None, device="cpu")  # noise damage: fails
+    assert not check.verdicts()["sharpness"]["passed"]
+    rows = pd.DataFrame({"model": ["a"] * 2, "status": "ok", "seconds": [1.0, 1.1],
+                         "peak_mib": 10.0, "sharpness": [5.0, 6.0], "iqa.piqe": [30.0, 31.0]})
+    reading = summarize(rows)
+    assert "sharpness ⚠" in reading and "iqa.piqe ⚠" not in reading
+    assert "failed pegu's sanity check" not in summarize(rows.drop(columns="sharpness"))
+    check.check_path().write_text("not json")  # a damaged file: no flags, no crash
+    assert check.verdicts() == {} and "⚠" not in summarize(rows)

@@ -293,9 +293,10 @@ def _tiny_vqa():
                          num_hidden_layers=2, num_attention_heads=4, encoder_hidden_size=32,
                          max_position_embeddings=64, bos_token_id=ids["[DEC]"],
                          pad_token_id=ids["[PAD]"], sep_token_id=ids["[SEP]"],
-                         eos_token_id=ids["[SEP]"]),
+                         eos_token_id=ids["[SEP]"], initializer_range=0.5),
         vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                           num_attention_heads=4, image_size=32, patch_size=8))
+                           num_attention_heads=4, image_size=32, patch_size=8,
+                           initializer_range=0.5))  # wide weights: answers that vary
     proc = BlipImageProcessor(size={"height": 32, "width": 32})
     return BlipForQuestionAnswering(cfg), tok, proc
 
