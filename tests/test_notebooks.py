@@ -36,12 +36,15 @@ def executed(tmp_path_factory, photo_folder, random_inception):
     out = tmp_path_factory.mktemp("notebooks")
     done = {}
     # 01 also scores pyiqa's weight-free metrics and FID/KID (Inception with random weights)
+    # and pegu's judges (random stand-ins), CMMD, and the sanity check on the real photos
     extra = {"01_model_comparison.ipynb": dict(
-        iqa=["piqe", "entropy"], real_photos=str(photo_folder), fid_crop=128,
-        inception=str(random_inception))}
+        iqa=["piqe", "entropy", "tiny-pickscore", "tiny-vqa"], real_photos=str(photo_folder),
+        fid_crop=128, inception=str(random_inception), cmmd_model="tiny",
+        check_metrics=["sharpness", "noise", "piqe"], check_upscaler="realesr-animevideov3")}
     # as in Jupyter and on Kaggle: figures shown inline (papermill's kernel would otherwise
     # take whatever MPLBACKEND the test process has)
-    env = {"MPLBACKEND": "module://matplotlib_inline.backend_inline"}
+    env = {"MPLBACKEND": "module://matplotlib_inline.backend_inline",
+           "PEGU_CACHE": str(out / "pegu-cache")}  # the check's verdicts, not the user's
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     for name, params in SMALL.items():
@@ -109,6 +112,15 @@ def test_papermill_runs_the_notebook(executed, name):
         assert "- piqe (pyiqa): tiny-sd15 " in text and "iqa.entropy" in text
         assert "FID and KID against 4 real photographs" in text and "| tiny-sd15 | 2 | " in \
             text.split("FID and KID against")[1]
+        assert "CMMD: MMD of CLIP ViT-L/14-336" in text and "CMMD_crop_unbiased" in text
+        # the judges' columns, VQA's attribute control, the frontier read by preference
+        assert "Human preference (PickScore) stand-in: tiny-sd15" in text
+        assert "Attribute control (VQA questions): tiny-sd15" in text
+        assert "iqa.tiny-pickscore (higher is better)" in text
+        # the sanity check: noise fails on the real photos, and the tables flag it and
+        # sharpness (which prefers the noisy copies), not piqe
+        assert "| noise | 0% | 0% | 100% | 0% |" in text and "| iqa.piqe |" in text
+        assert "| sharpness ⚠ |" in text and "iqa.piqe ⚠" not in text
     else:
         assert {"upscaled.png", "side_by_side.png", "tiles.png", "seam.png",
                 "upscale_vs_direct.png"} <= set(pngs)

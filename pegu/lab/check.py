@@ -21,6 +21,7 @@ import numpy as np
 from ..core.errors import BadInput
 from ..core.images import atomic_write
 from ..sources import cache_dir
+from ..upscale import load_upscaler
 from . import metrics as M
 from .iqa import lower_better
 
@@ -115,10 +116,11 @@ def sanity_check(metrics=WEIGHT_FREE, photos=None, upscaler=None, crop: int = 22
                  clip=None, device="auto", save: bool = True):
     """How often each metric ranks a real photograph above its damaged copy.
 
-    metrics: names (see :func:`scorers`). photos: {name: image} (default
+    metrics: names (see :func:`scorers`); clip: a CLIP (name or loaded) for clip_realism.
+    photos: {name: image} (default
     :func:`people_photos`); their captions are the prompts text-aware metrics read
     (:data:`CAPTIONS`, else "a photograph of a person"). upscaler: a loaded Upscaler for the
-    "x4 upscaler" damage (None: that damage is left out). crop: crop size in px.
+    "x4 upscaler" damage, or its name (None / "": that damage is left out). crop: crop size in px.
     Returns a DataFrame, one row per metric and damage plus an "all" row per metric:
     pairs, whole (share ordered correctly, 0–1, higher is better), crop_pairs, crops,
     passed (both shares at least :data:`PASS`). With ``save`` the verdicts are kept for
@@ -129,6 +131,10 @@ def sanity_check(metrics=WEIGHT_FREE, photos=None, upscaler=None, crop: int = 22
     photos = photos if photos is not None else people_photos()
     if not photos:
         raise BadInput("the sanity check needs at least one photograph")
+    metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics)
+    clip = M.as_clip(clip, device=device) if "clip_realism" in metrics else None
+    if isinstance(upscaler, str):
+        upscaler = load_upscaler(upscaler, device=device) if upscaler else None
     copies = {n: damaged(p, upscaler) for n, p in photos.items()}
     rows = []
     for column, (score, higher) in scorers(metrics, clip, device).items():
