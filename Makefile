@@ -24,6 +24,8 @@ $(STAMP): $(BIN)/python requirements.txt requirements-dev.txt requirements-iqa.t
 	# HPSv2's own package, the reference tests/test_judges.py holds pegu's HPSv2.1 to: its
 	# pins (pytest 7.2, protobuf < 4) would break this environment, its code does not
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps hpsv2==1.2.0
+	# likewise image-reward, ImageReward's (pins timm 0.6.13, fairscale)
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps image-reward==1.5
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $@
 

@@ -80,6 +80,105 @@ def test_hpsv2_matches_the_hpsv2_package(hps_reference, photos):
     assert len(set(np.round(got, 6))) == 3  # the three differ: not a constant
 
 
+@pytest.fixture(scope="module")
+def imagereward_reference():
+    """image-reward 1.5's BLIP modules (vit.py, med.py), imported by path: the package's
+    __init__ pulls in its training code (datasets, diffusers pins). Four shims, for this
+    test only: fairscale's checkpoint wrapper (activation checkpointing, unused at
+    inference) and three helpers transformers 5 removed, restored as transformers 4 wrote
+    them."""
+    import types
+
+    spec = importlib.util.find_spec("ImageReward")
+    if spec is None:
+        pytest.skip("image-reward (the reference) is not installed: make setup installs it "
+                    "--no-deps")
+    root = Path(spec.submodule_search_locations[0]) / "models" / "BLIP"
+    saved = {n: sys.modules.get(n) for n in ("fairscale", "fairscale.nn",
+                                             "fairscale.nn.checkpoint",
+                                             "fairscale.nn.checkpoint.checkpoint_activations")}
+    for n in saved:
+        sys.modules[n] = types.ModuleType(n)
+    sys.modules["fairscale.nn.checkpoint.checkpoint_activations"].checkpoint_wrapper = \
+        lambda module, **kw: module
+    import transformers.modeling_utils as mu
+
+    patched = {n: getattr(mu, n, None) for n in ("apply_chunking_to_forward",
+                                                   "find_pruneable_heads_and_indices",
+                                                   "prune_linear_layer")}
+    mu.apply_chunking_to_forward = lambda forward, chunk_size, dim, *inputs: forward(*inputs)
+    mu.find_pruneable_heads_and_indices = mu.prune_linear_layer = None  # pruning: unused
+    modules = {}
+    try:
+        for name in ("vit", "med"):
+            s = importlib.util.spec_from_file_location(f"imagereward_{name}", root / f"{name}.py")
+            modules[name] = importlib.util.module_from_spec(s)
+            s.loader.exec_module(modules[name])
+    finally:
+        for n, m in saved.items():
+            sys.modules.pop(n) if m is None else sys.modules.__setitem__(n, m)
+        for n, f in patched.items():
+            delattr(mu, n) if f is None else setattr(mu, n, f)
+    med = modules["med"]
+
+    def invert_attention_mask(self, mask):  # transformers 4's ModuleUtilsMixin
+        ext = mask[:, None, None, :] if mask.dim() == 2 else mask[:, None, :, :]
+        return (1.0 - ext.to(self.dtype)) * torch.finfo(self.dtype).min
+
+    med.BertPreTrainedModel.init_weights = lambda self: self.apply(self._init_weights)
+    med.BertModel.invert_attention_mask = invert_attention_mask
+    med.BertModel.get_head_mask = lambda self, mask, n: [None] * n
+    return modules
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_imagereward_matches_the_image_reward_package(imagereward_reference, photos, tmp_path):
+    from transformers import BertConfig
+    from torchvision.transforms import (CenterCrop, Compose, InterpolationMode, Normalize,
+                                        Resize, ToTensor)
+
+    torch.manual_seed(2)
+    vis, txt = J.TINY_IMAGEREWARD_VISION, J.TINY_IMAGEREWARD_TEXT
+    vit = imagereward_reference["vit"].VisionTransformer(
+        img_size=224, patch_size=16, embed_dim=vis["hidden_size"],
+        depth=vis["num_hidden_layers"], num_heads=vis["num_attention_heads"]).eval()
+    cfg = BertConfig(vocab_size=txt["vocab_size"], hidden_size=txt["hidden_size"],
+                     num_hidden_layers=txt["num_hidden_layers"],
+                     num_attention_heads=txt["num_attention_heads"],
+                     intermediate_size=txt["intermediate_size"],
+                     max_position_embeddings=txt["max_position_embeddings"],
+                     layer_norm_eps=1e-12, add_cross_attention=True)
+    cfg.encoder_width = vis["hidden_size"]  # blip_pretrain.py sets it so
+    bert = imagereward_reference["med"].BertModel(config=cfg, add_pooling_layer=False).eval()
+    mlp = J.reward_head(txt["hidden_size"]).eval()  # ImageReward.py's MLP.layers
+    for p in mlp.parameters():  # its init (std 1/(width+1)) gives near-zero rewards: widen
+        torch.nn.init.normal_(p, std=0.5)
+    state = {**{f"blip.visual_encoder.{k}": v for k, v in vit.state_dict().items()},
+             **{f"blip.text_encoder.{k}": v for k, v in bert.state_dict().items()},
+             **{f"mlp.layers.{k}": v for k, v in mlp.state_dict().items()}}
+    torch.save(state, tmp_path / "ImageReward.pt")
+    ours = J.load_imagereward(tmp_path / "ImageReward.pt", device="cpu", tiny=True)
+    preprocess = Compose([Resize(224, interpolation=InterpolationMode.BICUBIC), CenterCrop(224),
+                          lambda im: im.convert("RGB"), ToTensor(),
+                          Normalize((0.48145466, 0.4578275, 0.40821073),
+                                    (0.26862954, 0.26130258, 0.27577711))])
+    expected = []
+    for im, prompt in zip(photos, PROMPTS):  # ImageReward.score
+        text = ours.tokenizer(prompt, padding="max_length", truncation=True, max_length=35,
+                              return_tensors="pt")
+        with torch.no_grad():
+            emb = vit(preprocess(im)[None])
+            out = bert(text.input_ids, attention_mask=text.attention_mask,
+                       encoder_hidden_states=emb,
+                       encoder_attention_mask=torch.ones(emb.shape[:-1], dtype=torch.long),
+                       return_dict=True)
+            r = mlp(out.last_hidden_state[:, 0, :].float())
+        expected.append(float((r - 0.16717362830052426) / 1.0333394966054072))
+    got = ours.score(photos, PROMPTS)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert len(set(np.round(got, 5))) == 3
+
+
 def test_pickscore_matches_its_model_card(photos):
     from transformers import CLIPProcessor
 
@@ -194,6 +293,8 @@ def test_real_weights_offline_are_refused_with_where_to_put_them():
         J.load_pickscore(device="cpu", offline=True)
     with pytest.raises(WeightsUnavailable, match="blip-vqa-base"):
         J.load_vqa(device="cpu", offline=True)
+    with pytest.raises(WeightsUnavailable, match=r"ImageReward\.pt"):
+        J.load_imagereward(device="cpu", offline=True)
     with pytest.raises(BadInput, match="one prompt per image"):
         J.load_judge("pickscore", device="cpu", tiny=True).score(
             [Image.new("RGB", (8, 8))] * 2, ["a", "b", "c"])
@@ -214,9 +315,9 @@ def test_a_sweep_judges_its_images_and_asks_questions(tmp_path, capsys):
             "models": ["tiny-sd15"], "seeds": [0],
             "attributes": {"template": "portrait of a woman with {hair} hair",
                            "hair": ["red", "black", "blond"]},
-            "iqa": ["tiny-pickscore", "tiny-hpsv2.1", "tiny-vqa"]}
+            "iqa": ["tiny-pickscore", "tiny-hpsv2.1", "tiny-imagereward", "tiny-vqa"]}
     table = sweep(grid, tmp_path / "sweep")
-    for c in ("iqa.tiny-pickscore", "iqa.tiny-hpsv2.1", "iqa.tiny-vqa"):
+    for c in ("iqa.tiny-pickscore", "iqa.tiny-hpsv2.1", "iqa.tiny-imagereward", "iqa.tiny-vqa"):
         assert table[c].notna().all() and table[c].nunique() > 1, c
     assert table["iqa.tiny-vqa"].between(0, 1).all()
     assert table.vqa_hit.isin([0.0, 1.0]).all() and table.vqa_yes.isin([0.0, 1.0]).all()
@@ -227,6 +328,7 @@ def test_a_sweep_judges_its_images_and_asks_questions(tmp_path, capsys):
     reading = summarize(table)
     assert "Human preference (PickScore) stand-in: tiny-sd15" in reading
     assert "Human preference (HPSv2.1) stand-in" in reading
+    assert "Human preference (ImageReward) stand-in" in reading
     assert "Attribute control (VQA questions): tiny-sd15" in reading and "chance 0.33" in reading
     # the CLI, on the sweep's images: prompts from their recipes, the same scores
     images = sorted((tmp_path / "sweep" / "images").glob("*.png"))

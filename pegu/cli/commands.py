@@ -316,7 +316,8 @@ def _prompts(images, prompt: str | None) -> list[str]:
         rec = read_record(p)["pegu"] if Path(p).suffix.lower() == ".png" else None
         if not rec:
             raise BadInput(f"{p} holds no pegu recipe to read its prompt from: give --prompt "
-                           "(hpsv2.1, pickscore and vqa judge an image against its prompt)")
+                           "(hpsv2.1, imagereward, pickscore and vqa judge an image against "
+                           "its prompt)")
         out.append(rec["settings"]["generate"]["prompt"])
     return out
 

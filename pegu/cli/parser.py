@@ -220,7 +220,7 @@ def _iqa(sub) -> None:
     q = sub.add_parser("iqa", help="image-quality metrics: pyiqa's panel, preference scores, "
                        "FID/KID/CMMD, and their sanity check",
                        description="Score images with pyiqa's no-reference metrics and pegu's "
-                       "judges (hpsv2.1, pickscore, vqa: against each image's prompt); with "
+                       "judges (hpsv2.1, imagereward, pickscore, vqa: against each image's prompt); with "
                        "--real, FID and KID (and --cmmd) against real photographs; with "
                        "--check, how often each metric ranks real photographs of people above "
                        "damaged copies (the iqa extra: pip install 'pegu[iqa]').")
@@ -229,7 +229,7 @@ def _iqa(sub) -> None:
                    "the real photographs of people that ship offline)")
     q.add_argument("--metrics", default=None,
                    help=f"comma-separated metrics: pyiqa's no-reference ones and pegu's "
-                   f"judges hpsv2.1, pickscore, vqa (default: pegu's panel, {','.join(PANEL)}; "
+                   f"judges hpsv2.1, imagereward, pickscore, vqa (default: pegu's panel, {','.join(PANEL)}; "
                    "'none' for FID/KID only; with --check also sharpness, noise, clip_realism; "
                    "default there: sharpness,noise,piqe,entropy)")
     q.add_argument("--prompt", help="the prompt the judges score against (default: each "

@@ -473,6 +473,11 @@ INCEPTION = WeightFile(
 HPS_V21 = WeightFile(
     "HPSv2.1", "HPS_v2.1_compressed.pt",
     "https://huggingface.co/xswu/HPSv2/resolve/main/HPS_v2.1_compressed.pt", None, "metrics")
+# ImageReward v1.0 (Xu et al. 2023): the file image-reward 1.5's load("ImageReward-v1.0")
+# downloads; checked by a strict key and shape match
+IMAGEREWARD = WeightFile(
+    "ImageReward", "ImageReward.pt",
+    "https://huggingface.co/THUDM/ImageReward/resolve/main/ImageReward.pt", None, "metrics")
 
 
 def controlnet_spec(name: str | None, family: str, tiny: bool = False) -> ControlNetSpec | None:

@@ -11,7 +11,8 @@ from .sweep import sweep
 
 # the first one measured is used: a human-preference score where the grid's iqa list has
 # one (pegu.lab.judges), else CLIP's, else sharpness
-QUALITY = ("iqa.hpsv2.1", "iqa.pickscore", "iqa.tiny-hpsv2.1", "iqa.tiny-pickscore",
+QUALITY = ("iqa.hpsv2.1", "iqa.imagereward", "iqa.pickscore", "iqa.tiny-hpsv2.1",
+           "iqa.tiny-imagereward", "iqa.tiny-pickscore",
            "clip_realism", "clip_score", "sharpness")
 
 

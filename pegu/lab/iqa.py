@@ -34,7 +34,7 @@ from . import judges
 
 PANEL = ("musiq", "clipiqa", "maniqa", "niqe", "topiq_nr", "topiq_nr-face")
 WEIGHT_FREE = ("piqe", "entropy")  # pyiqa metrics with no weights to download
-JUDGES = judges.PER_IMAGE  # text-aware scores: HPSv2.1, PickScore, VQA yes-probability
+JUDGES = judges.PER_IMAGE  # text-aware: HPSv2.1, ImageReward, PickScore, VQA P(yes)
 INSTALL = "pip install 'pegu[iqa]' (or: pip install -r requirements-iqa.txt)"
 
 
@@ -95,7 +95,7 @@ def is_judge(name: str) -> bool:
 
 def check_metrics(names) -> tuple[str, ...]:
     """The metric names, each a no-reference metric of pyiqa or a judge of
-    pegu.lab.judges (hpsv2.1, pickscore, vqa), or a BadInput listing the choices."""
+    pegu.lab.judges (hpsv2.1, imagereward, pickscore, vqa), or a BadInput listing the choices."""
     names = (names,) if isinstance(names, str) else tuple(names)
     if not names:
         raise BadInput(f"name at least one IQA metric, e.g. {', '.join(PANEL)}")
@@ -161,7 +161,7 @@ def score(images, metrics=PANEL, device="auto", prompts=None,
     """Each metric on each image: ``{metric: [score per image]}``.
 
     images: PIL images, numpy arrays or image paths (any size; RGB is scored). prompts: one
-    per image (or one for all), for the judges (hpsv2.1, pickscore, vqa), which read the
+    per image (or one for all), for the judges (hpsv2.1, imagereward, pickscore, vqa), which read the
     prompt beside the image."""
     import torch
 

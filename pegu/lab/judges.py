@@ -3,7 +3,9 @@ extra, ``pip install 'pegu[iqa]'``):
 
 * **Human-preference scores**, trained on which of two images people chose:
   HPSv2.1 (Wu et al. 2023; an open_clip ViT-H-14, checkpoint ``HPS_v2.1_compressed.pt`` of
-  the Hub repository ``xswu/HPSv2``) and PickScore (Kirstain et al. 2023; the CLIP-H model
+  the Hub repository ``xswu/HPSv2``), ImageReward (Xu et al., NeurIPS 2023; BLIP ViT-L +
+  BERT-base and a reward MLP, ``ImageReward.pt`` of ``THUDM/ImageReward``, through
+  transformers' BLIP classes) and PickScore (Kirstain et al. 2023; the CLIP-H model
   ``yuvalkirstain/PickScore_v1`` with the processor of ``laion/CLIP-ViT-H-14-laion2B-s32B-b79K``).
   Their reference packages do not install beside pegu's stack (``hpsv2`` 1.2.0 pins
   pytest 7.2 and protobuf < 4; ``image-reward`` pins timm 0.6.13; ``t2v_metrics`` pins torch
@@ -44,7 +46,7 @@ VQA_MODEL = "Salesforce/blip-vqa-base"
 QUESTION = 'Does this figure show "{}"? Please answer yes or no.'
 # the per-image scores a grid's ``iqa:`` list may name beside pyiqa's metrics (higher is
 # better for each); "vqa" is the probability of "yes" to QUESTION about the row's prompt
-PREFERENCE = ("hpsv2.1", "pickscore")
+PREFERENCE = ("hpsv2.1", "imagereward", "pickscore")
 PER_IMAGE = PREFERENCE + ("vqa",)
 # CMMD's constants (google-research/cmmd distance.py: _SIGMA = 10, _SCALE = 1000)
 CMMD_SIGMA, CMMD_SCALE = 10.0, 1000.0
@@ -201,6 +203,164 @@ def load_hps(weights=None, device="auto", offline: bool | None = None) -> HPS:
     return HPS(model, tokenizer, dev)
 
 
+# ---- ImageReward ----
+
+# ImageReward's BLIP (its med_config.json: BERT-base with cross-attention to a ViT-L/16 at
+# 224², vocabulary 30524 = bert-base-uncased + [DEC] + [ENC]; vit.py's LayerNorm eps 1e-6)
+IMAGEREWARD_VISION = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
+                          num_attention_heads=16, image_size=224, patch_size=16,
+                          layer_norm_eps=1e-6, hidden_act="gelu")
+IMAGEREWARD_TEXT = dict(vocab_size=30524, hidden_size=768, intermediate_size=3072,
+                        num_hidden_layers=12, num_attention_heads=12, encoder_hidden_size=1024,
+                        max_position_embeddings=512, layer_norm_eps=1e-12, hidden_act="gelu")
+TINY_IMAGEREWARD_VISION = dict(IMAGEREWARD_VISION, hidden_size=48, intermediate_size=192,
+                               num_hidden_layers=2, num_attention_heads=4)
+TINY_IMAGEREWARD_TEXT = dict(IMAGEREWARD_TEXT, hidden_size=32, intermediate_size=64,
+                             num_hidden_layers=2, num_attention_heads=4, encoder_hidden_size=48,
+                             max_position_embeddings=64)
+IMAGEREWARD_MEAN, IMAGEREWARD_STD = 0.16717362830052426, 1.0333394966054072  # ImageReward.py
+
+
+def reward_head(width: int):
+    """ImageReward's MLP: five linear layers with dropout between the first four (no
+    activations, as ImageReward.py has them commented out)."""
+    import torch.nn as nn
+
+    return nn.Sequential(nn.Linear(width, 1024), nn.Dropout(0.2), nn.Linear(1024, 128),
+                         nn.Dropout(0.2), nn.Linear(128, 64), nn.Dropout(0.1),
+                         nn.Linear(64, 16), nn.Linear(16, 1))
+
+
+def _vit_key(k: str) -> str:
+    """A BLIP ViT key (vit.py) -> transformers' BlipVisionModel key (the renaming of
+    transformers' convert_blip_original_pytorch_to_hf.py)."""
+    for a, b in (("cls_token", "embeddings.class_embedding"),
+                 ("pos_embed", "embeddings.position_embedding"),
+                 ("patch_embed.proj.", "embeddings.patch_embedding."),
+                 ("norm.", "post_layernorm.")):
+        if k.startswith(a):
+            return b + k[len(a):]
+    if k.startswith("blocks."):
+        k = "encoder.layers." + k[len("blocks."):]
+        for a, b in ((".norm1.", ".layer_norm1."), (".norm2.", ".layer_norm2."),
+                     (".attn.qkv.", ".self_attn.qkv."), (".attn.proj.", ".self_attn.projection.")):
+            k = k.replace(a, b)
+    return k
+
+
+def imagereward_keys(state: dict) -> dict:
+    """ImageReward.pt's keys -> {"vision." / "text." / "head." + transformers' names}; the
+    text encoder's names are BLIP's own; the unused projections are left out."""
+    out = {}
+    for k, v in state.items():
+        if k.startswith("blip.visual_encoder."):
+            out["vision." + _vit_key(k.removeprefix("blip.visual_encoder."))] = v
+        elif k.startswith("blip.text_encoder.") and not k.endswith("position_ids"):
+            out["text." + k.removeprefix("blip.text_encoder.")] = v
+        elif k.startswith("mlp.layers."):
+            out["head." + k.removeprefix("mlp.layers.")] = v
+    return out
+
+
+@dataclass
+class ImageReward:
+    """ImageReward (Xu et al., NeurIPS 2023): BLIP's text encoder reads the prompt with
+    cross-attention to the image; its [CLS] feature through the reward MLP, standardised
+    ((r − 0.1672) / 1.0333). ImageReward.py's ``score``: the prompt padded to 35 tokens,
+    the image resized (shorter side 224, bicubic), centre-cropped, CLIP's normalisation.
+    About −2 to 2; higher is preferred."""
+
+    vision: object
+    text: object
+    head: object
+    tokenizer: object
+    device: object
+    name: str = "imagereward"
+
+    def preprocess(self, image):
+        from torchvision import transforms as T
+
+        return T.Compose([T.Resize(224, interpolation=T.InterpolationMode.BICUBIC),
+                          T.CenterCrop(224), T.ToTensor(),
+                          T.Normalize(OPENAI_MEAN, OPENAI_STD)])(_rgb(image))
+
+    def score(self, images, prompts) -> list[float]:
+        import torch
+
+        images = list(images)
+        texts = _texts(prompts, len(images))
+        dtype = next(self.vision.parameters()).dtype
+        out = []
+        with torch.no_grad():
+            for im, t in zip(images, texts):
+                tok = self.tokenizer(t, padding="max_length", truncation=True, max_length=35,
+                                     return_tensors="pt").to(self.device)
+                emb = self.vision(pixel_values=self.preprocess(im)[None].to(self.device,
+                                                                            dtype))[0]
+                ones = torch.ones(emb.shape[:-1], dtype=torch.long, device=self.device)
+                h = self.text(input_ids=tok.input_ids, attention_mask=tok.attention_mask,
+                              encoder_hidden_states=emb, encoder_attention_mask=ones,
+                              return_dict=True).last_hidden_state[:, 0, :].float()
+                r = self.head.float()(h)
+                out.append(float((r[0, 0] - IMAGEREWARD_MEAN) / IMAGEREWARD_STD))
+        return out
+
+
+def load_imagereward(weights=None, device="auto", offline: bool | None = None,
+                     tiny: bool = False, tokenizer=None) -> ImageReward:
+    """ImageReward on ``device``: ``weights`` (a file in ImageReward.pt's layout; default
+    pegu's cache, an attached Kaggle input or the download from ``THUDM/ImageReward``), its
+    tokenizer bert-base-uncased with [DEC] and [ENC] added (found like every Hub model).
+    ``tiny``: the same classes at test width (:data:`TINY_IMAGEREWARD_VISION`), random unless
+    ``weights``; ``tokenizer`` then a BERT tokenizer to use."""
+    import torch
+    from transformers import (BertTokenizer, BlipTextConfig, BlipTextModel, BlipVisionConfig,
+                              BlipVisionModel)
+
+    from ..core.registry import IMAGEREWARD
+
+    dev = resolve_device(device)
+    vis_cfg, txt_cfg = ((TINY_IMAGEREWARD_VISION, TINY_IMAGEREWARD_TEXT) if tiny else
+                        (IMAGEREWARD_VISION, IMAGEREWARD_TEXT))
+    torch.manual_seed(0)
+    with compat.quiet_loading():
+        vision = BlipVisionModel(BlipVisionConfig(**vis_cfg))
+        text = BlipTextModel(BlipTextConfig(**txt_cfg), add_pooling_layer=False)
+    head = reward_head(txt_cfg["hidden_size"])
+    parts = {"vision": vision, "text": text, "head": head}
+
+    def build(state, where):
+        state = imagereward_keys(state)
+        for name, module in parts.items():
+            mine = {k[len(name) + 1:]: v for k, v in state.items() if k.startswith(name + ".")}
+            try:
+                module.load_state_dict(mine, strict=True)
+            except RuntimeError as e:
+                raise WeightsError(f"{where} is not an ImageReward checkpoint: "
+                                   f"{' '.join(str(e).split())[:300]}") from None
+        return parts
+
+    if weights is not None:
+        build(load_state_dict(weights), str(weights))
+    elif not tiny:
+        fetch_file(IMAGEREWARD, offline=is_offline(offline), build=build)
+    if tokenizer is None and tiny:
+        tokenizer = _tiny_vqa_tokenizer()
+    if tokenizer is None:
+        def load(where, **kw):
+            tok = BertTokenizer.from_pretrained(where, **kw)
+            tok.add_special_tokens({"bos_token": "[DEC]"})  # blip.py's init_tokenizer
+            tok.add_special_tokens({"additional_special_tokens": ["[ENC]"]})
+            return tok
+
+        with compat.quiet_loading():
+            tokenizer, _ = from_pretrained(load, "bert-base-uncased", marker="vocab.txt",
+                                           offline=is_offline(offline))
+    dtype = torch.float16 if dev.type == "cuda" else torch.float32
+    return ImageReward(vision.eval().to(dev, dtype), text.eval().to(dev, dtype),
+                       head.eval().to(dev), tokenizer, dev)
+
+
 # ---- VQA ----
 
 @dataclass
@@ -271,22 +431,29 @@ TINY_WORDS = ("yes no does this figure show please answer or a an the of with in
               "face").split()
 
 
-def _tiny_vqa():
-    """A random BlipForQuestionAnswering with a word-level BERT vocabulary built in code."""
+def _tiny_vqa_tokenizer():
+    """A word-level BERT tokenizer built in code ([DEC] its bos token)."""
     import tempfile
     from pathlib import Path
 
-    import torch
-    from transformers import (BertTokenizer, BlipConfig, BlipForQuestionAnswering,
-                              BlipImageProcessor)
+    from transformers import BertTokenizer
 
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]", '"', "?", ".", ","]
     vocab += list(TINY_WORDS)
     with tempfile.TemporaryDirectory() as tmp:
         f = Path(tmp) / "vocab.txt"
         f.write_text("\n".join(vocab) + "\n")
-        tok = BertTokenizer(str(f), bos_token="[DEC]")
-    ids = {w: i for i, w in enumerate(vocab)}
+        return BertTokenizer(str(f), bos_token="[DEC]")
+
+
+def _tiny_vqa():
+    """A random BlipForQuestionAnswering with a word-level BERT vocabulary built in code."""
+    import torch
+    from transformers import BlipConfig, BlipForQuestionAnswering, BlipImageProcessor
+
+    tok = _tiny_vqa_tokenizer()
+    vocab = tok.get_vocab()
+    ids = {w: vocab[w] for w in ("[DEC]", "[PAD]", "[SEP]")}
     torch.manual_seed(0)
     cfg = BlipConfig(
         text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64,
@@ -312,6 +479,8 @@ def load_judge(name: str, device="auto", offline: bool | None = None, tiny: bool
         return load_hps("tiny" if tiny else None, device=device, offline=offline)
     if name == "vqa":
         return load_vqa("tiny" if tiny else VQA_MODEL, device=device, offline=offline)
+    if name == "imagereward":
+        return load_imagereward(device=device, offline=offline, tiny=tiny)
     raise BadInput(f"unknown judge {name!r}; pegu's are {', '.join(PER_IMAGE)}")
 
 

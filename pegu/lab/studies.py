@@ -326,6 +326,7 @@ _READ = {"seconds": ("Fastest", "Time", "s per image", False),
                      "", True),
          "sharpness": ("Sharpest", "Sharpness", "", True)}
 _JUDGED = {"hpsv2.1": "Human preference (HPSv2.1)", "pickscore": "Human preference (PickScore)",
+           "imagereward": "Human preference (ImageReward)",
            "vqa": "Prompt faithfulness (VQA P(yes))"}
 
 
