@@ -314,7 +314,8 @@ def test_a_sweep_judges_its_images_and_asks_questions(tmp_path, capsys):
                      "upscale": {"model": "realesr-animevideov3"}},
             "models": ["tiny-sd15"], "seeds": [0],
             "attributes": {"template": "portrait of a woman with {hair} hair",
-                           "hair": ["red", "black", "blond"]},
+                           "hair": ["red", "black", "blond"],
+                           "question": "Does the woman have {hair} hair?"},
             "iqa": ["tiny-pickscore", "tiny-hpsv2.1", "tiny-imagereward", "tiny-vqa"]}
     table = sweep(grid, tmp_path / "sweep")
     for c in ("iqa.tiny-pickscore", "iqa.tiny-hpsv2.1", "iqa.tiny-imagereward", "iqa.tiny-vqa"):
@@ -323,6 +324,16 @@ def test_a_sweep_judges_its_images_and_asks_questions(tmp_path, capsys):
     assert table.vqa_hit.isin([0.0, 1.0]).all() and table.vqa_yes.isin([0.0, 1.0]).all()
     assert table.vqa_control.iloc[0] == pytest.approx(table.vqa_hit.mean(), abs=1e-4)
     assert table.attribute_chance.eq(round(1 / 3, 4)).all()
+    # each image was asked its variant's question (TIFA-style), not the VQAScore template
+    vqa = J.load_vqa("tiny", device="cpu")
+    for _, row in table.iterrows():
+        hair = row["generate.prompt"].split("with ")[1].split(" hair")[0]
+        asked = [vqa.yes_no(Image.open(row["image"]).convert("RGB"),
+                            f"Does the woman have {h} hair?") for h in ("red", "black", "blond")]
+        assert row.vqa_yes == float(asked[["red", "black", "blond"].index(hair)][0]
+                                    > asked[["red", "black", "blond"].index(hair)][1])
+        assert row.vqa_hit == float(int(np.argmax([y for y, _ in asked]))
+                                    == ["red", "black", "blond"].index(hair))
     saved = pd_read(tmp_path / "sweep" / "results.csv")
     assert {"iqa.tiny-pickscore", "vqa_control"} <= set(saved.columns)
     reading = summarize(table)

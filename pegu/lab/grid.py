@@ -142,12 +142,28 @@ def grid_iqa(grid: dict) -> tuple[str, ...]:
 
 def attribute_prompts(spec: dict) -> list[str]:
     """Prompt variants for attribute control: {"template": "a woman with {hair} hair",
-    "hair": ["red", "black"]} -> one prompt per value (one attribute per template)."""
+    "hair": ["red", "black"]} -> one prompt per value (one attribute per template). An
+    optional "question" with the same {slot} is what the VQA model is asked about each
+    variant (:func:`attribute_questions`)."""
+    return list(attribute_questions(spec))
+
+
+def attribute_questions(spec: dict) -> dict[str, str | None]:
+    """{prompt variant: its yes/no question} of an attributes spec: the spec's "question"
+    with the variant's value filled in (TIFA-style, e.g. "Does the woman have {hair}
+    hair?"), or None where it has none (then the VQA model is asked whether the image shows
+    the prompt, pegu.lab.judges.QUESTION)."""
     if not isinstance(spec, dict):
         spec = {}  # refused below, with an example
     template = spec.get("template")
     slots = re.findall(r"\{(\w+)\}", template) if isinstance(template, str) else []
-    names = [k for k in spec if k != "template"]
+    question = spec.get("question") or None
+    if question is not None and (not isinstance(question, str) or not slots
+                                 or re.findall(r"\{(\w+)\}", question) != slots[:1]):
+        raise BadInput(f"attributes: question must be text with the template's one slot, e.g. "
+                       f"'Does the woman have {{{slots[0] if slots else 'hair'}}} hair?'; "
+                       f"got {question!r}")
+    names = [k for k in spec if k not in ("template", "question")]
     if len(slots) != 1 or len(names) != 1 or names[0] not in (slots[0], "values"):
         raise BadInput("attributes needs a template with one {name} and that name's "
                          "values, e.g. {template: 'a woman with {hair} hair', hair: [red, black]}"
@@ -157,7 +173,10 @@ def attribute_prompts(spec: dict) -> list[str]:
             isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in values):
         raise BadInput(f"attributes: {names[0]} must be a list of values (words or numbers), "
                          f"e.g. [red, black]; got {values!r}")
-    return attribute_variants(template, slots[0], [str(v) for v in values])
+    values = [str(v) for v in values]
+    prompts = attribute_variants(template, slots[0], values)
+    asks = attribute_variants(question, slots[0], values) if question else [None] * len(values)
+    return dict(zip(prompts, asks))
 
 
 def run_id(settings: dict) -> str:

@@ -29,7 +29,8 @@ from ..core.images import atomic_write, ensure_writable_dir, remove_stale_temp
 from ..core.settings import GenerateSettings, RunSettings
 from ..pipeline import Models, timed_run
 from . import metrics as M
-from .grid import flatten, grid_iqa, grid_timing, load_grid, read_grid, run_id
+from .grid import (attribute_questions, flatten, grid_iqa, grid_timing, load_grid, read_grid,
+                   run_id)
 from .iqa import score
 from .limits import check_space, earlier_rows, session_deadline
 from .metrics import as_clip, attribute_hits
@@ -65,8 +66,9 @@ def add_iqa(table, out: Path, grid, device="auto") -> bool:
 
 def add_vqa_control(table, name: str, grid, device="auto") -> None:
     """Attribute control by questions, beside CLIP's: in each group of
-    :func:`add_attribute_control`, the VQA model is asked
-    :data:`pegu.lab.judges.QUESTION` about every variant's prompt for every image;
+    :func:`add_attribute_control`, the VQA model is asked every variant's question (the
+    grid's ``attributes.question``, else :data:`pegu.lab.judges.QUESTION` about the prompt)
+    for every image;
     ``vqa_hit`` is 1 where it says "yes" most surely to the image's own variant (chance
     1 / number of variants, as for CLIP), ``vqa_yes`` 1 where it answers "yes" rather than
     "no" to its own prompt (chance about 1/2), ``vqa_control`` the group's share of hits."""
@@ -76,15 +78,17 @@ def add_vqa_control(table, name: str, grid, device="auto") -> None:
 
     if not grid.get("attributes") or not len(table):
         return
+    asks = attribute_questions(grid["attributes"])
     vqa = judges.load_judge("vqa", device=device, tiny=name.startswith("tiny-"))
     for _, group in _groups(table):
         if (group["status"] == "ok").all() and len(group) > 1:
             prompts = list(group["generate.prompt"])
+            questions = [asks.get(q) or judges.QUESTION.format(q) for q in prompts]
             hits, yes = [], []
             for k, path in enumerate(group["image"]):
                 with Image.open(path) as im:
                     im = im.convert("RGB")
-                    p = [vqa.yes_no(im, judges.QUESTION.format(q)) for q in prompts]
+                    p = [vqa.yes_no(im, q) for q in questions]
                 hits.append(float(int(np.argmax([y for y, _ in p])) == k))
                 yes.append(float(p[k][0] > p[k][1]))
             table.loc[group.index, "vqa_hit"] = hits
