@@ -423,3 +423,23 @@ def test_the_sanity_check_orders_real_photos_above_damaged_copies(tmp_path, caps
     assert "failed pegu's sanity check" not in summarize(rows.drop(columns="sharpness"))
     check.check_path().write_text("not json")  # a damaged file: no flags, no crash
     assert check.verdicts() == {} and "⚠" not in summarize(rows)
+
+
+def test_summarize_reads_the_judges_with_intervals():
+    """Six runs per model: intervals, a leader where they separate, "no measured
+    difference" where they overlap, the direction of each judge."""
+    import pandas as pd
+
+    from pegu.lab.studies import summarize
+
+    rng = np.random.default_rng(0)
+    rows = pd.DataFrame({"model": ["a"] * 6 + ["b"] * 6, "status": "ok",
+                         "seconds": 1.0 + rng.random(12) * 0.01, "peak_mib": 100.0,
+                         "iqa.hpsv2.1": np.r_[0.30 + rng.random(6) * 0.01,
+                                              0.20 + rng.random(6) * 0.01],
+                         "iqa.pickscore": 21 + rng.random(12)})
+    reading = summarize(rows)
+    assert "Best human preference (HPSv2.1): **a**" in reading
+    assert "Human preference (PickScore): no measured difference between" in reading
+    row = reading.split("\n| a | 6 | ")[1].split("\n")[0]  # the means table, with intervals
+    assert row.count("[") == 4 and "0.30" in row, row
