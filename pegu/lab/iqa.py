@@ -284,14 +284,23 @@ def features(items, net, crop: int | None) -> dict:
 
 def compare(gen: dict, real: dict, kid_subsets: int) -> dict:
     """FID and KID of two :func:`features` results (see :func:`fid_kid`)."""
+    def measure(g, r, suffix):
+        kid, std = _kid(g, r, kid_subsets)
+        return {f"fid{suffix}": _fid(g, r), f"kid{suffix}": kid, f"kid{suffix}_std": std}
+
+    return _compare_sets(gen, real, "FID", measure)
+
+
+def _compare_sets(gen: dict, real: dict, what: str, measure) -> dict:
+    """The counts, and ``measure(generated, real, suffix)``'s values for the whole images
+    and (where computed) the crops of two feature sets; fewer than 2 on a side is refused."""
     out = {"n_generated": gen["n"], "n_real": real["n"]}
     for suffix in [k for k in ("", "_crop") if k in gen]:
         g, r = gen[suffix], real[suffix]
         if len(g) < 2 or len(r) < 2:
-            raise BadInput(f"FID needs at least 2 samples on each side, got {len(g)} "
-                             f"generated and {len(r)} real{' crops' if suffix else ''}")
-        out[f"fid{suffix}"] = _fid(g, r)
-        out[f"kid{suffix}"], out[f"kid{suffix}_std"] = _kid(g, r, kid_subsets)
+            raise BadInput(f"{what} needs at least 2 samples on each side, got {len(g)} "
+                           f"generated and {len(r)} real{' crops' if suffix else ''}")
+        out.update(measure(g, r, suffix))
         if suffix:
             out["n_crops_generated"], out["n_crops_real"] = len(g), len(r)
     return out
@@ -378,17 +387,9 @@ def embeddings(items, embedder, crop: int | None) -> dict:
 
 def compare_cmmd(gen: dict, real: dict) -> dict:
     """CMMD of two :func:`embeddings` results (see :func:`cmmd`)."""
-    out = {"n_generated": gen["n"], "n_real": real["n"]}
-    for suffix in [k for k in ("", "_crop") if k in gen]:
-        g, r = gen[suffix], real[suffix]
-        if len(g) < 2 or len(r) < 2:
-            raise BadInput(f"CMMD needs at least 2 samples on each side, got {len(g)} "
-                           f"generated and {len(r)} real{' crops' if suffix else ''}")
-        out[f"cmmd{suffix}"] = judges.mmd(g, r)
-        out[f"cmmd{suffix}_unbiased"] = judges.mmd(g, r, unbiased=True)
-        if suffix:
-            out["n_crops_generated"], out["n_crops_real"] = len(g), len(r)
-    return out
+    return _compare_sets(gen, real, "CMMD", lambda g, r, suffix: {
+        f"cmmd{suffix}": judges.mmd(g, r),
+        f"cmmd{suffix}_unbiased": judges.mmd(g, r, unbiased=True)})
 
 
 CMMD_CAVEAT = ("CMMD is computed as the reference does, each set's pairs with itself "

@@ -107,6 +107,15 @@ def load_pickscore(model: str = PICKSCORE, processor: str = PICKSCORE_PROCESSOR,
     return PickScore(load_clip(model, device=device, offline=offline, processor=processor))
 
 
+def _load_strict(module, state: dict, what: str) -> None:
+    """``module.load_state_dict(state, strict=True)``, a mismatch a WeightsError saying
+    ``what`` and the first keys torch names."""
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise WeightsError(f"{what}: {' '.join(str(e).split())[:300]}") from None
+
+
 # ---- HPSv2.1 ----
 
 def _open_clip():
@@ -188,11 +197,8 @@ def load_hps(weights=None, device="auto", offline: bool | None = None) -> HPS:
 
         def build(state, where):
             net = open_clip.model.CLIP(**cfg)
-            try:
-                net.load_state_dict(state, strict=True)
-            except RuntimeError as e:
-                raise WeightsError(f"{where} is not an HPSv2 checkpoint of open_clip's "
-                                   f"ViT-H-14: {str(e).splitlines()[0][:200]}") from None
+            _load_strict(net, state, f"{where} is not an HPSv2 checkpoint of open_clip's "
+                         "ViT-H-14")
             return net
 
         if weights is not None:
@@ -332,12 +338,9 @@ def load_imagereward(weights=None, device="auto", offline: bool | None = None,
     def build(state, where):
         state = imagereward_keys(state)
         for name, module in parts.items():
-            mine = {k[len(name) + 1:]: v for k, v in state.items() if k.startswith(name + ".")}
-            try:
-                module.load_state_dict(mine, strict=True)
-            except RuntimeError as e:
-                raise WeightsError(f"{where} is not an ImageReward checkpoint: "
-                                   f"{' '.join(str(e).split())[:300]}") from None
+            _load_strict(module, {k[len(name) + 1:]: v for k, v in state.items()
+                                  if k.startswith(name + ".")},
+                         f"{where} is not an ImageReward checkpoint")
         return parts
 
     if weights is not None:
