@@ -15,6 +15,7 @@ from ..core.geometry import plan_size
 from ..core.images import atomic_write, ensure_writable_dir, read_image, write_png
 from ..core.registry import CONTROLNETS, DISTILLATIONS, GENERATORS, UPSCALERS, upscaler_spec
 from ..core.settings import FaceSettings, GenerateSettings, RunSettings
+from ..lab import check
 from ..lab import iqa as iq
 from ..lab.plots import sweep_plots
 from ..lab.studies import FID_FULL_RANK, fmt, kid_text
@@ -323,8 +324,6 @@ def _prompts(images, prompt: str | None) -> list[str]:
 
 
 def iqa_check(args) -> int:
-    from ..lab import check
-
     metrics = check.DEFAULT if args.metrics is None else tuple(
         m.strip() for m in args.metrics.split(",") if m.strip())
     photos = None

@@ -23,8 +23,9 @@ from ..core.errors import BadInput
 from ..core.images import atomic_write
 from ..sources import cache_dir
 from ..upscale import load_upscaler
+from . import iqa as Q
+from . import judges as J
 from . import metrics as M
-from .iqa import lower_better
 
 PASS = 0.8  # the share of pairs a metric must order correctly, whole and on crops
 FOOLED = 0.5  # below this share on one damage, the metric prefers that damage: it fails
@@ -84,9 +85,6 @@ def scorers(metrics, clip=None, device="auto") -> dict:
     """{column name: (score(images, prompts) -> list, higher is better)} for ``metrics``:
     "sharpness", "noise", "clip_realism" (with ``clip``), a judge of pegu.lab.judges
     ("hpsv2.1", "pickscore"; "tiny-…" for stand-ins) or a pyiqa no-reference metric."""
-    from . import iqa as Q
-    from . import judges as J
-
     out = {}
     for name in metrics:
         if name == "sharpness":
@@ -110,7 +108,7 @@ def scorers(metrics, clip=None, device="auto") -> dict:
 
                 with torch.no_grad():
                     return [float(metric(Q._tensor(i).to(metric.device))) for i in ims]
-            out[f"iqa.{name}"] = (pyiqa_score, not lower_better(name))
+            out[f"iqa.{name}"] = (pyiqa_score, not Q.lower_better(name))
     return out
 
 

@@ -33,7 +33,7 @@ from ..core import compat
 from ..core.device import resolve_device
 from ..core.errors import BadInput, MissingPackage, WeightsError
 from ..core.images import read_image
-from ..core.registry import HPS_V21
+from ..core.registry import HPS_V21, IMAGEREWARD
 from ..sources import fetch_file, from_pretrained, is_offline, load_state_dict
 from .metrics import Clip, load_clip
 
@@ -322,8 +322,6 @@ def load_imagereward(weights=None, device="auto", offline: bool | None = None,
     import torch
     from transformers import (BertTokenizer, BlipTextConfig, BlipTextModel, BlipVisionConfig,
                               BlipVisionModel)
-
-    from ..core.registry import IMAGEREWARD
 
     dev = resolve_device(device)
     vis_cfg, txt_cfg = ((TINY_IMAGEREWARD_VISION, TINY_IMAGEREWARD_TEXT) if tiny else

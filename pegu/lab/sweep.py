@@ -28,6 +28,7 @@ from ..core.errors import BadInput, MissingFile, OutOfMemory, PeguError
 from ..core.images import atomic_write, ensure_writable_dir, remove_stale_temp
 from ..core.settings import GenerateSettings, RunSettings
 from ..pipeline import Models, timed_run
+from . import judges
 from . import metrics as M
 from .grid import (attribute_questions, flatten, grid_iqa, grid_timing, load_grid, read_grid,
                    run_id)
@@ -73,8 +74,6 @@ def add_vqa_control(table, name: str, grid, device="auto") -> None:
     1 / number of variants, as for CLIP), ``vqa_yes`` 1 where it answers "yes" rather than
     "no" to its own prompt (chance about 1/2), ``vqa_control`` the group's share of hits."""
     from PIL import Image
-
-    from . import judges
 
     if not grid.get("attributes") or not len(table):
         return
