@@ -420,6 +420,12 @@ def test_the_sanity_check_orders_real_photos_above_damaged_copies(tmp_path, caps
                          "peak_mib": 10.0, "sharpness": [5.0, 6.0], "iqa.piqe": [30.0, 31.0]})
     reading = summarize(rows)
     assert "sharpness ⚠" in reading and "iqa.piqe ⚠" not in reading
+    from pegu.lab.plots import axis_label
+    from pegu.lab.studies import overview
+
+    assert list(overview(rows).columns)[-2:] == ["sharpness ⚠", "iqa.piqe"]
+    assert "⚠ failed pegu's sanity check" in axis_label("sharpness")
+    assert "⚠" not in axis_label("iqa.piqe")
     assert "failed pegu's sanity check" not in summarize(rows.drop(columns="sharpness"))
     check.check_path().write_text("not json")  # a damaged file: no flags, no crash
     assert check.verdicts() == {} and "⚠" not in summarize(rows)

@@ -7,6 +7,7 @@ import textwrap
 from pathlib import Path
 
 from ..core.images import write_png
+from .check import flag
 from .frontier import frontier as frontier_table
 
 # what a column means on an axis: name, unit, and which way is better
@@ -18,7 +19,16 @@ LABELS = {
     "clip_realism": "CLIP realism, 0–1 (higher: more photographic)",
     "clip_score": "CLIP score, 0–100 (higher: closer to the prompt)",
     "sharpness": "sharpness, variance of the Laplacian (higher: sharper)",
+    "iqa.hpsv2.1": "HPSv2.1 human preference (higher: preferred)",
+    "iqa.imagereward": "ImageReward human preference (higher: preferred)",
+    "iqa.pickscore": "PickScore human preference (higher: preferred)",
+    "iqa.vqa": "VQA P(yes, shows the prompt), 0–1 (higher: more faithful)",
 }
+
+
+def axis_label(column: str) -> str:
+    """A column's axis label (LABELS, else its name), ⚠ where it failed the sanity check."""
+    return LABELS.get(column, column) + flag(column)
 
 
 def _plt():
@@ -128,7 +138,7 @@ def quality_vs_time(table, path=None):
             sub = ok[ok["model"] == m]
             ax.scatter(sub["seconds"], sub[metric], label=m, alpha=0.8)
         ax.set_xlabel(LABELS["seconds"], fontsize=8)
-        ax.set_ylabel(_wrap(LABELS.get(metric, metric), 34), fontsize=8)
+        ax.set_ylabel(_wrap(axis_label(metric), 34), fontsize=8)
     axes[0, 0].legend(fontsize=8)
     fig.suptitle(f"Quality against time, {len(ok)} runs (one point each): up and to the left "
                  "is better", fontsize=10)
@@ -160,7 +170,7 @@ def frontier(table, path=None, quality: str | None = None):
         ax.annotate(_wrap(r["variant"], 30), (r["seconds"], r[q]), fontsize=7,
                     xytext=(4, 4), textcoords="offset points")
     ax.set_xlabel(LABELS["seconds"], fontsize=8)
-    ax.set_ylabel(_wrap(LABELS.get(q, q), 34), fontsize=8)
+    ax.set_ylabel(_wrap(axis_label(q), 34), fontsize=8)
     ax.legend(fontsize=8)
     n = f["n"].min() if f["n"].min() == f["n"].max() else f"{f['n'].min()}–{f['n'].max()}"
     fig.suptitle(f"Time against {q}, {len(f)} variants of {n} runs each: up and to the left "

@@ -307,11 +307,13 @@ def with_baselines(base, image, label: str) -> dict:
 
 def overview(table):
     """The columns worth reading first, those the table has: settings that vary, status,
-    cost and quality."""
+    cost and quality (a measure that failed pegu's sanity check marked ⚠)."""
     first = ["model", "generate.prompt", "generate.seed", "mode", "upscale.model", "status",
              "seconds", "seconds_min", "seconds_max", "peak_mib", "generate.seconds", "upscale.seconds", "clip_score", "clip_realism",
              "attribute_control", "vqa_control", "sharpness", "error"]
-    return table[[c for c in first if c in table]]
+    first += [c for c in table if str(c).startswith("iqa.")]
+    shown = table[[c for c in first if c in table]]
+    return shown.rename(columns={c: c + flag(c, short=True) for c in shown if flag(c)})
 
 
 # the columns summarize reads: name -> (the leader's title, the measure, unit, whether
