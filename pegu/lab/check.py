@@ -93,7 +93,8 @@ def scorers(metrics, clip=None, device="auto") -> dict:
             out[name] = (lambda ims, p: [M.noise_level(i) for i in ims], False)
         elif name == "clip_realism":
             if clip is None:
-                raise BadInput("clip_realism needs a CLIP model (clip=...)")
+                raise BadInput("clip_realism needs a CLIP model: pass clip= (notebook 01: "
+                               "clip_model), or leave clip_realism out of the metrics")
             out[name] = (lambda ims, p: M.clip_realism(clip, ims), True)
         elif name.removeprefix("tiny-") in J.PER_IMAGE:
             judge = J.load_judge(name.removeprefix("tiny-"), device=device,
