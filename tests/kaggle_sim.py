@@ -237,7 +237,10 @@ def kernel_env(work: Path, venv: Path, inputs: Path, mode: str) -> dict:
            if not k.startswith(("PIP_", "PEGU_", "HF_", "KAGGLE_", "VIRTUAL_ENV"))}
     # no PEGU_OFFLINE: Kaggle sets none; pegu must find out by itself that the Hub is out of
     # reach (as it is from here, in both modes)
+    # a session that starts now (this machine's first process may be days old: Kaggle's
+    # 12-hour deadline would have passed)
     env.update(KAGGLE_KERNEL_RUN_TYPE="Batch", PEGU_KAGGLE_INPUT=str(inputs),
+               PEGU_KAGGLE_SESSION_START=str(time.time()),
                PEGU_CACHE=str(work / "cache"), HF_HOME=str(work / "hf"),
                PIP_CONFIG_FILE=os.devnull, PIP_DISABLE_PIP_VERSION_CHECK="1",
                PIP_NO_INPUT="1", PATH=f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}",

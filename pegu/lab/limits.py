@@ -73,8 +73,20 @@ def session_deadline(time_limit_h: float | None = None) -> float | None:
     return _session_start() + SESSION_HOURS * 3600 - MARGIN_S
 
 
+SESSION_START_ENV = "PEGU_KAGGLE_SESSION_START"  # the simulation's session start (epoch s)
+
+
 def _session_start() -> float:
-    """When this machine's (container's) first process started; now if unknown."""
+    """When this machine's (container's) first process started; now if unknown.
+    ``$PEGU_KAGGLE_SESSION_START`` stands in for it where the container is not a fresh
+    Kaggle session (the simulation runs on a machine that has been up for days)."""
+    given = os.environ.get(SESSION_START_ENV)
+    if given:
+        try:
+            return float(given)
+        except ValueError:
+            raise BadInput(f"{SESSION_START_ENV} must be seconds since the epoch, got "
+                           f"{given!r}") from None
     try:
         boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
                     if line.startswith("btime"))
