@@ -73,12 +73,7 @@ def damaged(photo, upscaler=None, seed: int = 0) -> dict:
 
 
 def _crops(image, size: int) -> list:
-    w, h = image.size
-    if w < size or h < size:
-        raise BadInput(f"a {w}x{h} photograph is smaller than the {size}px crop")
-    x0, y0 = (w % size) // 2, (h % size) // 2
-    return [image.crop((x, y, x + size, y + size))
-            for y in range(y0, h - size + 1, size) for x in range(x0, w - size + 1, size)]
+    return [image.crop(box) for box in Q.crop_boxes(*image.size, size)]
 
 
 def scorers(metrics, clip=None, device="auto") -> dict:
@@ -103,13 +98,8 @@ def scorers(metrics, clip=None, device="auto") -> dict:
         else:
             Q.check_metrics([name])
             metric = Q.load_metric(name, device=device)
-
-            def pyiqa_score(ims, p, metric=metric):
-                import torch
-
-                with torch.no_grad():
-                    return [float(metric(Q._tensor(i).to(metric.device))) for i in ims]
-            out[f"iqa.{name}"] = (pyiqa_score, not Q.lower_better(name))
+            out[f"iqa.{name}"] = (lambda ims, p, metric=metric: Q.metric_scores(metric, ims),
+                                  not Q.lower_better(name))
     return out
 
 
@@ -137,20 +127,21 @@ def sanity_check(metrics=WEIGHT_FREE, photos=None, upscaler=None, crop: int = 22
     clip = M.as_clip(clip, device=device) if "clip_realism" in metrics else None
     if isinstance(upscaler, str):
         upscaler = load_upscaler(upscaler, device=device) if upscaler else None
+    photos = {n: p.convert("RGB") for n, p in photos.items()}
     copies = {n: damaged(p, upscaler) for n, p in photos.items()}
+    prompts = {n: CAPTIONS.get(n, "a photograph of a person") for n in photos}
     rows = []
     for column, (score, higher) in scorers(metrics, clip, device).items():
+        # each photograph, whole and its crops, scored once against all its copies
+        real = {n: score([p] + _crops(p, crop), prompts[n]) for n, p in photos.items()}
         for damage in [d for d in DAMAGES if any(d in c for c in copies.values())]:
             whole, cropped = [], []
-            for name, photo in photos.items():
-                prompt = CAPTIONS.get(name, "a photograph of a person")
+            for name in photos:
                 bad = copies[name][damage]
-                a, b = score([photo.convert("RGB"), bad], prompt)
-                whole.append(a > b if higher else a < b)
-                pc, bc = _crops(photo.convert("RGB"), crop), _crops(bad, crop)
-                s = score(pc + bc, prompt)
-                cropped += [(x > y if higher else x < y) for x, y in zip(s[:len(pc)],
-                                                                         s[len(pc):])]
+                s = score([bad] + _crops(bad, crop), prompts[name])
+                pairs = [(x > y if higher else x < y) for x, y in zip(real[name], s)]
+                whole.append(pairs[0])
+                cropped += pairs[1:]
             rows.append({"metric": column, "damage": damage, "pairs": len(whole),
                          "whole": float(np.mean(whole)), "crop_pairs": len(cropped),
                          "crops": float(np.mean(cropped)), "_w": whole, "_c": cropped})

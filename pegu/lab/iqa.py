@@ -163,8 +163,6 @@ def score(images, metrics=PANEL, device="auto", prompts=None,
     images: PIL images, numpy arrays or image paths (any size; RGB is scored). prompts: one
     per image (or one for all), for the judges (hpsv2.1, imagereward, pickscore, vqa), which read the
     prompt beside the image."""
-    import torch
-
     metrics = check_metrics(metrics)
     images = list(images)
     out = {}
@@ -179,10 +177,17 @@ def score(images, metrics=PANEL, device="auto", prompts=None,
             del judge
             continue
         metric = load_metric(name, device=device, **kwargs)
-        with torch.no_grad():
-            out[name] = [float(metric(_tensor(im).to(metric.device))) for im in images]
+        out[name] = metric_scores(metric, images)
         del metric
     return out
+
+
+def metric_scores(metric, images) -> list[float]:
+    """A loaded pyiqa metric's score of each image (PIL, array or path)."""
+    import torch
+
+    with torch.no_grad():
+        return [float(metric(_tensor(im).to(metric.device))) for im in images]
 
 
 # ---- FID / KID ----
@@ -207,11 +212,17 @@ def crops(image, size: int) -> list:
     """The non-overlapping ``size``² crops of a centred grid over ``image`` (a (1, 3, H, W)
     tensor), row by row."""
     _, _, h, w = image.shape
+    return [image[:, :, y:y1, x:x1] for x, y, x1, y1 in crop_boxes(w, h, size)]
+
+
+def crop_boxes(w: int, h: int, size: int) -> list[tuple[int, int, int, int]]:
+    """The (x0, y0, x1, y1) of the non-overlapping ``size``² crops of a centred grid over a
+    ``w``×``h`` image, row by row."""
     if h < size or w < size:
         raise BadInput(f"a {w}x{h} image is smaller than the {size}px crop; pick a "
                          "smaller crop or larger images")
     y0, x0 = (h % size) // 2, (w % size) // 2
-    return [image[:, :, y:y + size, x:x + size]
+    return [(x, y, x + size, y + size)
             for y in range(y0, h - size + 1, size) for x in range(x0, w - size + 1, size)]
 
 

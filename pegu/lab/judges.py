@@ -32,10 +32,9 @@ import numpy as np
 from ..core import compat
 from ..core.device import resolve_device
 from ..core.errors import BadInput, MissingPackage, WeightsError
-from ..core.images import read_image
 from ..core.registry import HPS_V21, IMAGEREWARD
 from ..sources import fetch_file, from_pretrained, is_offline, load_state_dict
-from .metrics import Clip, load_clip
+from .metrics import Clip, _rgb, load_clip
 
 INSTALL = "pip install 'pegu[iqa]' (or: pip install -r requirements-iqa.txt)"
 PICKSCORE = "yuvalkirstain/PickScore_v1"
@@ -53,16 +52,6 @@ CMMD_SIGMA, CMMD_SCALE = 10.0, 1000.0
 # OpenAI CLIP's normalisation (open_clip constants.OPENAI_DATASET_MEAN / _STD), HPSv2's
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
-
-
-def _rgb(image):
-    from PIL import Image
-
-    if isinstance(image, str) or hasattr(image, "__fspath__"):
-        image = read_image(image)
-    if isinstance(image, np.ndarray):
-        image = Image.fromarray(image)
-    return image.convert("RGB")
 
 
 def _texts(prompts, n: int) -> list[str]:

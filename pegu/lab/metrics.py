@@ -12,6 +12,7 @@ import numpy as np
 from ..core import compat
 from ..core.device import resolve_device
 from ..core.errors import BadInput
+from ..core.images import read_image
 from ..generate.tiny import tiny_tokenizer
 from ..sources import from_pretrained, is_offline
 
@@ -59,8 +60,11 @@ class Clip:
 
 
 def _rgb(image):
+    """A PIL image, an array or an image path, as a PIL RGB image."""
     from PIL import Image
 
+    if isinstance(image, str) or hasattr(image, "__fspath__"):
+        image = read_image(image)
     if isinstance(image, np.ndarray):
         image = Image.fromarray(image)
     return image.convert("RGB")
