@@ -237,10 +237,7 @@ def kernel_env(work: Path, venv: Path, inputs: Path, mode: str) -> dict:
            if not k.startswith(("PIP_", "PEGU_", "HF_", "KAGGLE_", "VIRTUAL_ENV"))}
     # no PEGU_OFFLINE: Kaggle sets none; pegu must find out by itself that the Hub is out of
     # reach (as it is from here, in both modes)
-    # a session that starts now (this machine's first process may be days old: Kaggle's
-    # 12-hour deadline would have passed)
     env.update(KAGGLE_KERNEL_RUN_TYPE="Batch", PEGU_KAGGLE_INPUT=str(inputs),
-               PEGU_KAGGLE_SESSION_START=str(time.time()),
                PEGU_CACHE=str(work / "cache"), HF_HOME=str(work / "hf"),
                PIP_CONFIG_FILE=os.devnull, PIP_DISABLE_PIP_VERSION_CHECK="1",
                PIP_NO_INPUT="1", PATH=f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}",
@@ -273,7 +270,10 @@ def kernel(work: Path, image_venv: Path, inputs: Path, notebooks: dict[str, Path
         params = dict(PARAMETERS[name], out_dir=str(out_dir))
         cmd = [venv / "bin" / "python", "-m", "papermill", notebook, executed, "-y",
                json.dumps(params), "--cwd", out_dir, "--no-progress-bar"]
-        r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, env=env,
+        # each kernel is its own Kaggle session, starting when it is launched (this
+        # machine's first process may be days old: Kaggle's 12-hour deadline would be past)
+        r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True,
+                           env=dict(env, PEGU_KAGGLE_SESSION_START=str(time.time())),
                            cwd=str(out_dir))
         nb = json.loads(executed.read_text()) if executed.is_file() else {"cells": []}
         first = nb["cells"][0] if nb["cells"] else {"outputs": []}
