@@ -87,6 +87,12 @@ def test_sweep_figures(table):
     _check(fig, "6 runs", "up and to the left is better")
 
 
+def test_stage_costs_with_equal_runs(table):
+    """Three runs of 0.7 s average to 0.69999…: the bars still draw (no negative spread)."""
+    table = table.assign(**{"upscale.seconds": 0.7})
+    _check(plots.stage_costs(table), "3 runs per model", "min–max")
+
+
 def test_bars_label_units_wrap_long_names_and_say_when_all_zero():
     comparison = pd.DataFrame({
         "method": ["generate + upscale", "generate + refine 0.3 + upscale",

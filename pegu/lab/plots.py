@@ -110,8 +110,9 @@ def stage_costs(table, path=None):
         for ax, what in ((a1, "seconds"), (a2, "peak_mib")):
             cols = [sub[f"{s}.{what}"] for s in stages]
             means = [c.mean() for c in cols]
-            spread = [[mean - c.min() for mean, c in zip(means, cols)],
-                      [c.max() - mean for mean, c in zip(means, cols)]]
+            # floored at 0: the mean of equal values can round below them (0.7 × 3)
+            spread = [[max(0.0, mean - c.min()) for mean, c in zip(means, cols)],
+                      [max(0.0, c.max() - mean) for mean, c in zip(means, cols)]]
             ax.bar(xs, means, width, yerr=spread, capsize=2, label=m)
     for ax, label in ((a1, "seconds per image"), (a2, "peak memory, MiB")):
         ax.set_xticks([i + 0.4 - width / 2 for i in range(len(stages))],
@@ -160,7 +161,7 @@ def frontier(table, path=None, quality: str | None = None):
 
     def spread(col):
         lo, hi = f[f"{col}.lo"].fillna(f[col]), f[f"{col}.hi"].fillna(f[col])
-        return [f[col] - lo, hi - f[col]]
+        return [(f[col] - lo).clip(lower=0), (hi - f[col]).clip(lower=0)]
 
     ax.errorbar(f["seconds"], f[q], xerr=spread("seconds"), yerr=spread(q), fmt="o",
                 color="0.55", ecolor="0.75", capsize=2, label="variant (95% interval)")
