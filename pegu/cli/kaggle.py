@@ -84,6 +84,8 @@ KERNEL_NEEDS = (
     # community upscalers (4x-UltraSharp, DAT, ...); imports torch, torchvision, numpy,
     # safetensors, einops and typing_extensions, all in the image
     Need("spandrel==0.4.2", "spandrel", dataset=True),
+    # A1111's prompt-editing grammar (pure Python, no dependencies)
+    Need("lark==1.3.1", "lark", dataset=True),
     # token merging (GenerateSettings.tome); imports torch only
     Need("tomesd==0.1.3", "tomesd", dataset=True),
     # the face stage's detector (MTCNN, weights in the wheel); its own pins are for old

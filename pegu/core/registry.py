@@ -238,7 +238,10 @@ GENERATORS: dict[str, GeneratorSpec] = {s.name: s for s in (
         "sdxl-base", "sdxl", "stabilityai/stable-diffusion-xl-base-1.0", 1024,
         "DPM++ 2M Karras", 30, 7.0, "SDXL base 1.0, 1024², fp16 with the fp16-fix VAE",
         "model card (1024², guidance 5-9); fp16-fix VAE because SDXL's VAE overflows in fp16",
-        vae="madebyollin/sdxl-vae-fp16-fix", variant="fp16", aliases=("sdxl",)),
+        vae="madebyollin/sdxl-vae-fp16-fix", variant="fp16",
+        # A1111's "Model: sd_xl_base_1.0, Model hash: 31e35c80fc", as real infotexts write
+        # them (the repo's sd_xl_base_1.0.safetensors; its _0.9vae twin)
+        aliases=("sdxl", "sd_xl_base_1.0", "sd_xl_base_1.0_0.9vae"), hashes=("31e35c80fc",)),
     GeneratorSpec(
         "realistic-vision-v6", "sd15", "SG161222/Realistic_Vision_V6.0_B1_noVAE", 512,
         "DPM++ SDE Karras", 25, 5.0, "Realistic Vision V6.0 B1 (noVAE), SD 1.5, photoreal people",
@@ -251,7 +254,10 @@ GENERATORS: dict[str, GeneratorSpec] = {s.name: s for s in (
         # A1111 writes "Model: <checkpoint file stem>": the repo's single files, and
         # Civitai's V6.0 B1 (baked VAE) file
         aliases=("rv6", "Realistic_Vision_V6.0_B1_noVAE", "Realistic_Vision_V6.0_NV_B1",
-                 "Realistic_Vision_V6.0_NV_B1_fp16", "realisticVisionV60B1_v60B1VAE"),
+                 "Realistic_Vision_V6.0_NV_B1_fp16", "realisticVisionV60B1_v60B1VAE",
+                 # Civitai's V6.0 B1 with the V5.1 VAE baked in: the file AnimateDiff's
+                 # RealisticVision examples and most public workflows name
+                 "realisticVisionV60B1_v51VAE"),
         # SHA-256 of the published files, from Hugging Face's LFS details of mirrors:
         # Realistic_Vision_V6.0_NV_B1_fp16.safetensors, 2.13 GB (fofr/comfyui);
         # realisticVisionV60B1_v60B1VAE.safetensors, 4.27 GB (alexgenovese/checkpoint) and
@@ -265,7 +271,8 @@ GENERATORS: dict[str, GeneratorSpec] = {s.name: s for s in (
         "cyberrealistic-v3", "sd15", "emilianJR/CyberRealistic_V3", 512, "DPM++ 2M Karras", 25,
         6.0, "CyberRealistic V3, SD 1.5, photoreal",
         "the card gives no settings: SD 1.5 photoreal defaults",
-        aliases=("cyberrealistic", "CyberRealistic_V3")),
+        # Civitai's file of V3.0 (civitai.com/models/15003?modelVersionId=79754)
+        aliases=("cyberrealistic", "CyberRealistic_V3", "cyberrealistic_v30")),
     GeneratorSpec(
         "tiny-sd15", "sd15", None, 512, "DPM++ 2M Karras", 4, 5.0,
         "SMOKE TEST ONLY: random weights, SD 1.5 architecture in miniature (noise images)",

@@ -16,6 +16,7 @@ MAX_SEED = 2**63 - 1
 MAX_STEPS = 1000  # SD 1.5 and SDXL are trained on 1000 timesteps
 MAX_SIDE = 16384  # the largest image side pegu makes (a 16384² RGB image is 0.8 GB)
 MAX_REPEATS = 100  # timed runs per measurement
+MAX_CLIP_SKIP = 12  # CLIP ViT-L/14's text encoder has 12 layers
 TARGET = (2048, 2048)  # the final size pegu makes unless told otherwise
 
 # A1111 sampler names pegu reproduces, each built as pegu.generate.SAMPLERS says (with its
@@ -158,6 +159,11 @@ class GenerateSettings(_Data):
         highest-resolution attention; None: off.
     compile: torch.compile the UNet with this mode ("default", "reduce-overhead": CUDA
         graphs, ...); None: not compiled. Refused on GPUs older than compute capability 7.0.
+    clip_skip: A1111's "Clip skip", 1 … 12: SD 1.5 reads CLIP's hidden state this many
+        layers from the end (2: the penultimate); SDXL ignores it, as A1111 does.
+    pad_prompts: A1111's "pad prompt/negative prompt" option ("Pad conds"): prompt and
+        negative of different lengths padded to one; off (A1111's default): each runs at
+        its own length.
     """
 
     prompt: str
@@ -175,6 +181,8 @@ class GenerateSettings(_Data):
     deepcache_branch: int = 0
     tome: float | None = None
     compile: str | None = None
+    clip_skip: int = 1
+    pad_prompts: bool = False
 
     def __post_init__(self):
         if self.prompt_syntax not in PROMPT_SYNTAXES:
@@ -208,6 +216,12 @@ class GenerateSettings(_Data):
                 raise BadInput(f"distill is a distillation name, got {self.distill!r}")
             object.__setattr__(self, "distill", distill_spec(self.distill).name)
         check_speedups(self.deepcache, self.deepcache_branch, self.tome, self.compile)
+        if isinstance(self.clip_skip, bool) or not isinstance(self.clip_skip, int) or \
+                not 1 <= self.clip_skip <= MAX_CLIP_SKIP:
+            raise BadInput(f"clip_skip must be a whole number from 1 to {MAX_CLIP_SKIP} (A1111's "
+                           f"'Clip skip'; 2 is common for anime models), got {self.clip_skip!r}")
+        if not isinstance(self.pad_prompts, bool):
+            raise BadInput(f"pad_prompts must be true or false, got {self.pad_prompts!r}")
         if self.tome is not None:
             object.__setattr__(self, "tome", float(self.tome))
 
@@ -344,7 +358,7 @@ class RunSettings(_Data):
     refine: img2img strength (0 < s < 1, e.g. 0.2–0.4) at ``refine_size`` between two
         upscales (A1111's hires fix); None: no refine. refine_steps: its steps (default:
         the generation steps). refine_size: the intermediate long side (default: twice the
-        base, at most the target). refine_tiled: refine at the target instead, after the
+        base, at most the target), or an exact (width, height) (an A1111 hires size). refine_tiled: refine at the target instead, after the
         upscale, the UNet running on overlapping latent tiles of the model's native size
         (MultiDiffusion; Ultimate SD Upscale's place in the pipeline): detail at the full
         size with memory bounded by the tile.
@@ -413,7 +427,14 @@ class RunSettings(_Data):
                                               or not 1 <= self.refine_steps <= MAX_STEPS):
             raise BadInput(f"refine_steps must be a whole number from 1 to {MAX_STEPS}, "
                              f"got {self.refine_steps!r}")
-        if self.refine_size is not None:
+        if isinstance(self.refine_size, (list, tuple)):  # an exact (width, height)
+            if len(self.refine_size) != 2:
+                raise BadInput(f"refine_size is a long side or (width, height), got "
+                               f"{self.refine_size!r}")
+            for name, v in zip(("refine width", "refine height"), self.refine_size):
+                check_multiple_of_8(name, v)
+            object.__setattr__(self, "refine_size", tuple(self.refine_size))
+        elif self.refine_size is not None:
             check_multiple_of_8("refine_size", self.refine_size)
         if not isinstance(self.refine_tiled, bool):
             raise BadInput(f"refine_tiled must be true or false, got {self.refine_tiled!r}")

@@ -4,7 +4,6 @@ the same seeds giving the same pixels."""
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 import warnings
 from dataclasses import dataclass, field, replace
@@ -19,8 +18,8 @@ from ..core.settings import GenerateSettings, check_control_weight
 from . import distill as dist
 from . import memory as mem
 from .controlnet import LoadedControlNet, load_controlnet
-from .prompts import (apply_loras, embeddings, extra_networks, file_hash, load_embeddings,
-                      lora_tags)
+from .editing import build_plan, scheduled_unet, total_steps
+from .prompts import apply_loras, extra_networks, file_hash, lora_tags
 from .samplers import make_scheduler, seed_of
 from .speedups import faster_unet
 from .tiled import tiled_unet
@@ -138,15 +137,17 @@ class Generator:
 
         t0 = time.perf_counter()
         s, fitted = self._resolved(settings)
-        conditioning, notes, used, loras = self._conditioning(s)
+        steps_run = len(own) if (own := dist.timesteps(s)) else s.steps
+        conditioning, notes, used, loras, plan = self._conditioning(
+            s, total_steps(s.scheduler, steps_run), images=s.batch_size)
         notes = fitted + notes
         for n in notes:
             warnings.warn(n, stacklevel=2)
         memory = self._apply_memory(s.width, s.height, s.batch_size)
-        own = dist.timesteps(s)  # a card's own timesteps (DMD2), else the sampler's
+        # a card's own timesteps (DMD2), else the sampler's
         steps = dict(timesteps=own) if own else dict(num_inference_steps=s.steps)
         images, fallback = self._call(
-            self.pipe, s, progress, **conditioning, width=s.width, height=s.height,
+            self.pipe, s, progress, plan=plan, **conditioning, width=s.width, height=s.height,
             **steps, guidance_scale=s.guidance, num_images_per_prompt=s.batch_size,
             generator=[torch.Generator("cpu").manual_seed(x) for x in s.seeds])
         if fallback:
@@ -189,14 +190,18 @@ class Generator:
         net = self._controlnet(controlnet) if control is not None else None
         pipe = self._img2img_pipe(net)
         run = steps or s.steps
-        conditioning, _, _, _ = self._conditioning(s)
+        # A1111's hires pass: the prompt's hires schedule, and ``run`` steps taken from the
+        # end of a schedule of int(run / strength) (sd_samplers_common.setup_img2img_steps)
+        conditioning, _, _, _, plan = self._conditioning(
+            s, total_steps(s.scheduler, s.steps), hires=total_steps(s.scheduler, run))
+        total = max(run, int(run / min(strength, 0.999)))
         extra = {} if net is None else dict(control_image=image,
                                             controlnet_conditioning_scale=float(control))
 
         def call(tiles=None):
             return self._call(
-                pipe, s, progress, tiles=tiles, **conditioning, image=image, **extra,
-                strength=strength, num_inference_steps=max(run, math.ceil(run / strength)),
+                pipe, s, progress, tiles=tiles, plan=plan, **conditioning, image=image,
+                **extra, strength=min(1.0, (run + 0.5) / total), num_inference_steps=total,
                 guidance_scale=s.guidance, generator=torch.Generator("cpu").manual_seed(s.seed))
 
         if tiled:  # inside the speed-ups: DeepCache and ToMe see each tile's UNet call
@@ -241,9 +246,11 @@ class Generator:
                                                       None if spec else str(name))
         return self._controlnets[key]
 
-    def _call(self, pipe, s: GenerateSettings, progress: bool, tiles=None, **kwargs):
+    def _call(self, pipe, s: GenerateSettings, progress: bool, tiles=None, plan=None,
+              **kwargs):
         """Run ``pipe`` with the sampler and UNet speed-ups of ``s`` (and ``tiles()``, the
-        tiled UNet's context, around them); (PIL images, fp32-VAE fallback used)."""
+        tiled UNet's context, around them, and the ``plan``'s conditioning per call when it
+        changes between calls); (PIL images, fp32-VAE fallback used)."""
         seed = seed_of(kwargs["generator"])
         pipe.scheduler = make_scheduler(s.scheduler, self._scheduler_config, seed=seed)
         pipe.set_progress_bar_config(disable=not progress, desc=f"{self.name} steps",
@@ -257,7 +264,9 @@ class Generator:
         with autotuned(self.device), compat.quiet(), compat.diffusers_quiet(), faster_unet(
                 pipe, s, seed=seed, device=self.device,
                 compiled_cache=self._compiled) as cache, \
-                (tiles() if tiles else contextlib.nullcontext()):
+                (tiles() if tiles else contextlib.nullcontext()), \
+                (scheduled_unet(pipe.unet, plan) if plan is not None and not plan.static
+                 else contextlib.nullcontext()):
             images = pipe(output_type="np", callback_on_step_end=keep_latents, **kwargs).images
         self.last_deepcache = cache
         fallback = bool(np.isnan(images).any())
@@ -265,22 +274,31 @@ class Generator:
             images = self._decode_fp32(final["latents"])
         return pipe.numpy_to_pil(images), fallback
 
-    def _conditioning(self, s: GenerateSettings):
-        """(the pipeline's text keywords for ``s``, warnings about them, the embeddings used
-        {name: short hash}, the LoRAs active {name: weight}): embeddings built A1111's way
-        (pegu.generate.prompts), or the plain text that diffusers cuts at 77 tokens."""
+    def _conditioning(self, s: GenerateSettings, steps: int, hires: int | None = None,
+                      images: int = 1):
+        """(the pipeline's text keywords for ``s``, notes about them, the embeddings used
+        {name: short hash}, the LoRAs active, the editing Plan or None): the prompt read A1111's
+        way over a schedule of ``steps`` (``hires``: a hires pass of that many) by
+        pegu.generate.editing, or the plain text that diffusers cuts at 77 tokens."""
         fixed = self._distill_adapter(s)
         if s.prompt_syntax == "plain":
             apply_loras(self.pipe, [], fixed)  # the user's all off
             notes = [n for n in (self._prompt_note("prompt", s.prompt),
                                  self._prompt_note("negative prompt", s.negative_prompt)) if n]
-            return dict(prompt=s.prompt, negative_prompt=s.negative_prompt or None), notes, {}, {}
-        # A1111 activates the LoRA tags of the prompt and removes every tag from both texts
-        loras = apply_loras(self.pipe, lora_tags(s.prompt), fixed)
-        prompt, negative = (extra_networks(t or "")[0] for t in (s.prompt, s.negative_prompt))
-        used = load_embeddings(self.pipe, (prompt, negative))
-        return (embeddings(self.pipe, prompt, negative), [],
-                {name: file_hash(path) for name, path in used}, loras)
+            return (dict(prompt=s.prompt, negative_prompt=s.negative_prompt or None), notes,
+                    {}, {}, None)
+        # A1111 activates the prompt's LoRA tags and removes every tag from it; the
+        # negative prompt keeps its tags as text (extra_networks.parse_prompts)
+        tags, notes = lora_tags(s.prompt)
+        loras = apply_loras(self.pipe, tags, fixed)
+        if s.clip_skip > 1 and self.family == "sdxl":
+            notes.append(f"Clip skip {s.clip_skip} has no effect on SDXL, as in A1111 (its "
+                         "text encoders' penultimate layer is always used)")
+        plan, used = build_plan(self.pipe, extra_networks(s.prompt)[0], s.negative_prompt,
+                                steps=steps, hires_steps=hires, images=images,
+                                pad=s.pad_prompts, clip_skip=s.clip_skip)
+        return (plan.first(), notes, {name: file_hash(path) for name, path in used}, loras,
+                plan)
 
     def _distill_adapter(self, s: GenerateSettings) -> dict[str, float]:
         """{adapter: 1.0} of the distillation ``s`` asks for, loaded on first use (its source

@@ -20,8 +20,10 @@ modules/sd_emphasis.py, the "Original" emphasis; its wiki, Features → Attentio
 """
 from __future__ import annotations
 
+import math
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..core import compat
@@ -102,9 +104,11 @@ def chunks(tokenizer, text: str, weighted: bool = True) -> list[tuple[list[int],
     """Token ids and weights of ``text`` in chunks of 77 (start, 75, end), A1111's way.
 
     weighted=False reads the text literally (no brackets, no BREAK) but still chunks it.
-    Runs of tokens added by textual inversion (ids past the base vocabulary) stay in one
+    A loaded textual-inversion embedding replaces the tokens of its name wherever they occur
+    (A1111 matches by token ids, so case does not matter), and its vectors stay in one
     chunk.
     """
+    inversions = _inversions(tokenizer)
     parsed = parse(text) if weighted else [(text, 1.0)]
     start, end = tokenizer.bos_token_id, tokenizer.eos_token_id
     comma = tokenizer.get_vocab().get(",</w>")
@@ -124,8 +128,8 @@ def chunks(tokenizer, text: str, weighted: bool = True) -> list[tuple[list[int],
         if weight == -1 and fragment == "BREAK":
             close()
             continue
-        tokens = tokenizer(fragment, truncation=False, add_special_tokens=False,
-                           verbose=False).input_ids
+        tokens = _swap(tokenizer(fragment, truncation=False, add_special_tokens=False,
+                                 verbose=False).input_ids, inversions)
         i = 0
         while i < len(tokens):
             unit = 1
@@ -150,6 +154,46 @@ def chunks(tokenizer, text: str, weighted: bool = True) -> list[tuple[list[int],
     return done
 
 
+TI_PREFIX = "<pegu-ti:"  # the tokens an embedding is loaded under; no prompt writes them
+
+
+def _inversions(tokenizer) -> list[tuple[list[int], list[int]]]:
+    """[(the token ids of an embedding's name, the ids of its vectors)] of the embeddings
+    loaded into ``tokenizer``, longest name first (A1111's ``ids_lookup``)."""
+    vocab = tokenizer.get_vocab()
+    heads = sorted(t for t in vocab if t.startswith(TI_PREFIX) and t.endswith(">"))
+    out = []
+    for head in heads:
+        name = head[len(TI_PREFIX):-1]
+        ids = [vocab[head]]
+        while f"{head}_{len(ids)}" in vocab:
+            ids.append(vocab[f"{head}_{len(ids)}"])
+        out.append((name_ids(tokenizer, name), ids))
+    return sorted(out, key=lambda p: -len(p[0]))
+
+
+def name_ids(tokenizer, name: str) -> list[int]:
+    """The token ids A1111 matches an embedding by: its name, tokenized."""
+    return tokenizer(name, add_special_tokens=False, verbose=False).input_ids
+
+
+def _swap(tokens: list[int], inversions) -> list[int]:
+    """``tokens`` with each embedding's name replaced by its vectors' ids."""
+    if not inversions:
+        return tokens
+    out, i = [], 0
+    while i < len(tokens):
+        for name, ids in inversions:
+            if name and tokens[i:i + len(name)] == name:
+                out += ids
+                i += len(name)
+                break
+        else:
+            out.append(tokens[i])
+            i += 1
+    return out
+
+
 def _emphasis(z, weights):
     """A1111's "Original" emphasis: weight each token, then restore the chunk's mean."""
     if bool((weights == 1).all()):
@@ -160,8 +204,11 @@ def _emphasis(z, weights):
     return z * ratio if bool(ratio.isfinite()) else z  # a zero mean has nothing to restore
 
 
-def _encode_chunks(pipe, text: str, weighted: bool, device):
-    """(embeddings 1×(77·n)×C, pooled 1×P or None) of ``text`` for ``pipe``'s encoders."""
+def encode(pipe, text: str, weighted: bool, device, clip_skip: int = 1):
+    """(embeddings 1×(77·n)×C, pooled 1×P or None) of ``text`` for ``pipe``'s encoders.
+    clip_skip: A1111's "Clip skip" (SD 1.5: the hidden state ``clip_skip`` layers from the
+    end, through the final layer norm; SDXL always uses the penultimate layer, as A1111
+    does unless its sdxl_clip_l_skip option is set)."""
     import torch
 
     pairs = [(getattr(pipe, "tokenizer", None), getattr(pipe, "text_encoder", None)),
@@ -170,18 +217,20 @@ def _encode_chunks(pipe, text: str, weighted: bool, device):
     sdxl = hasattr(pipe, "text_encoder_2")
     per_encoder, pooled = [], None
     for k, (tok, enc) in enumerate(pairs):
-        text_k = pipe.maybe_convert_prompt(text, tok) if hasattr(pipe, "maybe_convert_prompt") \
-            else text
         zs = []
-        for n, (ids, weights) in enumerate(chunks(tok, text_k, weighted)):
+        for n, (ids, weights) in enumerate(chunks(tok, text, weighted)):
             pad = tok.pad_token_id
             if pad is not None and pad != tok.eos_token_id:  # OpenCLIP pads after the end
                 first_end = ids.index(tok.eos_token_id)
                 ids = ids[:first_end + 1] + [pad] * (len(ids) - first_end - 1)
             t = torch.tensor([ids], device=device)
+            skip = clip_skip > 1 and not sdxl
             with torch.no_grad():
-                out = enc(t, output_hidden_states=sdxl)
-            z = out.hidden_states[-2] if sdxl else out[0]
+                out = enc(t, output_hidden_states=sdxl or skip)
+                z = out.hidden_states[-2] if sdxl else out[0]
+                if skip:
+                    z = getattr(enc, "text_model", enc).final_layer_norm(
+                        out.hidden_states[-clip_skip])
             if sdxl and k == len(pairs) - 1 and n == 0:
                 pooled = out[0]
             zs.append(_emphasis(z, torch.tensor([weights], device=z.device, dtype=z.dtype)))
@@ -195,20 +244,22 @@ def _encode_chunks(pipe, text: str, weighted: bool, device):
 
 def embeddings(pipe, prompt: str, negative: str | None, *, weighted: bool = True) -> dict:
     """The ``prompt_embeds`` keywords (and SDXL's pooled ones) for a diffusers call, with
-    prompt and negative padded to the same number of chunks. An empty negative on a model
-    configured with ``force_zeros_for_empty_prompt`` (SDXL base) is zeros, as diffusers does."""
+    prompt and negative padded to the same number of chunks (A1111's "pad prompt/negative
+    prompt" option; prompt editing and AND are pegu.generate.editing's). An empty negative
+    on a model configured with ``force_zeros_for_empty_prompt`` (SDXL base) is zeros, as
+    diffusers does."""
     import torch
 
     device = pipe._execution_device
-    pos, pos_pooled = _encode_chunks(pipe, prompt, weighted, device)
+    pos, pos_pooled = encode(pipe, prompt, weighted, device)
     zeros = not negative and getattr(pipe.config, "force_zeros_for_empty_prompt", False)
     if zeros:
         neg, neg_pooled = torch.zeros_like(pos), (torch.zeros_like(pos_pooled)
                                                   if pos_pooled is not None else None)
     else:
-        neg, neg_pooled = _encode_chunks(pipe, negative or "", weighted, device)
+        neg, neg_pooled = encode(pipe, negative or "", weighted, device)
     if pos.shape[1] != neg.shape[1]:
-        empty = torch.zeros_like(pos[:, :77]) if zeros else _encode_chunks(pipe, "", False,
+        empty = torch.zeros_like(pos[:, :77]) if zeros else encode(pipe, "", False,
                                                                            device)[0]
         short, long_ = (pos, neg) if pos.shape[1] < neg.shape[1] else (neg, pos)
         reps = (long_.shape[1] - short.shape[1]) // empty.shape[1]
@@ -250,9 +301,20 @@ def embedding_files() -> dict[str, Path]:
     return _network_files("embeddings")
 
 
-def _named(name: str, texts) -> bool:
-    word = re.compile(rf"(?<![\w-]){re.escape(name)}(?![\w-])")
-    return any(word.search(t or "") for t in texts)
+def _used(tokenizer, name: str, texts) -> bool:
+    """Whether ``name``'s token ids occur in a fragment of one of ``texts`` (A1111's match:
+    by token ids, so ``easynegative`` finds EasyNegative)."""
+    want = name_ids(tokenizer, name)
+    if not want:
+        return False
+    for text in texts:
+        for fragment, weight in parse(text or ""):
+            if weight == -1 and fragment == "BREAK":
+                continue
+            ids = tokenizer(fragment, add_special_tokens=False, verbose=False).input_ids
+            if any(ids[i:i + len(want)] == want for i in range(len(ids) - len(want) + 1)):
+                return True
+    return False
 
 
 def _embedding_state(path: Path) -> dict:
@@ -266,12 +328,15 @@ def _embedding_state(path: Path) -> dict:
 
 
 def load_embeddings(pipe, texts) -> list[tuple[str, Path]]:
-    """Load into ``pipe`` the embeddings whose names ``texts`` use (once per pipeline);
-    returns (name, file) of each one the texts use. SD 1.5 files hold one tensor (A1111's
-    ``string_to_param``, or diffusers' format); SDXL files hold ``clip_l`` and ``clip_g``."""
-    used = [(n, f) for n, f in embedding_files().items() if _named(n, texts)]
+    """Load into ``pipe`` the embeddings whose names ``texts`` use, by A1111's rule (the
+    name's token ids occur in the text; once per pipeline); returns (name, file) of each one
+    the texts use. SD 1.5 files hold one tensor (A1111's ``string_to_param``, or diffusers'
+    format); SDXL files hold ``clip_l`` and ``clip_g``."""
+    texts = list(texts)
+    used = [(n, f) for n, f in embedding_files().items() if _used(pipe.tokenizer, n, texts)]
     for name, path in used:
-        if name in pipe.tokenizer.get_vocab():
+        token = f"{TI_PREFIX}{name}>"
+        if token in pipe.tokenizer.get_vocab():
             continue  # loaded by an earlier call
         try:
             if hasattr(pipe, "text_encoder_2"):
@@ -279,14 +344,14 @@ def load_embeddings(pipe, texts) -> list[tuple[str, Path]]:
                 if not {"clip_l", "clip_g"} <= set(state):
                     raise BadInput("an SDXL embedding holds clip_l and clip_g tensors; this "
                                      f"one holds {sorted(state)} (an SD 1.5 embedding?)")
-                pipe.load_textual_inversion(state["clip_l"], token=name,
+                pipe.load_textual_inversion(state["clip_l"], token=token,
                                             text_encoder=pipe.text_encoder,
                                             tokenizer=pipe.tokenizer)
-                pipe.load_textual_inversion(state["clip_g"], token=name,
+                pipe.load_textual_inversion(state["clip_g"], token=token,
                                             text_encoder=pipe.text_encoder_2,
                                             tokenizer=pipe.tokenizer_2)
             else:
-                pipe.load_textual_inversion(str(path), token=name)
+                pipe.load_textual_inversion(str(path), token=token)
         except (ValueError, KeyError, RuntimeError) as e:
             raise BadInput(f"cannot use the embedding {path}: {e}") from e
     return used
@@ -304,29 +369,60 @@ def lora_files() -> dict[str, Path]:
     return _network_files("lora", "Lora")
 
 
-def lora_tags(text: str) -> list[tuple[str, float]]:
-    """(name, weight) of each ``<lora:name>`` / ``<lora:name:weight>`` in ``text`` (A1111's
-    default weight is 1); other extra-network kinds are an error."""
-    out = []
+@dataclass(frozen=True)
+class LoraTag:
+    """One ``<lora:...>`` tag: the file's name, its text-encoder and UNet multipliers."""
+
+    name: str
+    te: float = 1.0
+    unet: float = 1.0
+
+
+# A1111's networks: "lora" (and its alias "lyco") pegu loads; "hypernet" it cannot
+LORA_KINDS = ("lora", "lyco")
+
+
+def lora_tags(text: str) -> tuple[list[LoraTag], list[str]]:
+    """The LoRA tags of ``text`` and notes on the tags A1111 would skip.
+
+    A1111's rule (extensions-builtin/Lora/extra_networks_lora.py): ``<lora:NAME:TE:UNET:DYN>``
+    positionally, or ``te=``/``unet=``/``dyn=`` by name; TE defaults to 1, UNET to TE. Kinds
+    are case-sensitive: ``<LoRA:x>`` is an unknown network, skipped with a note as A1111
+    skips it; ``<hypernet:...>`` is an error (A1111 applies it, pegu cannot)."""
+    tags, notes = [], []
     for kind, args in extra_networks(text)[1]:
-        if kind.lower() != "lora":
-            raise BadInput(f"<{kind}:{':'.join(args)}>: pegu loads LoRAs (<lora:NAME:WEIGHT>) "
-                             f"but not A1111's {kind!r} networks; remove the tag")
+        tag = f"<{kind}:{':'.join(args)}>"
+        if kind == "hypernet":
+            raise BadInput(f"{tag}: pegu loads LoRAs (<lora:NAME:WEIGHT>) but not A1111's "
+                           "hypernetworks; remove the tag")
+        if kind not in LORA_KINDS:
+            notes.append(f"{tag}: A1111 skips unknown extra networks ({kind!r}; it knows "
+                         "'lora' and 'hypernet', in lower case), and so does pegu")
+            continue
+        positional = [a for a in args if "=" not in a]
+        named = dict(a.split("=", 1) for a in args if "=" in a)
         try:
-            weight = float(args[1]) if len(args) > 1 and args[1] else 1.0
+            te = float(named.get("te", positional[1] if len(positional) > 1 else 1.0))
+            unet = float(named.get("unet", positional[2] if len(positional) > 2 else te))
         except ValueError:
-            raise BadInput(f"<lora:{':'.join(args)}>: the weight must be a number, e.g. "
-                             f"<lora:{args[0]}:0.8>") from None
-        out.append((args[0], weight))
-    return out
+            raise BadInput(f"{tag}: the weights must be numbers, e.g. <lora:{args[0]}:0.8> "
+                           f"or <lora:{args[0]}:0.8:0.5> (text encoder, UNet)") from None
+        if not (math.isfinite(te) and math.isfinite(unet)):
+            raise BadInput(f"{tag}: the weights must be finite numbers")
+        if "dyn" in named or len(positional) > 3:
+            notes.append(f"{tag}: pegu applies the LoRA at its full rank (A1111's dyn "
+                         "dimension is not reproduced)")
+        tags.append(LoraTag(positional[0] if positional else "", te, unet))
+    return tags, notes
 
 
-def apply_loras(pipe, tags: list[tuple[str, float]],
-                fixed: dict[str, float] | None = None) -> dict[str, float]:
-    """Activate exactly ``tags`` on ``pipe`` (UNet and text encoders, A1111's single weight),
-    loading each file once, together with the ``fixed`` adapters already loaded {adapter:
-    weight} (a distillation LoRA); nothing to activate turns every LoRA off. Returns the
-    tags' {name: weight}."""
+def apply_loras(pipe, tags: list[LoraTag],
+                fixed: dict[str, float] | None = None) -> dict[str, float | list[float]]:
+    """Activate exactly ``tags`` on ``pipe`` (text encoders at each tag's ``te``, UNet at its
+    ``unet``), loading each file once, together with the ``fixed`` adapters already loaded
+    {adapter: weight} (a distillation LoRA); nothing to activate turns every LoRA off.
+    Returns {name: weight} (or [te, unet] where they differ); repeated tags add up, as in
+    A1111."""
     fixed = fixed or {}
     loaded = set(pipe.get_list_adapters().get("unet", [])) if hasattr(
         pipe, "get_list_adapters") and getattr(pipe.unet, "peft_config", None) else set()
@@ -335,14 +431,15 @@ def apply_loras(pipe, tags: list[tuple[str, float]],
             pipe.disable_lora()
         return {}
     files = lora_files() if tags else {}
-    missing = [n for n, _ in tags if n not in files]
+    missing = [t.name for t in tags if t.name not in files]
     if missing:
         raise MissingFile(
             f"LoRA {', '.join(missing)} not found in {networks_dir() / 'lora'}: put "
             "NAME.safetensors there, or point $PEGU_NETWORKS at the folder that holds lora/")
-    weights: dict[str, float] = {}
-    for name, weight in tags:
-        weights[name] = weights.get(name, 0.0) + weight  # A1111 adds repeated tags
+    weights: dict[str, list[float]] = {}
+    for t in tags:
+        te, unet = weights.get(t.name, [0.0, 0.0])
+        weights[t.name] = [te + t.te, unet + t.unet]
     adapters = {name: re.sub(r"\W", "_", name) for name in weights}
     for name, adapter in adapters.items():
         if adapter not in loaded:
@@ -352,6 +449,15 @@ def apply_loras(pipe, tags: list[tuple[str, float]],
                                            weight_name=files[name].name, adapter_name=adapter)
             except (ValueError, KeyError, RuntimeError) as e:
                 raise BadInput(f"cannot use the LoRA {files[name]}: {e}") from e
+    parts = pipe.get_list_adapters()
+
+    def per_part(adapter: str, te: float, unet: float) -> dict:
+        return {part: (unet if part in ("unet", "transformer") else te)
+                for part, names in parts.items() if adapter in names}
+
     pipe.enable_lora()
-    pipe.set_adapters([*adapters.values(), *fixed], [*weights.values(), *fixed.values()])
-    return weights
+    with compat.diffusers_quiet():
+        pipe.set_adapters([*adapters.values(), *fixed],
+                          [per_part(adapters[n], te, unet) for n, (te, unet) in weights.items()]
+                          + [per_part(a, w, w) for a, w in fixed.items()])
+    return {n: te if te == unet else [te, unet] for n, (te, unet) in weights.items()}

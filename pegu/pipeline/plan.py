@@ -92,7 +92,10 @@ def resolve_upscaler(settings: RunSettings, generator,
 
 def refine_size(size: tuple[int, int], settings: RunSettings) -> tuple[int, int]:
     """The intermediate size: long side ``refine_size`` (default twice the base, at most the
-    target's long side), the base's aspect ratio, multiples of 8."""
+    target's long side), the base's aspect ratio, multiples of 8; or the exact (width,
+    height) the settings give."""
+    if isinstance(settings.refine_size, tuple):
+        return settings.refine_size
     w, h = size
     long_side = settings.refine_size or min(2 * max(w, h), max(settings.target))
     k = long_side / max(w, h)

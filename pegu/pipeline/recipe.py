@@ -6,15 +6,19 @@ and ``pegu``: JSON with the full RunSettings, the timings and the package versio
 from __future__ import annotations
 
 import json
+import math
 import platform
+import secrets
 import re
 import warnings
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from ..core.errors import BadInput, MissingFile
-from ..core.registry import generator_by_hash, generator_spec, upscaler_spec
-from ..core.settings import GenerateSettings, RunSettings, UpscaleSettings, sampler_name
+from ..core.registry import (GENERATORS, did_you_mean, generator_by_hash, generator_spec,
+                             upscaler_spec)
+from ..core.settings import (MAX_SIDE, GenerateSettings, RunSettings, UpscaleSettings,
+                             sampler_name)
 from ..generate.prompts import embedding_files, file_hash, networks_dir
 
 # A1111's own pattern (modules/infotext_utils.py): key: value, or key: "json string"
@@ -44,6 +48,10 @@ def a1111_parameters(settings: RunSettings, extra: dict | None = None) -> str:
                        "Postprocess upscale to": f"{settings.target[0]}x{settings.target[1]}"})
     if g.prompt_syntax == "plain":  # A1111's name for reading brackets as text
         fields["Emphasis"] = "None"
+    if g.clip_skip != 1:
+        fields["Clip skip"] = g.clip_skip
+    if g.pad_prompts:
+        fields["Pad conds"] = "True"
     # pegu's speed settings, under names of its own (A1111 keeps fields it does not know)
     fields.update({k: v for k, v in (("Distill", g.distill), ("DeepCache", g.deepcache),
                                      ("DeepCache branch", g.deepcache_branch
@@ -112,9 +120,10 @@ def read_record(path) -> dict:
     return {"parameters": text.get("parameters"), "pegu": pegu or None}
 
 
-def read_settings(path) -> RunSettings:
+def read_settings(path, model: str | None = None) -> RunSettings:
     """The RunSettings an image was made with: pegu's own chunk, or (for an image from
-    AUTOMATIC1111) what its ``parameters`` say. Running them again remakes the image."""
+    AUTOMATIC1111) what its ``parameters`` say. Running them again remakes the image.
+    model: the model to use for an A1111 image instead of the one it names."""
     record = read_record(path)
     if record["pegu"] is not None:
         settings = dict(record["pegu"]["settings"])
@@ -126,70 +135,148 @@ def read_settings(path) -> RunSettings:
             raise BadInput(f"{path}: the settings in its 'pegu' chunk are not valid ({e})") \
                 from None
     if record["parameters"]:
-        return _from_a1111(parse_parameters(record["parameters"]))
+        return _from_a1111(parse_parameters(record["parameters"]), model)
     raise BadInput(f"{path} carries no generation settings (no 'pegu' or 'parameters' "
                      "text chunk)")
 
 
 # A1111 infotext fields that change the image and that pegu cannot (yet) reproduce; each is
 # named in one warning when an A1111 PNG is read (fields from A1111's modules/processing.py)
-_UNMAPPED = ("Clip skip", "ENSD", "Eta", "Variation seed", "Variation seed strength",
+_UNMAPPED = ("ENSD", "Eta", "Variation seed", "Variation seed strength",
              "Seed resize from", "Face restoration", "VAE",
              "Hires sampler", "Hires schedule type", "Hires prompt", "Hires negative prompt",
              "Hires CFG Scale", "Hires checkpoint", "Refiner", "RNG", "Emphasis", "Noise multiplier")
-_DEFAULTS = {"Clip skip": "1", "RNG": "CPU", "Emphasis": "Original", "ENSD": "0", "Eta": "1"}
+_DEFAULTS = {"RNG": "CPU", "Emphasis": "Original", "ENSD": "0", "Eta": "1"}
 _HIRES = ("Hires upscale", "Hires resize", "Hires steps", "Hires upscaler")
 
 
-def _size(text: str, what: str) -> tuple[int, int]:
+def _size(text: str, what: str, zero: bool = False) -> tuple[int, int]:
     try:
         w, h = (int(v) for v in text.lower().split("x"))
     except ValueError:
         raise BadInput(f"{what} {text!r} is not WIDTHxHEIGHT") from None
+    if not (0 if zero else 1) <= min(w, h) or max(w, h) > MAX_SIDE:
+        raise BadInput(f"{what} {text!r}: each side must be 1 to {MAX_SIDE} pixels")
     return w, h
 
 
-def _from_a1111(p: dict) -> RunSettings:
+def _number(p: dict, key: str, default, kind=float):
+    """The field ``key`` as a finite number (``default`` when absent)."""
+    text = p.get(key)
+    if text in (None, ""):
+        return default
+    try:
+        value = kind(text)
+    except ValueError:
+        raise BadInput(f"the image's {key} {text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise BadInput(f"the image's {key} {text!r} is not a finite number")
+    return value
+
+
+def hires_size(width: int, height: int, p: dict) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(the size A1111's hires pass denoises at, the final size) for a first pass of
+    ``width``×``height`` (modules/processing.py, ``calculate_target_resolution``):
+    ``Hires upscale`` scales each side (int), ``Hires resize`` W×H with a 0 keeps the aspect
+    ratio, both set covers then crops; the latent floors each side to a multiple of 8."""
+    if p.get("Hires resize"):
+        rx, ry = _size(p["Hires resize"], "Hires resize", zero=True)
+    else:
+        rx = ry = 0
+    if rx == 0 and ry == 0:
+        scale = _number(p, "Hires upscale", 2.0)
+        if not 0 < scale <= 16:
+            raise BadInput(f"the image's Hires upscale {scale} is outside (0, 16]")
+        x, y = int(width * scale), int(height * scale)
+        final = None
+    elif ry == 0:
+        x, y, final = rx, rx * height // width, None
+    elif rx == 0:
+        x, y, final = ry * width // height, ry, None
+    else:
+        if width / height < rx / ry:
+            x, y = rx, rx * height // width
+        else:
+            x, y = ry * width // height, ry
+        final = (rx, ry)
+    x, y = (max(8, v // 8 * 8) for v in (x, y))
+    return (x, y), final or (x, y)
+
+
+def _old_first_pass(p: dict, w: int, h: int) -> tuple[int, int, dict]:
+    """A1111's ``restore_old_hires_fix_params``: the 2022 format's ``First pass size`` is
+    the txt2img size and ``Size`` the hires one (0x0: A1111's old automatic first pass)."""
+    fw, fh = _size(p["First pass size"], "First pass size", zero=True)
+    if fw == 0 or fh == 0:
+        k = math.sqrt(512 * 512 / (w * h))
+        fw, fh = math.ceil(k * w / 64) * 64, math.ceil(k * h / 64) * 64
+    return fw, fh, dict(p, **{"Hires resize": f"{w}x{h}"})
+
+
+def _model(p: dict, override: str | None) -> str:
+    """The registry name of the image's model: by its name (A1111 writes the checkpoint's
+    file stem), else its hash; anything else is refused with the closest known names."""
+    if override:
+        return override
+    name, short = p.get("Model"), p.get("Model hash", "")
+    if name:
+        try:
+            return generator_spec(name).name
+        except BadInput:
+            pass
+    by_hash = generator_by_hash(short)
+    if by_hash:
+        return by_hash.name
+    known = [n for s in GENERATORS.values() if not s.tiny for n in (s.name, *s.aliases)]
+    hint = did_you_mean(name or "", known, cutoff=0.3) if name else ""
+    what = f"model {name!r}" + (f" (hash {short})" if short else "") if name else (
+        f"model hash {short!r}" if short else "no model")
+    raise BadInput(f"the image names {what}, which is none pegu knows.{hint} Re-run it with "
+                   "--model NAME (`pegu models` lists them; a Hub id, folder or "
+                   ".safetensors file works too)")
+
+
+def _from_a1111(p: dict, model: str | None = None) -> RunSettings:
     """RunSettings from A1111 parameters: prompts read A1111's way, sampler and schedule,
-    the model by name, and the hires fix as pegu's refine; what pegu cannot map is named in
-    one warning."""
+    the model by name or hash (``model`` overrides it), and the hires fix as pegu's refine
+    with A1111's sizes and steps; what pegu cannot map is named in one warning."""
     _check_embeddings(p.get("TI hashes"))
     ignored = [f"{k}: {p[k]}" for k in _UNMAPPED
                if k in p and p[k] != _DEFAULTS.get(k) and not (k == "Emphasis" and p[k] == "None")]
+    notes = []
     w, h = _size(p.get("Size", "512x512"), "Size")
-    steps = int(p.get("Steps", 20))
+    if p.get("First pass size") and p.get("Denoising strength") is not None:
+        w, h, p = _old_first_pass(p, w, h)
+    steps = _number(p, "Steps", 20, int)
     sampler = sampler_name(p.get("Sampler", "DPM++ 2M Karras"), p.get("Schedule type"))
+    seed = _number(p, "Seed", None, int)
+    if seed is None or seed < 0:  # A1111's -1: drawn
+        seed = secrets.randbelow(2**32)
+        notes.append(f"the image records no seed; pegu drew {seed} (saved with the image)")
     g = GenerateSettings(prompt=p["Prompt"], negative_prompt=p.get("Negative prompt", ""),
-                         width=w, height=h, steps=steps, guidance=float(p.get("CFG scale", 7)),
-                         scheduler=sampler, seed=int(p.get("Seed", 0)),
+                         width=w, height=h, steps=steps, guidance=_number(p, "CFG scale", 7.0),
+                         scheduler=sampler, seed=seed,
                          prompt_syntax="plain" if p.get("Emphasis") == "None" else "a1111",
                          distill=p.get("Distill"),
                          deepcache=int(p["DeepCache"]) if p.get("DeepCache") else None,
                          deepcache_branch=int(p.get("DeepCache branch", 0)),
                          tome=float(p["ToMe"]) if p.get("ToMe") else None,
-                         compile=p.get("Compile"))
-    model = p.get("Model", "realistic-vision-v6")
-    try:
-        model = generator_spec(model).name
-    except BadInput:  # by the file's hash, else kept as written (--model NAME picks one)
-        by_hash = generator_by_hash(p.get("Model hash", ""))
-        model = by_hash.name if by_hash else model
+                         compile=p.get("Compile"),
+                         clip_skip=_number(p, "Clip skip", 1, int),
+                         pad_prompts=p.get("Pad conds", "").lower() == "true")
     refine = refine_steps = refine_size = None
     upscaler = p.get("Postprocess upscaler") or "RealESRGAN_x4plus"
     target = None
     strength = p.get("Denoising strength")
     if strength is not None and any(k in p for k in _HIRES):  # txt2img hires fix
-        refine = float(strength)
-        if "Hires resize" in p:
-            hw, hh = _size(p["Hires resize"], "Hires resize")
-        else:  # A1111: int(width * scale), int(height * scale)
-            scale = float(p.get("Hires upscale", 2))
-            hw, hh = int(w * scale), int(h * scale)
-        hw, hh = (8 * max(8, round(v / 8)) for v in (hw, hh))
-        refine_size, target = max(hw, hh), (hw, hh)
-        hires_steps = int(p.get("Hires steps", 0) or 0)
-        # A1111 runs "Hires steps" as given; 0 means int(strength * steps) (img2img default)
-        refine_steps = hires_steps or max(1, int(min(refine, 0.999) * steps))
+        refine = _number(p, "Denoising strength", None)
+        refine_size, target = hires_size(w, h, p)
+        if target != refine_size:
+            notes.append(f"A1111 crops the {refine_size[0]}x{refine_size[1]} hires latent to "
+                         f"{target[0]}x{target[1]} before its second pass; pegu refines "
+                         "uncropped and crops the result")
+        # A1111 runs "Hires steps" steps, or as many as the first pass when it is 0 or absent
+        refine_steps = _number(p, "Hires steps", 0, int) or steps
         name = p.get("Hires upscaler", "Latent")
         try:
             upscaler = upscaler_spec(name).name
@@ -201,12 +288,16 @@ def _from_a1111(p: dict) -> RunSettings:
                        "as text-to-image)")
     if p.get("Postprocess upscale to"):
         target = _size(p["Postprocess upscale to"], "Postprocess upscale to")
+    resolved = _model(p, model)
     if ignored:
         warnings.warn("pegu cannot reproduce these A1111 settings and ignores them: "
                       + "; ".join(ignored), stacklevel=3)
-    return RunSettings(generate=g, model=model, upscale=UpscaleSettings(upscaler),
+    for note in notes:
+        warnings.warn(note, stacklevel=3)
+    return RunSettings(generate=g, model=resolved, upscale=UpscaleSettings(upscaler),
                        target=target or (4 * w, 4 * h), refine=refine,
-                       refine_steps=refine_steps, refine_size=refine_size)
+                       refine_steps=refine_steps, refine_size=refine_size,
+                       fit="cover" if refine_size and target != refine_size else None)
 
 
 def _check_embeddings(field: str | None) -> None:
