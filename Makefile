@@ -26,6 +26,9 @@ $(STAMP): $(BIN)/python requirements.txt requirements-dev.txt requirements-iqa.t
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps hpsv2==1.2.0
 	# likewise image-reward, ImageReward's (pins timm 0.6.13, fairscale)
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps image-reward==1.5
+	# k-diffusion at the commit A1111 v1.10 pins (0.0.16), the reference tests/test_schedules.py
+	# holds pegu's sigmas and samplers to; its training stack (clean-fid, wandb) is not needed
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps k-diffusion==0.0.16
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $@
 

@@ -413,10 +413,8 @@ def test_refused_before_a_model_loads_and_read_from_a1111_text(tmp_path, monkeyp
     assert main(["generate", "x", "--model", "sdxl-base", "--distill", "dmd2",
                  "--offline", "--out", str(tmp_path / "x.png")]) == 2
     # A1111's names: Sampler LCM; Euler with Schedule type SGM Uniform (Lightning's)
-    assert sampler_name("LCM") == "LCM" and sampler_name("Euler", "SGM Uniform") == \
-        "Euler SGM Uniform"
-    with pytest.raises(ValueError, match="'SGM Uniform' with Euler only"):
-        sampler_name("DPM++ 2M", "SGM Uniform")
+    assert sampler_name("LCM") == ("LCM", None)
+    assert sampler_name("Euler", "SGM Uniform") == ("Euler", "SGM Uniform")
     # an image with A1111's text only (pegu's JSON chunk stripped) keeps its speed settings
     from PIL.PngImagePlugin import PngInfo
 

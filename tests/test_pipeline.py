@@ -133,8 +133,9 @@ def test_parameters_parse_as_a1111_writes_them(tmp_path):
         read_settings(tmp_path / "a1111.png")
     s = read_settings(tmp_path / "a1111.png", model="tiny-sd15")
     g = s.generate
-    assert (g.width, g.height, g.steps, g.guidance, g.seed, g.scheduler, g.prompt_syntax,
-            g.clip_skip) == (512, 768, 20, 7.0, 1234, "DPM++ 2M Karras", "a1111", 2)
+    assert (g.width, g.height, g.steps, g.guidance, g.seed, g.scheduler, g.schedule,
+            g.prompt_syntax, g.clip_skip) == (512, 768, 20, 7.0, 1234, "DPM++ 2M", "Karras",
+                                              "a1111", 2)
     assert pegu.load_upscaler(s.upscale.model).name == "RealESRGAN_x4plus"
     # the hires fix: 2x to 1024x1536, strength 0.35; no Hires steps: as many as Steps
     # (A1111's img2img_fix_steps path of the hires pass)

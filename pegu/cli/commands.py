@@ -143,7 +143,8 @@ def generate(args) -> int:
         base = RunSettings(GenerateSettings(prompt))
     g = {k: v for k, v in dict(
         prompt=prompt, negative_prompt=args.negative, seed=args.seed, steps=args.steps,
-        guidance=args.guidance, scheduler=args.scheduler, prompt_syntax=args.prompt_syntax,
+        guidance=args.guidance, scheduler=args.scheduler, schedule=args.schedule,
+        prompt_syntax=args.prompt_syntax,
         distill=args.distill, deepcache=args.deepcache, deepcache_branch=args.deepcache_branch,
         tome=args.tome, compile=args.compile_unet,
         width=args.size[0] if args.size else None,

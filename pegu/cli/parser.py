@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..core.registry import DEFAULT_GENERATOR, DEFAULT_UPSCALER, DISTILLATIONS
-from ..core.settings import (COMPILE_MODES, ENGINES, FITS, MAX_SIDE, PROMPT_SYNTAXES,
+from ..core.settings import (COMPILE_MODES, ENGINES, FITS, MAX_SIDE, PROMPT_SYNTAXES, SCHEDULES,
                              TARGET, TILE_OVERLAP, UPSCALER_DTYPES, FaceSettings,
                              UpscaleSettings)
 from ..lab.iqa import PANEL
@@ -124,6 +124,7 @@ def _generate(sub) -> None:
     g.add_argument("--steps", type=int)
     g.add_argument("--guidance", type=float)
     g.add_argument("--scheduler", help="e.g. 'DPM++ 2M Karras', 'Euler a', 'UniPC'")
+    g.add_argument("--schedule", help="A1111's schedule type: " + ", ".join(SCHEDULES))
     g.add_argument("--distill", metavar="NAME",
                    help="few-step distillation LoRA: " + ", ".join(DISTILLATIONS) + " (its "
                    "card's sampler, steps and guidance become the defaults; docs/efficiency.md)")

@@ -20,9 +20,11 @@ MAX_CLIP_SKIP = 12  # CLIP ViT-L/14's text encoder has 12 layers
 TARGET = (2048, 2048)  # the final size pegu makes unless told otherwise
 
 # A1111 sampler names pegu reproduces, each built as pegu.generate.SAMPLERS says (with its
-# source); " Karras" is A1111's pre-1.9 spelling of "Schedule type: Karras".
+# source); " Karras" and " Exponential" are A1111's pre-1.9 spellings of the schedule type.
 SCHEDULERS = ("DPM++ 2M", "DPM++ 2M Karras", "DPM++ 2M SDE", "DPM++ 2M SDE Karras",
-              "DPM++ SDE", "DPM++ SDE Karras", "Euler", "Euler a", "Heun", "LMS", "LMS Karras",
+              "DPM++ 2M SDE Exponential", "DPM++ 2M SDE Heun", "DPM++ 2M SDE Heun Karras",
+              "DPM++ 2M SDE Heun Exponential", "DPM++ SDE", "DPM++ SDE Karras", "Euler",
+              "Euler a", "Heun", "LMS", "LMS Karras",
               "DPM2", "DPM2 Karras", "DPM2 a", "DPM2 a Karras", "DDIM", "UniPC",
               # the samplers of few-step distillations (registry.DISTILLATIONS)
               "LCM", "TCD", "Euler SGM Uniform", "DDIM Trailing")
@@ -34,42 +36,88 @@ NOT_REPRODUCED = {
                    "sample_dpmpp_2s_ancestral (its scheduler table: N/A)"),
     "DPM++ 2S a Karras": ("DPM++ SDE Karras", "diffusers has no port of k-diffusion's "
                           "sample_dpmpp_2s_ancestral (its scheduler table: N/A)"),
-    "DPM++ 2M SDE Heun": ("DPM++ 2M SDE", "diffusers' DPM-Solver has no Heun SDE variant"),
     "DPM++ 3M SDE": ("DPM++ 2M SDE", "diffusers has no third-order SDE DPM-Solver"),
     "DPM fast": ("DPM++ 2M", "diffusers has no port of sample_dpm_fast"),
     "DPM adaptive": ("DPM++ 2M", "diffusers has no port of sample_dpm_adaptive"),
     "PLMS": ("LMS", "diffusers' PNDM differs from A1111's PLMS"),
     "Restart": ("DPM++ 2M Karras", "diffusers has no port of the Restart sampler"),
 }
-# A1111 >= 1.9 writes the schedule apart ("Schedule type"); "Automatic" is each sampler's
-# default there (modules/sd_samplers_kdiffusion.py: DPM++ 2M, DPM++ SDE, DPM++ 2S a ->
-# karras; DPM++ 2M SDE -> exponential; the rest uniform).
-_AUTOMATIC_KARRAS = ("DPM++ 2M", "DPM++ SDE")
+# A1111's "Schedule type" (v1.10 modules/sd_schedulers.py), each one's sigmas reproduced by
+# pegu.generate.samplers.a1111_sigmas for every k-diffusion sampler below.
+SCHEDULES = ("Automatic", "Uniform", "Karras", "Exponential", "Polyexponential",
+             "SGM Uniform", "KL Optimal", "Align Your Steps", "Simple", "Normal", "DDIM", "Beta")
+# A1111's k-diffusion samplers (v1.10 modules/sd_samplers_kdiffusion.py, samplers_k_diffusion):
+# the schedule "Automatic" picks, and whether the next-to-last sigma is discarded.
+K_SAMPLERS = {"DPM++ 2M": ("Karras", False), "DPM++ SDE": ("Karras", False),
+              "DPM++ 2M SDE": ("Exponential", False), "DPM++ 2M SDE Heun": ("Exponential", False),
+              "Euler a": ("Uniform", False), "Euler": ("Uniform", False),
+              "LMS": ("Uniform", False), "Heun": ("Uniform", False),
+              "DPM2": ("Karras", True), "DPM2 a": ("Karras", True)}
+# KL Optimal ends at the smallest sigma, not 0: only these diffusers schedulers can end there
+_ENDS_ABOVE_ZERO = ("Euler", "DPM++ 2M", "DPM++ 2M SDE", "DPM++ 2M SDE Heun")
 
 
-def sampler_name(sampler: str, schedule: str | None = None) -> str:
-    """The pegu scheduler name for A1111's ``Sampler`` and ``Schedule type`` fields."""
+def check_schedule(name: str) -> str:
+    """The canonical spelling of an A1111 schedule type (its alias "SGMUniform" too)."""
+    if not isinstance(name, str):
+        raise BadInput(f"schedule must be text, got {name!r}")
+    key = name.lower().replace(" ", "").replace("_", "")
+    for s in SCHEDULES:
+        if key == s.lower().replace(" ", ""):
+            return s
+    raise BadInput(f"unknown schedule type {name!r}.{did_you_mean(name, SCHEDULES, cutoff=0.4)}"
+                   f" Known (A1111's): {', '.join(SCHEDULES)}")
+
+
+def _named_schedule(name: str) -> tuple[str, str | None]:
+    """A pre-1.9 name split into the sampler and the schedule its suffix names."""
+    for suffix in ("Karras", "Exponential"):
+        if name.endswith(" " + suffix) and name.removesuffix(" " + suffix) in K_SAMPLERS:
+            return name.removesuffix(" " + suffix), suffix
+    return name, None
+
+
+def resolve_schedule(scheduler: str, schedule: str | None) -> tuple[str, str | None]:
+    """The sampler and the schedule A1111 would run for its ``Sampler`` and ``Schedule type``.
+
+    The schedule is None for samplers that keep their own timesteps (DDIM, UniPC and the
+    distillations' samplers: A1111 ignores the schedule type for its timestep samplers).
+    No schedule means the sampler's name alone: Karras for a " Karras" name, else Uniform
+    (A1111 before 1.9); "Automatic" is the sampler's own (K_SAMPLERS)."""
+    name = check_scheduler(scheduler)
+    base, named = _named_schedule(name)
+    if base not in K_SAMPLERS:
+        return name, None
+    wanted = None if schedule is None else check_schedule(schedule)
+    if named:
+        if wanted not in (None, "Automatic", named):
+            raise BadInput(f"{name!r} is {base!r} with the {named} schedule, not {wanted!r}: "
+                           f"use scheduler {base!r} with schedule {wanted!r}")
+        return base, named
+    if wanted is None:
+        return base, "Uniform"
+    if wanted == "Automatic":
+        wanted = K_SAMPLERS[base][0]
+    if wanted == "KL Optimal" and base not in _ENDS_ABOVE_ZERO:
+        raise BadInput(f"A1111's KL Optimal schedule ends above zero, which diffusers' "
+                       f"{base!r} cannot do; it can with {', '.join(_ENDS_ABOVE_ZERO)}. "
+                       "The closest schedule for it is 'Karras'")
+    return base, wanted
+
+
+def sampler_name(sampler: str, schedule: str | None = None) -> tuple[str, str | None]:
+    """pegu's scheduler and schedule for A1111's ``Sampler`` and ``Schedule type`` fields
+    (a DDIM or UniPC image's leftover schedule type is dropped, as A1111 ignores it)."""
     name = check_scheduler(sampler)
-    if schedule is None or schedule in ("Uniform",) or name.endswith(" Karras"):
-        return name
-    if schedule == "Karras" or (schedule == "Automatic" and name in _AUTOMATIC_KARRAS):
-        if f"{name} Karras" not in SCHEDULERS:
-            raise BadInput(f"pegu does not reproduce A1111's {name!r} with the Karras "
-                             "schedule (diffusers has no such option for it)")
-        return f"{name} Karras"
-    if schedule == "SGM Uniform":  # A1111 >= 1.9: sgm_uniform, diffusers' "trailing"
-        if name != "Euler":
-            raise BadInput(f"pegu reproduces A1111's schedule 'SGM Uniform' with Euler only "
-                           f"(SDXL-Lightning's), not {name!r}")
-        return "Euler SGM Uniform"
-    if schedule == "Automatic":
-        if name == "DPM++ 2M SDE":
-            raise BadInput("A1111's 'DPM++ 2M SDE' with schedule 'Automatic' is its "
-                             "exponential schedule, which pegu does not reproduce; the "
-                             "closest it has is 'DPM++ 2M SDE Karras'")
-        return name
-    raise BadInput(f"pegu does not reproduce A1111's schedule type {schedule!r}; it has "
-                     "Uniform, Karras, SGM Uniform and Automatic")
+    base, named = _named_schedule(name)
+    if base not in K_SAMPLERS:
+        return name, None
+    if schedule is not None:
+        schedule = check_schedule(schedule)
+        if named and schedule in ("Automatic", named):
+            schedule = None
+    resolve_schedule(name, schedule)  # refuses what cannot run
+    return name, schedule
 
 
 def check_scheduler(name: str) -> str:
@@ -146,7 +194,9 @@ class GenerateSettings(_Data):
         "plain": the text as it is, cut at CLIP's 77 tokens (with a warning).
     width, height: pixels, multiples of 8 (default: the model's native size).
     steps: denoising steps ≥ 1. guidance: classifier-free guidance scale ≥ 0 (≤ 1: off).
-    scheduler: one of SCHEDULERS. seed: 0 … 2**63−1; image i of a batch uses seed + i.
+    scheduler: one of SCHEDULERS. schedule: A1111's "Schedule type" (SCHEDULES) for the
+        k-diffusion samplers; None: the sampler name's own (" Karras" names: Karras, others
+        Uniform, as A1111 before 1.9); "Automatic": the sampler's A1111 default. seed: 0 … 2**63−1; image i of a batch uses seed + i.
     batch_size: images per call ≥ 1.
     distill: a few-step distillation LoRA (registry.DISTILLATIONS: "lcm", "hyper-8",
         "hyper-8-cfg", "hyper-12-cfg", "dmd2-4", "lightning-4", "lightning-8"); its card's
@@ -173,6 +223,7 @@ class GenerateSettings(_Data):
     steps: int | None = None
     guidance: float | None = None
     scheduler: str | None = None
+    schedule: str | None = None
     seed: int = 0
     batch_size: int = 1
     prompt_syntax: str = "a1111"
@@ -206,6 +257,10 @@ class GenerateSettings(_Data):
             object.__setattr__(self, "guidance", float(self.guidance))
         if self.scheduler is not None:
             object.__setattr__(self, "scheduler", check_scheduler(self.scheduler))
+        if self.schedule is not None:
+            object.__setattr__(self, "schedule", check_schedule(self.schedule))
+            if self.scheduler is not None:
+                resolve_schedule(self.scheduler, self.schedule)
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) \
                 or not 0 <= self.seed <= MAX_SEED:
             raise BadInput(f"seed must be a whole number in 0..{MAX_SEED}, got {self.seed!r}")

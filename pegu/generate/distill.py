@@ -39,8 +39,10 @@ def resolve(s: GenerateSettings, family: str) -> tuple[GenerateSettings, list[st
     d = distill_spec(s.distill)
     d.file(family)  # refuses the other family, naming what exists for this one
     notes, changes = [], {}
+    if (s.scheduler, s.schedule) == ("Euler", "SGM Uniform"):  # A1111's name of Lightning's
+        s = replace(s, scheduler="Euler SGM Uniform", schedule=None)
     if s.scheduler not in d.schedulers:
-        changes["scheduler"] = d.scheduler
+        changes["scheduler"], changes["schedule"] = d.scheduler, None
         notes.append(f"{d.name} samples with {' or '.join(d.schedulers)}, not {s.scheduler}: "
                      f"using {d.scheduler}")
     lo, hi = d.step_range

@@ -46,14 +46,14 @@ plain: /([^\\\[\]():|]|\\.)+/
 _AND = re.compile(r"\bAND\b")
 _WEIGHT = re.compile(r"^(\s*.*?)(?:\s*:\s*([-+]?(?:\d+\.?|\d*\.\d+)))?\s*$")
 # samplers whose every step calls the model twice (A1111's "second_order" option)
-SECOND_ORDER = ("Heun", "DPM2", "DPM2 Karras", "DPM2 a", "DPM2 a Karras", "DPM++ SDE",
-                "DPM++ SDE Karras")
+SECOND_ORDER = ("Heun", "DPM2", "DPM2 a", "DPM++ SDE")
 MAX_PROMPT = 20_000  # characters; the Earley parser's cost grows fast beyond
 
 
 def total_steps(sampler: str, steps: int) -> int:
     """The steps a prompt schedule counts: twice ``steps`` for second-order samplers."""
-    return 2 * steps if sampler in SECOND_ORDER else steps
+    base = sampler.removesuffix(" Karras").removesuffix(" Exponential")
+    return 2 * steps if base in SECOND_ORDER else steps
 
 
 _PARSER = None

@@ -68,6 +68,11 @@ class RefineResult:
     controlnet_source: str | None = None
 
 
+def _without_schedule(default: str, schedule: str | None) -> str:
+    """A model's default sampler, its " Karras" dropped when a schedule type is asked for."""
+    return default.removesuffix(" Karras") if schedule else default
+
+
 class Generator:
     """A loaded text-to-image pipeline; build one with :func:`pegu.generate.load_generator`."""
 
@@ -117,7 +122,8 @@ class Generator:
             steps=settings.steps or (d.steps if d else spec.steps if spec else 25),
             guidance=settings.guidance if settings.guidance is not None
             else (d.guidance if d else spec.guidance if spec else 7.0),
-            scheduler=settings.scheduler or (d.scheduler if d else self.scheduler))
+            scheduler=settings.scheduler or _without_schedule(
+                d.scheduler if d else self.scheduler, settings.schedule))
         s, notes = dist.resolve(s, self.family)
         if d and not d.cfg and s.negative_prompt and settings.negative_prompt:
             notes.append(f"{d.name} runs without CFG, so the negative prompt is not used; "
@@ -252,7 +258,8 @@ class Generator:
         tiled UNet's context, around them, and the ``plan``'s conditioning per call when it
         changes between calls); (PIL images, fp32-VAE fallback used)."""
         seed = seed_of(kwargs["generator"])
-        pipe.scheduler = make_scheduler(s.scheduler, self._scheduler_config, seed=seed)
+        pipe.scheduler = make_scheduler(s.scheduler, self._scheduler_config, seed=seed,
+                                        schedule=s.schedule, sdxl=self.family == "sdxl")
         pipe.set_progress_bar_config(disable=not progress, desc=f"{self.name} steps",
                                      leave=False)
         final = {}

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..core.errors import BadInput
 from ..core.registry import DISTILLATIONS, GENERATORS, UPSCALERS, distill_spec, generator_spec
-from ..core.settings import (SCHEDULERS, FaceSettings, GenerateSettings, RunSettings,
+from ..core.settings import (SCHEDULERS, SCHEDULES, FaceSettings, GenerateSettings, RunSettings,
                              UpscaleSettings)
 from ..pipeline import Models, run_ready, stages_table
 
@@ -45,6 +45,7 @@ class Explorer:
         self.model = w.Combobox(value=model, options=list(GENERATORS), description="model",
                                 ensure_option=False)
         self.scheduler = w.Dropdown(options=["(model's)", *SCHEDULERS], description="scheduler")
+        self.schedule = w.Dropdown(options=["(sampler's)", *SCHEDULES], description="schedule")
         # ticked "(model's)": the model's recommended steps / guidance, shown on the slider
         self.steps = w.IntSlider(value=25, min=1, max=100, description="steps", disabled=True)
         self.steps_model = w.Checkbox(value=True, description="(model's)", indent=False)
@@ -96,7 +97,7 @@ class Explorer:
         self._show_recommendation()
         self.widget = w.VBox([
             self.prompt, self.negative,
-            w.HBox([self.model, self.scheduler]),
+            w.HBox([self.model, self.scheduler, self.schedule]),
             w.HBox([self.steps, self.steps_model, self.guidance, self.guidance_model]),
             w.HBox([self.distill, self.deepcache, self.tome]),
             w.HBox([self.seed, self.random_button]),
@@ -139,6 +140,7 @@ class Explorer:
             steps=None if self.steps_model.value else self.steps.value,
             guidance=None if self.guidance_model.value else self.guidance.value,
             scheduler=None if self.scheduler.value.startswith("(") else self.scheduler.value,
+            schedule=None if self.schedule.value.startswith("(") else self.schedule.value,
             seed=self.seed.value,
             distill=None if self.distill.value == "off" else self.distill.value,
             deepcache=None if self.deepcache.value == "off" else int(self.deepcache.value),

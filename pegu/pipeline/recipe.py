@@ -34,8 +34,9 @@ def _quote(text) -> str:
 def a1111_parameters(settings: RunSettings, extra: dict | None = None) -> str:
     """The ``parameters`` text: prompt, ``Negative prompt:`` line, then ``key: value``s."""
     g = settings.generate
-    fields = {"Steps": g.steps, "Sampler": g.scheduler, "CFG scale": f"{g.guidance:g}",
-              "Seed": g.seed, "Size": f"{g.width}x{g.height}", "Model": settings.model}
+    fields = {"Steps": g.steps, "Sampler": g.scheduler,
+              **({"Schedule type": g.schedule} if g.schedule else {}),
+              "CFG scale": f"{g.guidance:g}", "Seed": g.seed, "Size": f"{g.width}x{g.height}", "Model": settings.model}
     if settings.mode == "direct":
         fields["Size"] = f"{settings.target[0]}x{settings.target[1]}"
     else:
@@ -145,8 +146,12 @@ def read_settings(path, model: str | None = None) -> RunSettings:
 _UNMAPPED = ("ENSD", "Eta", "Variation seed", "Variation seed strength",
              "Seed resize from", "Face restoration", "VAE",
              "Hires sampler", "Hires schedule type", "Hires prompt", "Hires negative prompt",
-             "Hires CFG Scale", "Hires checkpoint", "Refiner", "RNG", "Emphasis", "Noise multiplier")
-_DEFAULTS = {"RNG": "CPU", "Emphasis": "Original", "ENSD": "0", "Eta": "1"}
+             "Hires CFG Scale", "Hires checkpoint", "Refiner", "RNG", "Emphasis", "Noise multiplier",
+             # A1111's schedule options away from their defaults (sd_samplers_kdiffusion.py)
+             "Schedule max sigma", "Schedule min sigma", "Schedule rho", "Beta schedule alpha",
+             "Beta schedule beta", "Discard penultimate sigma", "SGM noise multiplier")
+_DEFAULTS = {"RNG": "CPU", "Emphasis": "Original", "ENSD": "0", "Eta": "1",
+             "Beta schedule alpha": "0.6", "Beta schedule beta": "0.6"}
 _HIRES = ("Hires upscale", "Hires resize", "Hires steps", "Hires upscaler")
 
 
@@ -248,14 +253,14 @@ def _from_a1111(p: dict, model: str | None = None) -> RunSettings:
     if p.get("First pass size") and p.get("Denoising strength") is not None:
         w, h, p = _old_first_pass(p, w, h)
     steps = _number(p, "Steps", 20, int)
-    sampler = sampler_name(p.get("Sampler", "DPM++ 2M Karras"), p.get("Schedule type"))
+    sampler, schedule = sampler_name(p.get("Sampler", "DPM++ 2M Karras"), p.get("Schedule type"))
     seed = _number(p, "Seed", None, int)
     if seed is None or seed < 0:  # A1111's -1: drawn
         seed = secrets.randbelow(2**32)
         notes.append(f"the image records no seed; pegu drew {seed} (saved with the image)")
     g = GenerateSettings(prompt=p["Prompt"], negative_prompt=p.get("Negative prompt", ""),
                          width=w, height=h, steps=steps, guidance=_number(p, "CFG scale", 7.0),
-                         scheduler=sampler, seed=seed,
+                         scheduler=sampler, schedule=schedule, seed=seed,
                          prompt_syntax="plain" if p.get("Emphasis") == "None" else "a1111",
                          distill=p.get("Distill"),
                          deepcache=int(p["DeepCache"]) if p.get("DeepCache") else None,
