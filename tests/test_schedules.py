@@ -143,7 +143,7 @@ PAIRS = [(s, sch) for s in K_SAMPLERS for sch in SCHEDULES
 @pytest.mark.parametrize("sdxl", [False, True], ids=["sd15", "sdxl"])
 @pytest.mark.parametrize("sampler,schedule", PAIRS)
 def test_every_pair_samples_at_a1111s_sigmas(sampler, schedule, sdxl):
-    for steps in (1, 7, 11, 20, 30):
+    for steps in (1, 11, 30):  # one step; Align Your Steps' own 11; 30: DDIM's makes 31
         want = a1111_get_sigmas(sampler, schedule, steps, sdxl)
         got, _ = _pegu_sigmas(sampler, schedule, steps, SDXL if sdxl else SD15, sdxl)
         assert got.shape == want.shape, (steps, got, want)
