@@ -23,7 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     except (PeguError, ValueError, OSError, RuntimeError, MemoryError) as e:
         # PeguError: pegu's own refusals; the built-ins: what the system or a library says
         # about the input (a disk that is full, a file that is not an image)
-        print(f"pegu {args.command}: error: {e}", file=sys.stderr)
+        message = " ".join(str(e).split()) or type(e).__name__  # one line
+        print(f"pegu {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

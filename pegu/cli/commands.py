@@ -177,9 +177,10 @@ def generate(args) -> int:
     runs = [dataclasses.replace(settings, generate=dataclasses.replace(
         settings.generate, seed=settings.generate.seed + i)) for i in range(args.count)]
     out = args.out or Path("out")
-    if out.suffix.lower() == ".png" and args.count > 1:
+    one_file = out.suffix.lower() == ".png" and not out.is_dir()  # a folder stays a folder
+    if one_file and args.count > 1:
         raise BadInput("--count writes one PNG per seed: give --out a folder")
-    outs = [out if out.suffix.lower() == ".png" else out / (
+    outs = [out if one_file else out / (
         f"pegu_{Path(s.model).name}_{s.generate.seed}_{s.target[0]}x{s.target[1]}.png")
         for s in runs]
     for o in outs:
@@ -359,7 +360,7 @@ def describe_record(path) -> str:
         lines += ["", "pegu settings:", json.dumps(p["settings"], indent=2, ensure_ascii=False)]
         for s in p.get("stages", []):
             lines.append(f"  {s['stage']:24} {s['seconds']:8.2f} s  "
-                         f"{s['peak_bytes'] / 2**20:8.0f} MiB {s['memory']}")
+                         f"{s['peak_bytes'] / 2**20:8.0f} MiB {s.get('memory', '')}")
         lines.append("versions: " + ", ".join(f"{k} {v}" for k, v in p.get("versions", {}).items()))
     if not rec["parameters"] and not rec["pegu"]:
         lines.append("no generation settings in this image")

@@ -248,13 +248,45 @@ def compiled(model, dev, mode: str = "default", *, refuse: bool = False):
 _BYTES_PER_PIXEL = {"cpu": 3 * 4 + 3 * 4 + 3, "cuda": 3 * 4 + 3}
 
 
-def check_output_memory(size: tuple[int, int], device) -> None:
+# bytes per target pixel the tiled refine adds in RAM: the image as float planes for the
+# VAE, the VAE's tiled decode (rows of overlapping tiles, about 1.8x the image) and the
+# decoded image in float (measured: tiny-sd15 on the CPU, 2048² against the plain upscale,
+# about 57 B/px); on a GPU those planes are fp16 there and the RAM keeps the float copy
+_TILED_REFINE_BYTES = {"cpu": 60, "cuda": 30}
+_TILED_REFINE_GPU_BYTES = 24
+
+
+def check_output_memory(size: tuple[int, int], device, tiled_refine: bool = False) -> None:
     """Refuse, before any work, an output of ``size`` (w, h) that this machine's free RAM
-    cannot hold while a network on ``device`` (a torch.device or "cpu" / "cuda") makes it."""
-    free = available_memory()
+    (or, for the tiled refine on a GPU, the GPU's memory) cannot hold while a network on
+    ``device`` (a torch.device or "cpu" / "cuda") makes it; the message gives the estimate
+    and the largest square target that fits."""
     kind = device if isinstance(device, str) else getattr(device, "type", "cpu")
-    need = size[0] * size[1] * _BYTES_PER_PIXEL.get(kind, _BYTES_PER_PIXEL["cpu"])
+    kind = kind.split(":")[0] if kind.split(":")[0] in _BYTES_PER_PIXEL else "cpu"
+    per_pixel = _BYTES_PER_PIXEL[kind] + (_TILED_REFINE_BYTES[kind] if tiled_refine else 0)
+    what = "tiled refine to" if tiled_refine else "output of"
+    _refuse_beyond(size, per_pixel, available_memory(), f"a {what} {size[0]}x{size[1]}",
+                   "RAM", "or free memory")
+    if tiled_refine and kind == "cuda" and not isinstance(device, str):
+        _refuse_beyond(size, _TILED_REFINE_GPU_BYTES, gpu_total_memory(device),
+                       f"a tiled refine to {size[0]}x{size[1]}", "GPU memory",
+                       "or the plain upscale (no refine_tiled)")
+
+
+def _refuse_beyond(size, per_pixel: int, free: int | None, what: str, where: str,
+                   other: str) -> None:
+    need = size[0] * size[1] * per_pixel
     if free is not None and need > free:
-        raise OutOfMemory(f"a {size[0]}x{size[1]} output needs about {need / 2**30:.1f} GiB "
-                          f"of RAM and {free / 2**30:.1f} GiB is free: choose a smaller target "
-                          "or free memory")
+        side = max(8, int((free / per_pixel) ** 0.5) // 8 * 8)
+        raise OutOfMemory(f"{what} needs about {need / 2**30:.1f} GiB of {where} and "
+                          f"{free / 2**30:.1f} GiB is free here: the largest square target "
+                          f"that fits is about {side}x{side}; choose a smaller target {other}")
+
+
+def gpu_total_memory(device) -> int | None:
+    """Bytes of memory of the GPU ``device`` (a torch.device), None if it is no GPU."""
+    import torch
+
+    if getattr(device, "type", None) != "cuda" or not torch.cuda.is_available():
+        return None
+    return torch.cuda.get_device_properties(device).total_memory

@@ -24,6 +24,11 @@ class OutputExists(PeguError, FileExistsError):
     """Writing would replace an existing file that the caller did not allow to replace."""
 
 
+class WriteFailed(PeguError, OSError):
+    """The system refused a write (a full disk, a file-size limit, a read-only folder, a
+    folder where a file should go); nothing partial was left and earlier files are intact."""
+
+
 class WeightsError(PeguError, RuntimeError):
     """Weights that cannot be used or trusted: damaged, of another architecture, or not the
     published file."""

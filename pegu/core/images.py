@@ -2,13 +2,14 @@
 float planes networks take (any PIL mode or numpy layout in, the same kind out)."""
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .errors import BadInput, MissingFile
+from .errors import BadInput, MissingFile, WriteFailed
 
 
 def read_image(path):
@@ -52,15 +53,40 @@ def atomic_write(path, write, suffix: str = "") -> Path:
     + ``suffix``), flushed to disk, then renamed into place: ``path`` is never half-written,
     even after a kill or a power cut. :func:`remove_stale_temp` cleans a killed writer's."""
     path = Path(path)
+    if path.is_dir():
+        raise WriteFailed(f"cannot write {path}: it is a folder; give a file name (or remove "
+                          "the folder)")
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{suffix}")
     try:
         write(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except WriteFailed:
+        raise
+    except OSError as e:
+        raise write_failed(path, e) from None
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+# what each refusal of the system means for the user (errno names: Linux's, POSIX's)
+_WRITE_CAUSES = {errno.ENOSPC: "the disk is full", errno.EFBIG: "the file-size limit "
+                 "(ulimit -f, or the file system's largest file) was reached",
+                 errno.EDQUOT: "the disk quota is used up", errno.EROFS: "the file system "
+                 "is read-only", errno.EACCES: "permission denied (a read-only folder?)",
+                 errno.EPERM: "permission denied", errno.EISDIR: "a folder is in the way",
+                 errno.ENOTDIR: "a file is in the way of a folder on the path",
+                 errno.ENOENT: "its folder does not exist"}
+
+
+def write_failed(path, e: OSError) -> WriteFailed:
+    """pegu's one-line error for a write the system refused: the path, the cause, what to
+    do, and that nothing was written."""
+    cause = _WRITE_CAUSES.get(e.errno, e.strerror or str(e))
+    return WriteFailed(f"cannot write {path}: {cause}. Nothing was written and earlier files "
+                       "are unchanged; free space or choose another place (--out)")
 
 
 def remove_stale_temp(folder) -> list[Path]:
@@ -115,13 +141,16 @@ def ensure_writable_dir(folder) -> Path:
     import tempfile
 
     folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise WriteFailed(f"the output folder {folder} is a file; choose another with --out")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".pegu-check-"):
             pass
     except OSError as e:
-        raise PermissionError(f"cannot write to the output folder {folder}: "
-                              f"{e.strerror or e}; choose another with --out") from None
+        cause = _WRITE_CAUSES.get(e.errno, e.strerror or str(e))
+        raise WriteFailed(f"cannot write to the output folder {folder}: {cause}; choose "
+                          "another with --out") from None
     return folder
 
 

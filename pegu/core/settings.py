@@ -461,8 +461,11 @@ class RunSettings(_Data):
                              f"batch_size={self.generate.batch_size}")
         try:
             w, h = (int(v) for v in self.target)
-        except (TypeError, ValueError):
-            raise BadInput(f"target must be (width, height), got {self.target!r}") from None
+            if any(isinstance(v, bool) or v != int(v) for v in self.target):
+                raise ValueError
+        except (TypeError, ValueError, OverflowError):
+            raise BadInput(f"target must be (width, height) in whole pixels, got "
+                           f"{self.target!r}") from None
         object.__setattr__(self, "target", (w, h))
         for name, v in (("target width", w), ("target height", h)):
             if self.mode == "direct":

@@ -52,6 +52,8 @@ def detect(image, min_size: int = 24, max_faces: int = 4) -> list[Face]:
     from PIL import Image
 
     img = Image.fromarray(np.asarray(image)) if not isinstance(image, Image.Image) else image
+    if min(img.size) < max(min_size, 12):  # no face of min_size fits (MTCNN's smallest: 12)
+        return []
     with torch.no_grad():
         boxes, probs, points = _mtcnn(min_size).detect(img.convert("RGB"), landmarks=True)
     if boxes is None:

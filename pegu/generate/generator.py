@@ -242,6 +242,7 @@ class Generator:
         key = spec.name if spec else str(name)
         if key not in self._controlnets:
             model, source = load_controlnet(spec or str(name), self.dtype, self.offline)
+            self._check_controlnet(model, name)
             if self._placement == "sequential-offload":
                 from accelerate import cpu_offload
 
@@ -251,6 +252,20 @@ class Generator:
             self._controlnets[key] = LoadedControlNet(model, spec, source,
                                                       None if spec else str(name))
         return self._controlnets[key]
+
+    def _check_controlnet(self, model, name) -> None:
+        """Refuse a ControlNet of the other family (its text width or added conditioning
+        differs from this UNet's), before it runs into a shape error mid-refine."""
+        want, got = self.pipe.unet.config, model.config
+        keys = ("cross_attention_dim", "addition_embed_type")
+        if any(getattr(want, k, None) != getattr(got, k, None) for k in keys):
+            other = "SDXL" if getattr(got, "addition_embed_type", None) == "text_time" \
+                else "SD 1.5"
+            raise BadInput(f"the ControlNet {name} is for {other} models (text width "
+                           f"{got.cross_attention_dim}); this model is "
+                           f"{'SDXL' if self.family == 'sdxl' else 'SD 1.5'} (text width "
+                           f"{want.cross_attention_dim}): give --controlnet a "
+                           f"{self.family} tile ControlNet (pegu models)")
 
     def _call(self, pipe, s: GenerateSettings, progress: bool, tiles=None, plan=None,
               **kwargs):

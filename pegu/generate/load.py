@@ -7,10 +7,10 @@ from pathlib import Path
 
 from ..core import compat
 from ..core.device import check_gpu, resolve_device, resolve_dtype
-from ..core.errors import BadInput, MissingFile
+from ..core.errors import BadInput, MissingFile, PeguError, WeightsError
 from ..core.registry import DEFAULT_GENERATOR, generator_spec
 from ..core.settings import check_scheduler
-from ..sources import from_pretrained, is_offline, load_state_dict
+from ..sources import first_line, from_pretrained, is_offline, tensor_names
 from ..sources.resolve import built_folder
 from .generator import Generator
 from .memory import MEMORY_LEVELS
@@ -142,8 +142,12 @@ def _single_file(path: Path, config, dtype, offline: bool, extra: dict):
 
     if not path.is_file():
         raise MissingFile(f"checkpoint not found: {path}")
-    family = "sdxl" if any(k.startswith("conditioner.") for k in _checkpoint_keys(path)) \
-        else "sd15"
+    keys = tensor_names(path, "checkpoint")
+    if not any(k.startswith(("model.diffusion_model.", "conditioner.")) for k in keys):
+        raise WeightsError(f"{path} is not a Stable Diffusion checkpoint (no UNet tensors "
+                           "'model.diffusion_model.*'): a LoRA, embedding, VAE or another "
+                           "kind of file? Give --model a full SD 1.5 or SDXL checkpoint")
+    family = "sdxl" if any(k.startswith("conditioner.") for k in keys) else "sd15"
     cls = StableDiffusionXLPipeline if family == "sdxl" else StableDiffusionPipeline
     if config is None and offline:
         raise BadInput(f"{path.name} is a single-file checkpoint; offline, give config= a "
@@ -154,13 +158,14 @@ def _single_file(path: Path, config, dtype, offline: bool, extra: dict):
         kwargs["config"] = str(Path(config).expanduser())
     if family == "sd15":
         kwargs.update(_SD15_UNUSED)
-    return cls.from_single_file(str(path), **kwargs)
+    try:
+        return cls.from_single_file(str(path), **kwargs)
+    except (PeguError, MemoryError):
+        raise
+    except Exception as e:  # noqa: BLE001  diffusers' conversion on a damaged or odd file
+        raise WeightsError(f"{path} could not be read as an {family} checkpoint "
+                           f"({type(e).__name__}: {first_line(e)}); check that the file is "
+                           "complete and is a Stable Diffusion 1.5 or SDXL checkpoint") \
+            from None
 
 
-def _checkpoint_keys(path: Path) -> list[str]:
-    if path.suffix == ".safetensors":
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as f:
-            return list(f.keys())
-    return list(load_state_dict(path))

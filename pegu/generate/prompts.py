@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..core import compat
-from ..core.errors import BadInput, MissingFile
-from ..sources import cache_dir, sha256_file
+from ..core.errors import BadInput, MissingFile, PeguError
+from ..sources import cache_dir, first_line, load_state_dict, read_weights, sha256_file
 
 CHUNK = 75
 COMMA_BACKTRACK = 20  # A1111's default "comma_padding_backtrack"
@@ -317,16 +317,6 @@ def _used(tokenizer, name: str, texts) -> bool:
     return False
 
 
-def _embedding_state(path: Path) -> dict:
-    if path.suffix.lower() == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    import torch
-
-    return torch.load(str(path), map_location="cpu", weights_only=True)
-
-
 def load_embeddings(pipe, texts) -> list[tuple[str, Path]]:
     """Load into ``pipe`` the embeddings whose names ``texts`` use, by A1111's rule (the
     name's token ids occur in the text; once per pipeline); returns (name, file) of each one
@@ -338,12 +328,16 @@ def load_embeddings(pipe, texts) -> list[tuple[str, Path]]:
         token = f"{TI_PREFIX}{name}>"
         if token in pipe.tokenizer.get_vocab():
             continue  # loaded by an earlier call
+        state = read_weights(path, "embedding")
+        if not isinstance(state, dict):
+            raise BadInput(f"the embedding {path} holds no named tensors; it is not a "
+                           "textual-inversion embedding")
         try:
             if hasattr(pipe, "text_encoder_2"):
-                state = _embedding_state(path)
                 if not {"clip_l", "clip_g"} <= set(state):
-                    raise BadInput("an SDXL embedding holds clip_l and clip_g tensors; this "
-                                     f"one holds {sorted(state)} (an SD 1.5 embedding?)")
+                    raise BadInput(f"cannot use the embedding {path}: an SDXL embedding "
+                                   "holds clip_l and clip_g tensors; this one holds "
+                                   f"{sorted(state)} (an SD 1.5 embedding?)")
                 pipe.load_textual_inversion(state["clip_l"], token=token,
                                             text_encoder=pipe.text_encoder,
                                             tokenizer=pipe.tokenizer)
@@ -351,10 +345,17 @@ def load_embeddings(pipe, texts) -> list[tuple[str, Path]]:
                                             text_encoder=pipe.text_encoder_2,
                                             tokenizer=pipe.tokenizer_2)
             else:
-                pipe.load_textual_inversion(str(path), token=token)
-        except (ValueError, KeyError, RuntimeError) as e:
-            raise BadInput(f"cannot use the embedding {path}: {e}") from e
+                pipe.load_textual_inversion(state, token=token)
+        except PeguError:
+            raise
+        except (ValueError, KeyError, RuntimeError, TypeError, AttributeError, IndexError) as e:
+            raise BadInput(f"cannot use the embedding {path}: {first_line(e)}. Is it an "
+                           f"embedding for this model's family ({_family(pipe)})?") from None
     return used
+
+
+def _family(pipe) -> str:
+    return "SDXL" if hasattr(pipe, "text_encoder_2") else "SD 1.5"
 
 
 def file_hash(path: Path) -> str:
@@ -443,12 +444,16 @@ def apply_loras(pipe, tags: list[LoraTag],
     adapters = {name: re.sub(r"\W", "_", name) for name in weights}
     for name, adapter in adapters.items():
         if adapter not in loaded:
+            state = load_state_dict(files[name], "LoRA")
             try:
                 with compat.quiet(), compat.diffusers_quiet():
-                    pipe.load_lora_weights(str(files[name].parent),
-                                           weight_name=files[name].name, adapter_name=adapter)
-            except (ValueError, KeyError, RuntimeError) as e:
-                raise BadInput(f"cannot use the LoRA {files[name]}: {e}") from e
+                    pipe.load_lora_weights(state, adapter_name=adapter)
+            except PeguError:
+                raise
+            except (ValueError, KeyError, RuntimeError, TypeError, AttributeError,
+                    IndexError) as e:
+                raise BadInput(f"cannot use the LoRA {files[name]}: {first_line(e)}. Is it a "
+                               f"LoRA for this model's family ({_family(pipe)})?") from None
     parts = pipe.get_list_adapters()
 
     def per_part(adapter: str, te: float, unet: float) -> dict:

@@ -5,6 +5,7 @@ import hashlib
 import itertools
 import json
 import math
+import numbers
 import re
 from pathlib import Path
 
@@ -32,22 +33,136 @@ MANY_RUNS = 10_000
 MAX_RUNS = 1_000_000
 
 
+# what a grid file may hold: its size on disk, and its values once YAML's aliases are
+# expanded (a "billion laughs" file of a few hundred bytes expands to 10^9 values)
+MAX_GRID_BYTES = 1 << 20
+MAX_GRID_VALUES = 100_000
+
+
 def read_grid(grid) -> dict:
-    """A grid as a dict: ``grid`` itself, or the mapping in the YAML file it names."""
+    """A grid as a dict: ``grid`` itself, or the mapping in the YAML file it names.
+
+    The file is read by a YAML loader that refuses what a grid never needs and a hostile
+    file uses: a file over MAX_GRID_BYTES, a key given twice in one mapping (YAML keeps the
+    last silently), aliases that expand beyond MAX_GRID_VALUES values or refer to
+    themselves, and values that are not plain data (dates, sets, binary) or not finite."""
     if isinstance(grid, dict):
+        _check_plain(grid, "the grid")
         return grid
     import yaml
 
     path = Path(grid)
     if not path.is_file():
         raise MissingFile(f"grid file not found: {path}")
+    if path.stat().st_size > MAX_GRID_BYTES:
+        raise BadInput(f"{path} is {path.stat().st_size:,} bytes; a grid file is at most "
+                       f"{MAX_GRID_BYTES:,} (list values, not runs: the runs are every "
+                       "combination of the axes)")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise BadInput(f"{path} is not UTF-8 text ({e.reason} at byte {e.start}); save the "
+                       "grid as UTF-8") from None
+    loader = _grid_loader()(text)
+    loader.name = path.name  # where its errors point
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            data = {}
+        else:
+            _expanded_size(node, path)
+            data = loader.construct_document(node) or {}
     except yaml.YAMLError as e:
-        raise BadInput(f"{path} is not valid YAML: {e}") from None
+        raise BadInput(f"{path} is not valid YAML: {' '.join(str(e).split())}") \
+            from None
+    except RecursionError:
+        raise BadInput(f"{path} nests lists or mappings too deeply for a grid") from None
+    finally:
+        loader.dispose()
     if not isinstance(data, dict):
         raise BadInput(f"{path} must hold a mapping (base: ..., models: [...], ...)")
+    _check_plain(data, str(path))
     return data
+
+
+def _grid_loader():
+    import yaml
+
+    class GridLoader(yaml.SafeLoader):
+        """PyYAML's safe loader, refusing a key given twice in one mapping."""
+
+        def construct_mapping(self, node, deep=False):
+            if isinstance(node, yaml.MappingNode):
+                self.flatten_mapping(node)
+                seen = set()
+                for key_node, _ in node.value:
+                    key = self.construct_object(key_node, deep=True)
+                    try:
+                        twice = key in seen
+                    except TypeError:
+                        continue  # unhashable: PyYAML's own error follows
+                    if twice:
+                        raise yaml.constructor.ConstructorError(
+                            None, None, f"the key {key!r} is given twice (YAML would keep "
+                            "only the last); give each key once", key_node.start_mark)
+                    seen.add(key)
+            return super().construct_mapping(node, deep=deep)
+
+    return GridLoader
+
+
+def _expanded_size(root, path) -> int:
+    """The number of values under ``root`` with every alias expanded (counted once per
+    node, so a billion laughs costs a few steps); BadInput beyond MAX_GRID_VALUES or for
+    an alias inside its own anchor."""
+    import yaml
+
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+
+    def size(node) -> int:
+        if id(node) in sizes:
+            return sizes[id(node)]
+        if id(node) in open_nodes:
+            raise BadInput(f"{path}: an alias refers to the value that holds it (a "
+                           "recursive anchor); a grid is plain lists and mappings")
+        open_nodes.add(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            n = 1 + sum(size(v) for v in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            n = 1 + sum(size(k) + size(v) for k, v in node.value)
+        else:
+            n = 1
+        open_nodes.discard(id(node))
+        sizes[id(node)] = n
+        if n > MAX_GRID_VALUES:
+            raise BadInput(f"{path} expands to more than {MAX_GRID_VALUES:,} values once its "
+                           "YAML aliases (*name) are expanded; a grid lists values, and "
+                           "pegu makes the combinations")
+        return n
+
+    return size(root)
+
+
+def _check_plain(value, where: str, at: str = "") -> None:
+    """BadInput unless ``value`` is plain data (text, whole or finite numbers, true/false,
+    null, lists, mappings with text or number keys)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise BadInput(f"{where}: {at or 'a value'} is {value}; give a finite number")
+    if value is None or isinstance(value, (str, numbers.Real)):
+        return
+    if isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _check_plain(v, where, f"{at}[{i}]")
+        return
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, (str, numbers.Real)):
+                raise BadInput(f"{where}: the key {k!r} at {at or 'the top'} is not text")
+            _check_plain(v, where, f"{at}.{k}" if at else str(k))
+        return
+    raise BadInput(f"{where}: {at or 'a value'} is a {type(value).__name__} ({value!r}); "
+                   "grids hold text, numbers, lists and mappings (quote dates and times)")
 
 
 def load_grid(grid, many: bool = False) -> list[dict]:

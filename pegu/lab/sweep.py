@@ -34,6 +34,7 @@ from .grid import (attribute_questions, flatten, grid_iqa, grid_timing, load_gri
                    run_id)
 from .iqa import score
 from .limits import check_space, earlier_rows, session_deadline
+from .lock import TOKEN_ENV, writer_lock
 from .metrics import as_clip, attribute_hits
 
 
@@ -252,12 +253,21 @@ def sweep(grid, out, *, device="auto", clip: str | None = None,
     out = ensure_writable_dir(Path(out))
     grid = read_grid(grid)  # read once: the runs, then attribute control, use it
     runs = load_grid(grid, many=many)
+    index, count = shard or shard_from_env()
+    with writer_lock(out, shared=count > 1) as token:  # one sweep writes into ``out``
+        return _sweep(grid, runs, out, index, count, token, device=device, clip=clip,
+                      progress=progress, processes=processes, keep_failed=keep_failed,
+                      many=many, offline=offline, time_limit_h=time_limit_h,
+                      resume_from=resume_from)
+
+
+def _sweep(grid: dict, runs: list, out: Path, index: int, count: int, token, *, device, clip,
+           progress, processes, keep_failed, many, offline, time_limit_h, resume_from):
     warmup, repeats = grid_timing(grid)
     ids = {run_id(d) for d in runs}
     _prepare(out)
     if resume_from:
         _carry(earlier_rows(resume_from, out), out, ids)
-    index, count = shard or shard_from_env()
     pending = [(i, d) for i, d in enumerate(runs) if not _finished(out, run_id(d), keep_failed)]
     if count == 1 or index == 0:
         check_space([_target(d) for _, d in pending], out)
@@ -270,7 +280,7 @@ def sweep(grid, out, *, device="auto", clip: str | None = None,
         table = sweep_processes(grid, out, processes, device=device,
                                 clip=getattr(clip, "name", clip), keep_failed=keep_failed,
                                 many=many, offline=offline, progress=progress,
-                                deadline=deadline)
+                                deadline=deadline, token=token)
         if "attribute_control" not in table:
             add_attribute_control(table, as_clip(clip, device=resolve_device(device),
                                                  offline=offline), grid)
@@ -411,14 +421,20 @@ def _run_row(d: dict, models: Models, image_path: Path, scorer, repeats: int, wa
 def sweep_processes(grid, out, processes: int, *, device="auto", clip: str | None = None,
                     keep_failed: bool = False, many: bool = False,
                     offline: bool | None = None, progress: bool = False,
-                    deadline: float | None = None):
+                    deadline: float | None = None, token: str | None = None):
     """Split a sweep over ``processes`` worker processes (``pegu sweep --shard i/n``) and
     merge their rows into one table. With ``device="auto"`` worker i takes GPU i when there
     are several (as under ``accelerate launch --num_processes N -m pegu.cli sweep ...``).
     ``grid``: a YAML file or a dict (written to ``out/.grid.json`` for the workers). With
     ``progress`` each worker's line per run comes through this process's ``sys.stderr``
     (in a notebook: the cell, not the kernel's log). The workers end with this process,
-    however it ends (on Linux even when killed)."""
+    however it ends (on Linux even when killed). token: the folder's writer lock
+    (:func:`pegu.lab.lock.writer_lock`) the workers work under; None: this call takes it."""
+    if token is None:
+        with writer_lock(out) as token:
+            return sweep_processes(grid, out, processes, device=device, clip=clip,
+                                   keep_failed=keep_failed, many=many, offline=offline,
+                                   progress=progress, deadline=deadline, token=token)
     runs = load_grid(grid, many=many)  # fail here, not in every worker
     if isinstance(grid, dict):
         grid_path = Path(out) / ".grid.json"
@@ -436,6 +452,7 @@ def sweep_processes(grid, out, processes: int, *, device="auto", clip: str | Non
     try:
         for i in range(processes):
             workers.append(subprocess.Popen(cmd + ["--shard", f"{i}/{processes}"],
+                                            env={**os.environ, TOKEN_ENV: token or ""},
                                             stderr=subprocess.PIPE, text=True, bufsize=1,
                                             preexec_fn=_end_with_parent if linux else None))
         relays = [threading.Thread(target=_relay, args=(w.stderr,), daemon=True)
@@ -495,6 +512,11 @@ def notebook_sweep(notebook, grid, out, *, kernel: str | None = None, progress: 
         runs = [dict(zip(names, combo)) for combo in itertools.product(
             *[v if isinstance(v, list) else [v] for v in params.values()])]
     out = ensure_writable_dir(Path(out))
+    with writer_lock(out, "pegu sweep --notebook"):
+        return _notebook_sweep(pm, notebook, runs, out, kernel, progress, keep_failed)
+
+
+def _notebook_sweep(pm, notebook: Path, runs: list, out: Path, kernel, progress, keep_failed):
     _prepare(out)
     declared = pm.inspect_notebook(str(notebook))
     ids = set()

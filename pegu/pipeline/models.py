@@ -46,7 +46,8 @@ class Models:
         """Refuse what can be refused before loading (pegu.pipeline.plan.precheck), then
         load what ``settings`` need that is not loaded yet. A model of other settings is
         released before its replacement loads, so that two never share the memory."""
-        precheck(settings, self.offline)
+        precheck(settings, self.offline, resolve_device(self.device)
+                 if self.upscaler_device is None else None)
         loading: list[StageCost] = []
         g = self.generator
         if g is None or settings.model not in (g.name, g.source):

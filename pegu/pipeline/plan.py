@@ -17,11 +17,12 @@ from ..sources.resolve import offline_reason, unavailable
 from ..upscale import auto_upscaler
 
 
-def precheck(settings: RunSettings, offline: bool | None = None) -> None:
+def precheck(settings: RunSettings, offline: bool | None = None, device=None) -> None:
     """What can be refused before any model loads: an unknown upscaler or face restorer or
     a missing weights file (a registry restorer, ControlNet or distillation LoRA not at hand
     offline too; a distillation of the other family), a
-    target whose output this machine's RAM cannot hold, and a base size whose aspect ratio
+    target whose output (or tiled refine) this machine's RAM (or ``device``'s memory, a
+    torch.device) cannot hold, and a base size whose aspect ratio
     differs from the target's without ``fit``."""
     if settings.faces is not None and settings.faces.restore:
         check_restorer(settings.faces.restore, offline)
@@ -31,7 +32,9 @@ def precheck(settings: RunSettings, offline: bool | None = None) -> None:
         _check_distill(settings, offline)
     if settings.mode == "direct":
         return
-    check_output_memory(settings.target, "cuda")  # the least any device needs for the output
+    # the output (and the tiled refine's planes) in memory: on ``device`` when known, else
+    # the least any device needs
+    check_output_memory(settings.target, device or "cuda", tiled_refine=settings.refine_tiled)
     name = settings.upscale.model
     if Path(name).suffix:
         if not Path(name).expanduser().is_file():

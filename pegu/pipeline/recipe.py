@@ -65,10 +65,42 @@ def a1111_parameters(settings: RunSettings, extra: dict | None = None) -> str:
     return text + "\n" + ", ".join(f"{k}: {_quote(v)}" for k, v in fields.items() if v != "")
 
 
+_SPACE = re.compile(r"\s*")
+_KEY_RUN = re.compile(r"[\w \-/]*")
+_WORD = re.compile(r"\w")
+
+
+def _params(line: str) -> list[tuple[str, str]]:
+    r"""``_PARAM.findall(line)``, in time linear in the line.
+
+    findall retries the pattern at every position, and ``\w[\w \-/]+:`` scans each run of
+    key characters to its end: quadratic on a long line without colons (a 100 kB prompt
+    line took minutes). A match can only start where the run of key characters that
+    follows (after spaces) ends in ':', so every other start in that run is skipped: the
+    same matches, each character looked at a bounded number of times."""
+    found, pos, n = [], 0, len(line)
+    while pos < n:
+        start = _SPACE.match(line, pos).end()
+        if start >= n or not _WORD.match(line, start):
+            pos = start + 1 if start > pos else pos + 1
+            continue
+        end = _KEY_RUN.match(line, start + 1).end()
+        if end == start + 1 or end >= n or line[end] != ":":
+            pos = end  # no key ends here; a later match starts at or after ``end``
+            continue
+        m = _PARAM.match(line, pos)
+        if m is None:
+            pos += 1
+            continue
+        found.append(m.groups())
+        pos = m.end() if m.end() > pos else pos + 1
+    return found
+
+
 def parse_parameters(text: str) -> dict:
     """AUTOMATIC1111's ``parameters`` text -> {"Prompt", "Negative prompt", key: value}."""
     *lines, last = text.strip().split("\n")
-    if len(_PARAM.findall(last)) < 3:  # no parameter line: all of it is the prompt
+    if len(_params(last)) < 3:  # no parameter line: all of it is the prompt
         lines.append(last)
         last = ""
     prompt, negative, in_negative = [], [], False
@@ -78,7 +110,7 @@ def parse_parameters(text: str) -> dict:
             line = line[len("Negative prompt:"):].strip()
         (negative if in_negative else prompt).append(line)
     out = {"Prompt": "\n".join(prompt), "Negative prompt": "\n".join(negative)}
-    for key, value in _PARAM.findall(last):
+    for key, value in _params(last):
         value = value.strip()
         if value.startswith('"') and value.endswith('"'):
             value = json.loads(value)
@@ -115,10 +147,24 @@ def read_record(path) -> dict:
             pegu = json.loads(pegu)
         except ValueError:
             pegu = None
-        if not isinstance(pegu, dict) or not isinstance(pegu.get("settings"), dict):
+        if not isinstance(pegu, dict) or not isinstance(pegu.get("settings"), dict) \
+                or not _record_shaped(pegu):
             raise BadInput(f"{path}: its 'pegu' text chunk is not pegu's record (JSON with "
                              "the settings); the image was edited or made by another tool")
     return {"parameters": text.get("parameters"), "pegu": pegu or None}
+
+
+def _record_shaped(record: dict) -> bool:
+    """Whether the parts of pegu's record that ``pegu info`` prints have their shapes:
+    ``stages`` a list of {stage: text, seconds: number, peak_bytes: number}, ``versions``
+    a {name: text} mapping."""
+    def number(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    stages, versions = record.get("stages", []), record.get("versions", {})
+    return isinstance(stages, list) and all(
+        isinstance(s, dict) and isinstance(s.get("stage"), str) and number(s.get("seconds"))
+        and number(s.get("peak_bytes")) for s in stages) and isinstance(versions, dict)
 
 
 def read_settings(path, model: str | None = None) -> RunSettings:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..core.device import Measure
 from ..core.errors import BadInput, OutputExists
-from ..core.images import write_png
+from ..core.images import ensure_writable_dir, write_png
 from ..core.settings import RunSettings
 from .recipe import a1111_parameters, pnginfo, versions
 
@@ -118,7 +118,7 @@ class RunResult:
             raise BadInput(f"pegu saves PNG (lossless, with metadata); got {path.name}")
         if path.exists() and not overwrite:
             raise OutputExists(f"{path} exists; pass overwrite=True (--overwrite) to replace it")
-        path.parent.mkdir(parents=True, exist_ok=True)
+        ensure_writable_dir(path.parent)
         extra = {"refine_size": self.choices.refine_size or ""}
         if self.choices.embeddings:  # as A1111 writes them
             extra["a1111"] = {"TI hashes": ", ".join(

@@ -5,10 +5,10 @@ import hashlib
 import os
 import pickle
 import urllib.request
-import zipfile
+import warnings
 from pathlib import Path
 
-from ..core.errors import BadInput, MissingFile, WeightsError
+from ..core.errors import MissingFile, WeightsError
 
 
 def sha256_file(path: Path) -> str:
@@ -56,36 +56,93 @@ def download(url: str, dest: Path, sha256: str | None = None, *, progress: bool 
     return dest
 
 
-def load_state_dict(path: Path) -> dict:
-    """Tensors from a ``.safetensors`` or ``.pth``/``.pt``/``.ckpt`` file, never running
-    pickled code (``torch.load(weights_only=True)``). basicsr's ``params_ema`` (preferred)
-    or ``params`` wrapper, a ``state_dict`` wrapper (HPSv2, Lightning) and a DataParallel
-    ``module.`` prefix are removed."""
+def first_line(e: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message, at most ``limit`` characters."""
+    text = str(e).strip()
+    return (text.splitlines()[0] if text else "")[:limit]
+
+
+def read_weights(path, what: str = "weights file"):
+    """What a ``.safetensors`` or pickled torch file (``.pt``/``.pth``/``.bin``/``.ckpt``)
+    holds, read without running pickled code (``torch.load(weights_only=True)``): a dict of
+    tensors, or for torch files whatever plain data they hold (A1111's embeddings keep
+    names and step counts beside the tensors).
+
+    The one checked reader of weight files: a missing, empty, truncated, corrupted or
+    code-carrying file raises pegu's error naming the file (``what``: e.g. "embedding",
+    "LoRA") and what to do, never a library's exception."""
     import torch
 
     path = Path(path)
     if not path.is_file():
-        raise MissingFile(f"weights file not found: {path}")
+        raise MissingFile(f"{what} not found: {path}")
+    if path.stat().st_size == 0:
+        raise WeightsError(f"the {what} {path} is empty (0 bytes): an interrupted copy or "
+                           "download; delete it and copy or download it again")
     try:
-        if path.suffix == ".safetensors":
-            from safetensors import SafetensorError
+        if _is_safetensors(path):
             from safetensors.torch import load_file
 
-            try:
-                data = load_file(str(path))
-            except SafetensorError as e:
-                raise BadInput(str(e)) from e
-        else:
-            data = torch.load(str(path), map_location="cpu", weights_only=True)
+            return load_file(str(path))
+        with warnings.catch_warnings():  # torch's note on the pickle protocol of old files
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         raise WeightsError(
-            f"{path} holds pickled objects other than tensors; pegu does not run code from "
-            f"weight files. Re-save it as a plain state dict or .safetensors. ({e})") from e
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile,
-            IndexError, KeyError, TypeError, AttributeError) as e:  # torch's unpickler on junk
+            f"the {what} {path} holds pickled objects other than tensors; pegu does not run "
+            "code from weight files. Use a .safetensors copy of it (or re-save it as a plain "
+            f"state dict) ({first_line(e, 120)})") from None
+    except MemoryError:
+        raise
+    except Exception as e:  # noqa: BLE001  safetensors' and torch's unpickler's errors on junk
         raise WeightsError(
-            f"{path} is not a readable weights file (truncated, corrupted, or not weights): "
-            f"{type(e).__name__}: {e}. Delete it and download it again.") from e
+            f"the {what} {path} is not a readable weights file (truncated, corrupted, or not "
+            f"weights: {type(e).__name__}: {first_line(e, 120)}); delete it and download it "
+            "again") from None
+
+
+def _is_safetensors(path: Path) -> bool:
+    """By name, or by content for a file named otherwise: a safetensors file starts with the
+    8-byte length of its JSON header, which starts with ``{``; a torch file is a zip
+    (``PK``) or a pickle (``0x80``)."""
+    if path.suffix.lower() == ".safetensors":
+        return True
+    with open(path, "rb") as f:
+        head = f.read(9)
+    return len(head) == 9 and head[8:9] == b"{"
+
+
+def tensor_names(path, what: str = "checkpoint") -> list[str]:
+    """The tensor names of a weights file; for safetensors from its header alone (no
+    tensor is read), with :func:`read_weights`'s checks and errors."""
+    path = Path(path)
+    if path.is_file() and path.stat().st_size and _is_safetensors(path):
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                return list(f.keys())
+        except Exception as e:  # noqa: BLE001  SafetensorError and the like
+            raise WeightsError(
+                f"the {what} {path} is not a readable .safetensors file (truncated or "
+                f"corrupted: {first_line(e, 120)}); delete it and download it again") \
+                from None
+    data = read_weights(path, what)
+    if not isinstance(data, dict):
+        raise WeightsError(f"the {what} {path} does not hold named tensors")
+    if isinstance(data.get("state_dict"), dict):
+        data = data["state_dict"]
+    return [str(k) for k in data]
+
+
+def load_state_dict(path: Path, what: str = "weights file") -> dict:
+    """Tensors from a weights file (:func:`read_weights`). basicsr's ``params_ema``
+    (preferred) or ``params`` wrapper, a ``state_dict`` wrapper (HPSv2, Lightning) and a
+    DataParallel ``module.`` prefix are removed."""
+    import torch
+
+    path = Path(path)
+    data = read_weights(path, what)
     if isinstance(data, dict):
         for key in ("params_ema", "params", "state_dict"):
             if isinstance(data.get(key), dict):
@@ -93,5 +150,6 @@ def load_state_dict(path: Path) -> dict:
                 break
     if not isinstance(data, dict) or not data or not all(
             isinstance(v, torch.Tensor) for v in data.values()):
-        raise WeightsError(f"{path} does not hold a state dict of tensors")
-    return {k.removeprefix("module."): v for k, v in data.items()}
+        raise WeightsError(f"the {what} {path} does not hold a state dict of tensors; it is "
+                           "another kind of file")
+    return {str(k).removeprefix("module."): v for k, v in data.items()}

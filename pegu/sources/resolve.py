@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from ..core.errors import WeightsError, WeightsUnavailable
+from ..core.errors import BadInput, PeguError, WeightsError, WeightsUnavailable
 from ..core.registry import ControlNetSpec, GeneratorSpec, UpscalerSpec, WeightFile
-from .files import download, load_state_dict, sha256_file
+from .files import download, first_line, load_state_dict, sha256_file
 from .kaggle import find_attached, input_root, repo_folder
 from .ncnn import ncnn_files, ncnn_state_dict
 
@@ -34,9 +34,15 @@ def cache_dir() -> Path:
     """Where pegu keeps downloaded and built weights: ``$PEGU_CACHE``, else
     ``$XDG_CACHE_HOME/pegu`` (``~/.cache/pegu``)."""
     env = os.environ.get("PEGU_CACHE")
-    if env:
-        return Path(env).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "pegu"
+    folder = Path(env).expanduser() if env else \
+        Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "pegu"
+    for above in (folder, *folder.parents):
+        if above.exists():
+            if not above.is_dir():
+                raise BadInput(f"pegu's cache folder {folder} cannot be made: {above} is a "
+                               "file; point PEGU_CACHE at a folder (or remove the file)")
+            break
+    return folder
 
 
 HUB_TIMEOUT = 3.0  # seconds to wait for the Hub before taking it for unreachable
@@ -237,10 +243,15 @@ def from_pretrained(load, repo: str, *, marker: str, offline: bool,
         kwargs.update(hub or {}, revision=revision)
     try:
         obj = load(loc.where, local_files_only=loc.local, **kwargs)
-    except OSError as e:
+    except (PeguError, MemoryError):
+        raise
+    except Exception as e:  # noqa: BLE001  any library's error on a damaged local copy
         if loc.origin != "hub":
-            raise WeightsError(f"{loc.where} ({loc.origin}) is not a complete copy of "
-                               f"{repo}: {str(e).splitlines()[0][:200]}") from e
+            raise WeightsError(f"{loc.where} ({loc.origin}) is not a complete, readable copy "
+                               f"of {repo}: {type(e).__name__}: {first_line(e)}. Replace "
+                               "it with a fresh download") from e
+        if not isinstance(e, OSError):
+            raise
         raise unavailable(repo, offline, e) from e
     return obj, loc.source(revision)
 
