@@ -117,13 +117,16 @@ def quiet():
 
 
 @contextlib.contextmanager
-def diffusers_quiet():
+def diffusers_quiet(errors: bool = False):
     """diffusers' own log messages below errors within the block (a scheduler told of a
-    model option it has no use for, a LoRA with no text-encoder part); as before after."""
+    model option it has no use for, a LoRA with no text-encoder part); with ``errors``
+    its error messages too (a failed LoRA load logs what it then raises, which pegu
+    reports in its own words); as before after."""
     from diffusers.utils import logging as diffusers_logging
 
     level = diffusers_logging.get_verbosity()
-    diffusers_logging.set_verbosity_error()
+    diffusers_logging.set_verbosity(diffusers_logging.CRITICAL if errors else
+                                    diffusers_logging.ERROR)
     try:
         yield
     finally:

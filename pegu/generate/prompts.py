@@ -349,9 +349,17 @@ def load_embeddings(pipe, texts) -> list[tuple[str, Path]]:
         except PeguError:
             raise
         except (ValueError, KeyError, RuntimeError, TypeError, AttributeError, IndexError) as e:
-            raise BadInput(f"cannot use the embedding {path}: {first_line(e)}. Is it an "
+            raise BadInput(f"cannot use the embedding {path}: {_reason(e)}. Is it an "
                            f"embedding for this model's family ({_family(pipe)})?") from None
     return used
+
+
+def _reason(e: Exception) -> str:
+    """The line of a loading error that says what is wrong (torch's "size mismatch for
+    ...", else the first line)."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    telling = [line for line in lines if "mismatch" in line or "shape" in line]
+    return (telling or lines or [type(e).__name__])[0][:300]
 
 
 def _family(pipe) -> str:
@@ -446,13 +454,13 @@ def apply_loras(pipe, tags: list[LoraTag],
         if adapter not in loaded:
             state = load_state_dict(files[name], "LoRA")
             try:
-                with compat.quiet(), compat.diffusers_quiet():
+                with compat.quiet(), compat.diffusers_quiet(errors=True):
                     pipe.load_lora_weights(state, adapter_name=adapter)
             except PeguError:
                 raise
             except (ValueError, KeyError, RuntimeError, TypeError, AttributeError,
                     IndexError) as e:
-                raise BadInput(f"cannot use the LoRA {files[name]}: {first_line(e)}. Is it a "
+                raise BadInput(f"cannot use the LoRA {files[name]}: {_reason(e)}. Is it a "
                                f"LoRA for this model's family ({_family(pipe)})?") from None
     parts = pipe.get_list_adapters()
 

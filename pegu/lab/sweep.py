@@ -253,12 +253,28 @@ def sweep(grid, out, *, device="auto", clip: str | None = None,
     out = ensure_writable_dir(Path(out))
     grid = read_grid(grid)  # read once: the runs, then attribute control, use it
     runs = load_grid(grid, many=many)
+    _check_some_valid(runs, grid)
     index, count = shard or shard_from_env()
     with writer_lock(out, shared=count > 1) as token:  # one sweep writes into ``out``
         return _sweep(grid, runs, out, index, count, token, device=device, clip=clip,
                       progress=progress, processes=processes, keep_failed=keep_failed,
                       many=many, offline=offline, time_limit_h=time_limit_h,
                       resume_from=resume_from)
+
+
+def _check_some_valid(runs: list[dict], grid) -> None:
+    """Refuse, before anything runs, a grid none of whose runs has valid settings (a typo
+    in the base or an axis every run shares); where only some are invalid, those fail
+    alone as rows."""
+    first = None
+    for d in runs:
+        try:
+            RunSettings.from_dict(d)
+            return
+        except (ValueError, TypeError) as e:
+            first = first or e
+    if first is not None:
+        raise BadInput(f"no run of the grid has valid settings: {first}") from None
 
 
 def _sweep(grid: dict, runs: list, out: Path, index: int, count: int, token, *, device, clip,
@@ -411,7 +427,7 @@ def _run_row(d: dict, models: Models, image_path: Path, scorer, repeats: int, wa
         oom = isinstance(e, (torch.OutOfMemoryError, OutOfMemory))
         if oom and torch.cuda.is_available():
             torch.cuda.empty_cache()
-        if progress:
+        if progress and not isinstance(e, PeguError):  # pegu's refusals say it in one line
             traceback.print_exc(file=sys.stderr)
         return {**flatten(d), "status": "oom" if oom else "error",
                 "error": f"{type(e).__name__}: {e}",
