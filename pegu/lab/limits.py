@@ -8,6 +8,7 @@ into the next session.
 """
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import time
@@ -66,7 +67,11 @@ def session_deadline(time_limit_h: float | None = None) -> float | None:
     """When a sweep stops starting runs (a time.time() value): ``time_limit_h`` hours from
     now; else on Kaggle the session's 12 hours, less a margin, from the session's start (the
     container's first process); else never (None)."""
-    if time_limit_h:
+    if time_limit_h is not None:
+        if isinstance(time_limit_h, bool) or not isinstance(time_limit_h, (int, float)) \
+                or not math.isfinite(time_limit_h) or time_limit_h <= 0:
+            raise BadInput(f"the time limit is a positive number of hours, e.g. 11.5; got "
+                           f"{time_limit_h!r}")
         return time.time() + float(time_limit_h) * 3600
     if not on_kaggle():
         return None
