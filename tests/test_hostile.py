@@ -199,6 +199,30 @@ def test_hostile_recipes(tmp_path, capsys):
     assert not (tmp_path / "o.png").exists()
 
 
+def test_hostile_images(tmp_path, capsys):
+    """A decompression bomb's header (40000² claimed in 200 kB), a text chunk beyond PIL's
+    limit, truncated and empty files: refused by every command that reads images."""
+    import zlib
+
+    Image.new("1", (40000, 40000)).save(tmp_path / "bomb.png")
+    png(tmp_path / "bigtext.png", parameters="x" * 2_000_000)
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", "x" * 2_000_000, zip=True)
+    Image.new("RGB", (8, 8)).save(tmp_path / "ztext.png", pnginfo=info)
+    assert len(zlib.compress(b"x" * 2_000_000)) < 10_000
+    good = png(tmp_path / "good.png").read_bytes()
+    (tmp_path / "trunc.png").write_bytes(good[:40])
+    (tmp_path / "empty.png").write_bytes(b"")
+    for name in ("bomb", "ztext", "trunc", "empty"):
+        path = tmp_path / f"{name}.png"
+        for argv in (["info", str(path)], ["generate", "--from", str(path), "--out",
+                                           str(tmp_path / "o.png")],
+                     ["upscale", str(path), "--out", str(tmp_path / "u")]):
+            refused(argv, capsys, match=re.escape(str(path)))
+    assert main(["info", str(tmp_path / "bigtext.png")]) == 0  # 2 MB uncompressed: read
+    capsys.readouterr()
+
+
 @pytest.mark.parametrize("line", ["a " * 50_000, "word" * 25_000, "Steps: 2, " * 10_000,
                                   'A: "' + "x, " * 30_000, ("ab-c/d " * 1000 + "\t") * 20])
 def test_a_100_kb_parameters_line_reads_in_linear_time(tmp_path, line):

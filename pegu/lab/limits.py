@@ -65,13 +65,13 @@ def check_space(sizes, out: Path) -> int:
 
 def session_deadline(time_limit_h: float | None = None) -> float | None:
     """When a sweep stops starting runs (a time.time() value): ``time_limit_h`` hours from
-    now; else on Kaggle the session's 12 hours, less a margin, from the session's start (the
+    now (a positive finite number; 0 or None: not given); else on Kaggle the session's 12 hours, less a margin, from the session's start (the
     container's first process); else never (None)."""
-    if time_limit_h is not None:
+    if time_limit_h is not None and time_limit_h != 0:  # 0: none given (notebook 01's)
         if isinstance(time_limit_h, bool) or not isinstance(time_limit_h, (int, float)) \
-                or not math.isfinite(time_limit_h) or time_limit_h <= 0:
-            raise BadInput(f"the time limit is a positive number of hours, e.g. 11.5; got "
-                           f"{time_limit_h!r}")
+                or not math.isfinite(time_limit_h) or time_limit_h < 0:
+            raise BadInput(f"the time limit is a positive number of hours, e.g. 11.5 (0: "
+                           f"none); got {time_limit_h!r}")
         return time.time() + float(time_limit_h) * 3600
     if not on_kaggle():
         return None

@@ -139,8 +139,12 @@ def read_record(path) -> dict:
     try:
         with Image.open(path) as im:
             text = dict(getattr(im, "text", {}) or {})
-    except (UnidentifiedImageError, OSError) as e:
-        raise BadInput(f"{path} is not a readable image ({e})") from e
+    except Image.DecompressionBombError as e:  # a header claiming a gigantic image
+        raise BadInput(f"{path} claims a size too large to read safely ({e}); it is not an "
+                       "image pegu made") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        # ValueError: a text chunk over PIL's limit ("Decompressed Data Too Large")
+        raise BadInput(f"{path} is not a readable image ({e})") from None
     pegu = text.get("pegu")
     if pegu:
         try:
