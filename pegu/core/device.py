@@ -264,8 +264,9 @@ def check_output_memory(size: tuple[int, int], device, tiled_refine: bool = Fals
     kind = device if isinstance(device, str) else getattr(device, "type", "cpu")
     kind = kind.split(":")[0] if kind.split(":")[0] in _BYTES_PER_PIXEL else "cpu"
     per_pixel = _BYTES_PER_PIXEL[kind] + (_TILED_REFINE_BYTES[kind] if tiled_refine else 0)
-    what = "tiled refine to" if tiled_refine else "output of"
-    _refuse_beyond(size, per_pixel, available_memory(), f"a {what} {size[0]}x{size[1]}",
+    what = (f"a tiled refine to {size[0]}x{size[1]}" if tiled_refine
+            else f"a {size[0]}x{size[1]} output")
+    _refuse_beyond(size, per_pixel, available_memory(), what,
                    "RAM", "or free memory")
     if tiled_refine and kind == "cuda" and not isinstance(device, str):
         _refuse_beyond(size, _TILED_REFINE_GPU_BYTES, gpu_total_memory(device),

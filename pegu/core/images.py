@@ -142,7 +142,8 @@ def ensure_writable_dir(folder) -> Path:
 
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
-        raise WriteFailed(f"the output folder {folder} is a file; choose another with --out")
+        raise WriteFailed(f"cannot write to the output folder {folder}: it is a file; choose "
+                          "another with --out")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".pegu-check-"):
