@@ -15,7 +15,7 @@ from pegu.cli.parser import parser
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 # commands of other tools the docs show as they are (installing, uploading, activating)
-OTHERS = ("pip ", "python -m venv", ". .venv", "kaggle datasets", "conda ")
+OTHERS = ("pip ", "python -m venv", ". .venv", "kaggle datasets", "kaggle kernels", "conda ")
 
 
 def _blocks(page: Path, language: str):

@@ -337,7 +337,7 @@ def test_kaggle_limits_refuse_an_overflow_and_stop_before_the_session_ends(tmp_p
             return getattr(time, name)
 
     clock = Clock()
-    run_row = sweep_module._run_row
+    run_row = sweep_module.run_row
 
     def first_run_then_late(*args, **kwargs):
         row = run_row(*args, **kwargs)
@@ -346,7 +346,7 @@ def test_kaggle_limits_refuse_an_overflow_and_stop_before_the_session_ends(tmp_p
 
     monkeypatch.setattr(limits, "_session_start", time.time)
     monkeypatch.setattr(sweep_module, "time", clock)
-    monkeypatch.setattr(sweep_module, "_run_row", first_run_then_late)
+    monkeypatch.setattr(sweep_module, "run_row", first_run_then_late)
     table = sweep(grid, first, clip=None)
     monkeypatch.setattr(sweep_module, "time", time)
     assert len(table) == 1 and "1 of 3 runs" in table.attrs["stopped"]

@@ -19,7 +19,8 @@ from ..lab import check
 from ..lab import iqa as iq
 from ..lab.plots import sweep_plots
 from ..lab.studies import FID_FULL_RANK, fmt, kid_text
-from ..lab.sweep import notebook_sweep
+from ..lab.sweep import merge as merge_sweeps
+from ..lab.sweep import notebook_sweep, short_run
 from ..lab.sweep import sweep as run_sweep
 from ..pipeline import read_record, read_settings, run, run_many
 from ..sources import availability, cache_dir, file_availability
@@ -204,24 +205,23 @@ def generate(args) -> int:
 
 
 def sweep(args) -> int:
+    if args.merge:
+        return sweep_merge(args)
+    if args.grid is None:
+        raise BadInput("pegu sweep needs --grid GRID (or: pegu sweep merge DIR... --out OUT)")
     if args.notebook is not None:
         table = notebook_sweep(args.notebook, args.grid, args.out, progress=args.progress,
                                keep_failed=args.keep_failed)
     else:
         clip = None if args.no_clip else args.clip
-        shard = None
-        if args.shard:
-            parts = args.shard.split("/")
-            if len(parts) != 2 or not all(p.isdigit() for p in parts) \
-                    or not 0 <= int(parts[0]) < int(parts[1]):
-                raise BadInput(f"--shard must be I/N with 0 <= I < N, got {args.shard!r}")
-            shard = (int(parts[0]), int(parts[1]))
+        shard = args.shard or None  # "I/N", checked by the sweep
         if args.processes is not None and args.processes < 1:
             raise BadInput(f"--processes must be at least 1, got {args.processes}")
         table = run_sweep(args.grid, args.out, device=args.device, clip=clip, shard=shard,
                           progress=args.progress, processes=args.processes or "auto",
                           keep_failed=args.keep_failed, many=args.many, offline=args.offline,
-                          time_limit_h=args.time_limit, resume_from=args.resume_from)
+                          time_limit_h=args.time_limit, resume_from=args.resume_from,
+                          cluster=args.cluster, workers=args.workers)
     if args.shard:
         return 0
     for name, path in sweep_plots(table, args.out).items():
@@ -232,11 +232,32 @@ def sweep(args) -> int:
     return 0 if counts.get("ok", 0) == len(table) and "stopped" not in table.attrs else 1
 
 
+def sweep_merge(args) -> int:
+    verb, *folders = args.merge
+    if verb != "merge" or not folders:
+        raise BadInput(f"unknown sweep action {verb!r}: `pegu sweep merge DIR... --out OUT`, "
+                       "or `pegu sweep --grid GRID --out OUT`")
+    table = merge_sweeps(folders, args.out, args.grid)
+    missing = table.attrs["missing"]
+    print(f"{len(table)} runs from {len(folders)} folders -> {args.out / 'results.csv'}")
+    if missing:
+        print(f"{len(missing)} runs still missing (none of the folders finished them); run "
+              f"`pegu sweep --grid {args.out / 'grid.json'} --out {args.out}` to run just "
+              "those:")
+        for i, d in missing[:20]:
+            print(f"  run {i}: {short_run(d, 50)}")
+        if len(missing) > 20:
+            print(f"  ... and {len(missing) - 20} more")
+        return 1
+    return 0
+
+
 def kaggle(args) -> int:
     if args.kaggle_command == "push":
         kernels.push(args.notebooks, accelerator=args.accelerator, internet=args.internet,
                      dry_run=args.dry_run, username=args.username, staging=args.staging,
-                     models=args.models, attach=args.attach)
+                     models=args.models, attach=args.attach, shards=args.shards,
+                     resume=args.resume)
     elif args.kaggle_command in ("status", "output"):
         kernels.follow(args.notebook, args.kaggle_command, username=args.username,
                        out=getattr(args, "out", None))

@@ -198,7 +198,8 @@ def offline_needs(params: dict) -> list[str]:
 
 
 def stage(name: str, dest: Path, username: str, accelerator: str = DEFAULT_ACCELERATOR,
-          internet: bool = True, root: Path | None = None, models=(), attach=()) -> Path:
+          internet: bool = True, root: Path | None = None, models=(), attach=(),
+          shard: tuple[int, int] | None = None, resume: bool = False) -> Path:
     """Stage notebook ``name`` (e.g. "02_upscaling_walkthrough") for ``kaggle kernels push``:
     dest/name/ with kernel-metadata.json (username, accelerator, internet and the inputs to
     attach filled in) and the notebook with the Kaggle setup cell first. ``models``:
@@ -206,7 +207,11 @@ def stage(name: str, dest: Path, username: str, accelerator: str = DEFAULT_ACCEL
     parameter in an ``injected-parameters`` cell as papermill does, each SOURCE attached;
     ``attach``: more Kaggle inputs (see :func:`source_kind`). Raises BadInput listing
     problems, and with the internet off, when a model would have no weights (else it prints
-    what the attached inputs must hold: :func:`offline_needs`)."""
+    what the attached inputs must hold: :func:`offline_needs`). ``shard`` (i, n): the
+    kernel runs share i of n of its sweeps (its ``shard`` parameter; title and id get
+    "shard i+1 of n", as the folder ``<name>-shard-<i+1>-of-<n>``). ``resume``: the kernel
+    attaches its own earlier version's output and continues its sweeps from it
+    (``resume_from = "attached"``: runs already done are kept, not run again)."""
     import nbformat
 
     root = Path(root or repo_root())
@@ -222,13 +227,28 @@ def stage(name: str, dest: Path, username: str, accelerator: str = DEFAULT_ACCEL
     nb = nbformat.read(str(notebook), as_version=4)
     at, params = _parameters(nb)
     names, sources = model_args(models)
+    injected = {}
     if names:
         key = "models" if "models" in params else "model"
         if key == "model" and len(names) != 1:
             raise BadInput(f"{name} runs one model; --models gave {len(names)}")
-        params[key] = names if key == "models" else names[0]
+        params[key] = injected[key] = names if key == "models" else names[0]
+    for key, value, flag in (("shard", shard and f"{shard[0]}/{shard[1]}", "--shards"),
+                             ("resume_from", resume and "attached", "--resume")):
+        if value:
+            if key not in params:
+                raise BadInput(f"{name} has no {key} parameter: {flag} is for the sweep "
+                               "notebook (01_model_comparison)")
+            params[key] = injected[key] = value
+    if shard:
+        meta["title"] = f"{meta['title']} shard {shard[0] + 1} of {shard[1]}"
+        meta["id"] = f"{username}/{slugify(meta['title'])}"
+    if resume and meta["id"] not in meta["kernel_sources"]:
+        meta["kernel_sources"].append(meta["id"])  # its own earlier version's output
+    if injected:
         nb.cells.insert(at + 1, nbformat.v4.new_code_cell(
-            f"# Parameters (set by `pegu kaggle push --models`)\n{key} = {params[key]!r}\n",
+            "# Parameters (set by `pegu kaggle push`)\n"
+            + "".join(f"{k} = {v!r}\n" for k, v in injected.items()),
             metadata={"tags": ["injected-parameters"]}))
     for src in [*sources.values(), *attach]:
         key, ident = source_kind(src)
@@ -246,7 +266,7 @@ def stage(name: str, dest: Path, username: str, accelerator: str = DEFAULT_ACCEL
         if needs:
             print(f"{name}, internet off: the attached inputs must hold " + "; ".join(needs))
     nb.cells.insert(0, nbformat.v4.new_code_cell(BOOTSTRAP_CELL))
-    folder = Path(dest) / name
+    folder = Path(dest) / (f"{name}-shard-{shard[0] + 1}-of-{shard[1]}" if shard else name)
     folder.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, str(folder / meta["code_file"]))
     (folder / "kernel-metadata.json").write_text(json.dumps(meta, indent=2))
@@ -283,12 +303,17 @@ def _kaggle(cmd: list[str]) -> None:
 
 def push(names, *, accelerator: str = DEFAULT_ACCELERATOR, internet: bool = True,
          dry_run: bool = False, username: str | None = None, staging: Path | None = None,
-         models=(), attach=()):
+         models=(), attach=(), shards: int | None = None, resume: bool = False):
     """Stage each notebook (:func:`stage`) and run ``kaggle kernels push`` (or, dry run,
     print the staged folder and the command), then say where the kernel is and how to
     follow it. A dry run without a username stages with the placeholder USERNAME and says
     so. With the internet off, staging lists what the kernel loads that must be attached.
-    Returns [(folder, command)]."""
+    ``shards`` N: N kernels per notebook, kernel i running share i of its sweeps (merge
+    their outputs with ``pegu sweep merge``); ``resume``: each continues from its own
+    earlier version's output (see :func:`stage`). Returns [(folder, command)]."""
+    if shards is not None and (isinstance(shards, bool) or not isinstance(shards, int)
+                               or not 1 <= shards <= 100):
+        raise BadInput(f"--shards is a number of kernels from 1 to 100, got {shards!r}")
     root = repo_root()
     names = list(names) or sorted(p.name for p in (root / "kaggle").iterdir() if p.is_dir())
     try:
@@ -304,9 +329,10 @@ def push(names, *, accelerator: str = DEFAULT_ACCELERATOR, internet: bool = True
         print(f"note: {accelerator}: {RETIRED[accelerator]}")
     staging = Path(staging or tempfile.mkdtemp(prefix="pegu-kaggle-"))
     done = []
-    for name in names:
-        name = Path(name).stem
-        folder = stage(name, staging, user, accelerator, internet, root, models, attach)
+    for name, shard in [(Path(n).stem, sh) for n in names
+                        for sh in ([(i, shards) for i in range(shards)] if shards else [None])]:
+        folder = stage(name, staging, user, accelerator, internet, root, models, attach,
+                       shard=shard, resume=resume)
         cmd = ["kaggle", "kernels", "push", "-p", str(folder), "--accelerator", accelerator]
         done.append((folder, cmd))
         meta = json.loads((folder / "kernel-metadata.json").read_text())
@@ -318,9 +344,14 @@ def push(names, *, accelerator: str = DEFAULT_ACCELERATOR, internet: bool = True
             print("would run: " + " ".join(cmd))
         else:
             _kaggle(cmd)
-        print(f"{name}: https://www.kaggle.com/code/{meta['id']} — follow it with `pegu kaggle "
-              f"status {name}`; when it is complete, `pegu kaggle output {name}` fetches what "
-              "it wrote")
+        print(f"{folder.name}: https://www.kaggle.com/code/{meta['id']} — follow it with "
+              f"`kaggle kernels status {meta['id']}`; when it is complete, `kaggle kernels "
+              f"output {meta['id']} -p out/{folder.name}` fetches what it wrote")
+    if shards and len(done) > 1:
+        print(f"when all {len(done)} are complete and fetched: `pegu sweep merge "
+              + " ".join(f"out/{f.name}/results/{f.name.split('-shard-')[0]}/prompts"
+                         for f, _ in done[:2])
+              + " ... --out merged/prompts` joins their tables (and lists runs still missing)")
     return done
 
 

@@ -192,13 +192,22 @@ def _sweep(sub) -> None:
                        description="Run every combination in a grid (YAML) in this process, "
                        "or with --notebook through papermill; one row per run in "
                        "OUT/results.csv and OUT/results.parquet. Re-running resumes.")
-    w.add_argument("--grid", type=Path, required=True, help="grid YAML (see docs/sweeps.md)")
+    w.add_argument("merge", nargs="*", metavar="merge DIR",
+                   help="merge the sweep folders DIR... (shards, Kaggle kernels' outputs) into "
+                   "--out: one table of their grid, the runs still missing listed")
+    w.add_argument("--grid", type=Path, help="grid YAML (see docs/sweeps.md); with merge: "
+                   "the grid the folders ran (default: the one they recorded)")
     w.add_argument("--out", type=Path, required=True, help="results folder")
     w.add_argument("--notebook", type=Path, help="execute this notebook per parameter set")
     w.add_argument("--processes", type=int, help="split across N processes (default: one per "
                    "GPU when there are several, else 1)")
     w.add_argument("--shard", help="I/N: run only this process's share (set by --processes "
                    "or accelerate launch)")
+    w.add_argument("--cluster", metavar="ray|auto|ADDRESS", help="run on a Ray cluster: 'ray' "
+                   "($RAY_ADDRESS, else a local one), 'auto', or an address such as "
+                   "ray://head:10001 (pip install 'pegu[ray]'; docs/sweeps.md)")
+    w.add_argument("--workers", type=int, help="with --cluster: how many workers, one GPU each "
+                   "(default: every GPU of the cluster; one per CPU on a CPU cluster)")
     w.add_argument("--device", default="auto")
     w.add_argument("--clip", default=DEFAULT_CLIP,
                    help=f"CLIP model for clip_score/clip_realism (default {DEFAULT_CLIP})")
@@ -277,6 +286,10 @@ def _kaggle(sub) -> None:
                     help="the models the notebook runs (its models/model parameter), each "
                     "with the Kaggle input holding its weights: <owner>/<dataset> or "
                     "<owner>/<model>/<framework>/<variation>[/<version>]")
+    kp.add_argument("--shards", type=int, metavar="N", help="push N kernels of each notebook, "
+                    "kernel i running share i of its sweeps (merge them: pegu sweep merge)")
+    kp.add_argument("--resume", action="store_true", help="each kernel attaches its own "
+                    "earlier version's output and continues its sweeps from it")
     kp.add_argument("--attach", nargs="+", default=[], metavar="SOURCE",
                     help="more Kaggle inputs to attach (VAEs, CLIP, a ControlNet; "
                     "kernel:<owner>/<notebook> for a kernel's output)")

@@ -81,6 +81,8 @@ def read_grid(grid) -> dict:
         loader.dispose()
     if not isinstance(data, dict):
         raise BadInput(f"{path} must hold a mapping (base: ..., models: [...], ...)")
+    if set(data) == {"grid", "runs", "digest"} and isinstance(data["grid"], dict):
+        data = data["grid"]  # a sweep folder's grid.json: the grid it ran
     _check_plain(data, str(path))
     return data
 

@@ -8,6 +8,7 @@ stopped, and a failed run is a row with its error, never a crash.
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import itertools
 import json
 import os
@@ -17,24 +18,24 @@ import subprocess
 import sys
 import threading
 import time
-import traceback
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from ..core.device import gpu_count, resolve_device
-from ..core.errors import BadInput, MissingFile, OutOfMemory, PeguError
+from ..core.errors import BadInput, MissingFile, PeguError
 from ..core.images import atomic_write, ensure_writable_dir, remove_stale_temp
 from ..core.settings import GenerateSettings, RunSettings
-from ..pipeline import Models, timed_run
+from ..pipeline import Models, read_settings
 from . import judges
-from . import metrics as M
 from .grid import (attribute_questions, flatten, grid_iqa, grid_timing, load_grid, read_grid,
                    run_id)
 from .iqa import score
 from .limits import check_space, earlier_rows, session_deadline
+from .cluster import cluster_runs
 from .lock import TOKEN_ENV, writer_lock
+from .rows import read_row, result_row, run_row, write_row
 from .metrics import as_clip, attribute_hits
 
 
@@ -123,46 +124,6 @@ def add_attribute_control(table, clip, grid) -> None:
             table.loc[group.index, "attribute_chance"] = round(1 / len(hits), 4)
 
 
-def result_row(result, image_path: Path | None, clip=None) -> dict:
-    """One table row for a RunResult: flattened settings, status, stage costs, metrics."""
-    row = {**flatten(result.settings.to_dict()), "status": result.status, "error": result.error,
-           "seconds": round(result.seconds, 3),
-           "peak_mib": round(result.peak_bytes / 2**20, 1),
-           "memory": result.choices.memory, "device": result.choices.device,
-           "warmed_up": result.warmed_up, "image": str(image_path) if image_path else None}
-    if result.repeat_seconds:
-        row.update(repeats=len(result.repeat_seconds), seconds_min=min(result.repeat_seconds),
-                   seconds_max=max(result.repeat_seconds))
-    for s in result.stages:
-        row[f"{s.stage}.seconds"] = round(s.seconds, 3)
-        row[f"{s.stage}.peak_mib"] = round(s.peak_bytes / 2**20, 1)
-    if result.image is not None:
-        row["sharpness"] = round(M.sharpness(result.image), 3)
-        row["noise"] = round(M.noise_level(result.image), 3)
-        row["images_per_hour"] = round(M.images_per_gpu_hour(result.seconds), 2)
-        if clip is not None:
-            row["clip_score"] = round(M.clip_score(clip, [result.image],
-                                                   [result.settings.generate.prompt])[0], 3)
-            row["clip_realism"] = round(M.clip_realism(clip, [result.image])[0], 4)
-    return row
-
-
-def write_row(path: Path, row: dict) -> None:
-    """Write a row as JSON, atomically and flushed to disk (never half-written)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(row, default=str, ensure_ascii=False)
-    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
-
-
-def read_row(path: Path) -> dict | None:
-    """A row file's row; None when it is damaged (truncated, edited), so it runs again."""
-    try:
-        row = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return None
-    return row if isinstance(row, dict) else None
-
-
 def collect(out: Path, run_ids=None):
     """The rows under ``out/rows`` as a DataFrame (in grid order), also written to
     ``results.csv`` and ``results.parquet`` atomically. run_ids: the current grid's; rows of
@@ -212,6 +173,23 @@ def _prepare(out: Path) -> None:
         remove_stale_temp(folder)
 
 
+def parse_shard(shard) -> tuple[int, int]:
+    """(i, n) from (i, n) or "I/N", with 0 <= i < n; else BadInput."""
+    if isinstance(shard, str):
+        parts = shard.split("/")
+        if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+            raise BadInput(f"shard must be I/N with 0 <= I < N, e.g. 0/2; got {shard!r}")
+        shard = (int(parts[0]), int(parts[1]))
+    try:
+        i, n = shard
+    except (TypeError, ValueError):
+        raise BadInput(f"shard must be I/N with 0 <= I < N, got {shard!r}") from None
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (i, n)) \
+            or not 0 <= i < n:
+        raise BadInput(f"shard must be I/N with 0 <= I < N, got {i}/{n}")
+    return i, n
+
+
 def shard_from_env() -> tuple[int, int]:
     """(this process, number of processes) under ``accelerate launch`` / torchrun, else (0, 1)."""
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
@@ -221,7 +199,8 @@ def sweep(grid, out, *, device="auto", clip: str | None = None,
           shard: tuple[int, int] | None = None, progress: bool = False,
           processes: int | str = "auto", keep_failed: bool = False, many: bool = False,
           offline: bool | None = None, time_limit_h: float | None = None,
-          resume_from: str | Path | None = None):
+          resume_from: str | Path | None = None, cluster: str | None = None,
+          workers: int | None = None):
     """Run every run of ``grid`` (see :func:`pegu.lab.grid.load_grid`) into ``out``;
     returns the table.
 
@@ -233,7 +212,7 @@ def sweep(grid, out, *, device="auto", clip: str | None = None,
     columns (None: weight-free metrics only), or a loaded Clip. processes: "auto" = one
     process per GPU when this machine has several and ``device`` is "auto" (Kaggle's GPU T4
     x2: two), else this process; N = split across N worker processes
-    (:func:`sweep_processes`), rows merged. shard: (i, n) runs only every n-th run starting
+    (:func:`sweep_processes`), rows merged. shard: (i, n) or "I/N" runs only every n-th run starting
     at i (default: from ``accelerate launch``'s RANK / WORLD_SIZE), so several processes
     share one sweep. many: allow a grid of more than ``MANY_RUNS`` runs. offline: never use
     the network (default: ``$PEGU_OFFLINE`` / ``$HF_HUB_OFFLINE``).
@@ -245,6 +224,11 @@ def sweep(grid, out, *, device="auto", clip: str | None = None,
     Kaggle input, see :func:`pegu.lab.limits.earlier_rows`) whose finished rows and images
     are carried into ``out`` first.
 
+    cluster: run on a Ray cluster instead of this process (:mod:`pegu.lab.cluster`): "ray"
+    (``$RAY_ADDRESS``, else a new local cluster), "auto" or an address; ``workers`` of one
+    GPU each (default: every GPU of the cluster; on a CPU cluster one per CPU). The table is
+    the local sweep's in every column but the timings and ``process``.
+
     Limits: a sweep whose images would not fit where ``out`` is (on Kaggle: /kaggle/working's
     20 GB) is refused before it starts, with its estimate; it stops starting runs when the
     next would end after ``time_limit_h`` hours (on Kaggle by default: before the session's
@@ -254,12 +238,45 @@ def sweep(grid, out, *, device="auto", clip: str | None = None,
     grid = read_grid(grid)  # read once: the runs, then attribute control, use it
     runs = load_grid(grid, many=many)
     _check_some_valid(runs, grid)
-    index, count = shard or shard_from_env()
+    index, count = parse_shard(shard) if shard else shard_from_env()
     with writer_lock(out, shared=count > 1) as token:  # one sweep writes into ``out``
         return _sweep(grid, runs, out, index, count, token, device=device, clip=clip,
                       progress=progress, processes=processes, keep_failed=keep_failed,
                       many=many, offline=offline, time_limit_h=time_limit_h,
-                      resume_from=resume_from)
+                      resume_from=resume_from, cluster=cluster, workers=workers)
+
+
+def _cluster_sweep(grid, runs, pending, out: Path, ids: set, *, cluster, workers, device,
+                   clip, offline, repeats, warmup, deadline, progress, shard: bool):
+    """The sweep's pending runs on a Ray cluster; the driver writes every row and image."""
+    if shard:
+        raise BadInput("a cluster sweep runs the whole grid: leave --shard out")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
+                                or workers < 1):
+        raise BadInput(f"workers must be a positive number, got {workers!r}")
+
+    def on_row(i, rid, row, data):
+        image = out / "images" / f"{rid}.png"
+        if data is not None:
+            image.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(image, lambda tmp: tmp.write_bytes(data))
+        row.update(index=i, run_id=rid, image=str(image) if data is not None else None)
+        write_row(out / "rows" / f"{rid}.json", row)
+        if progress:
+            print(_run_line(row.get("process", "ray"), 0, i, len(runs), runs[i], row),
+                  file=sys.stderr, flush=True)
+
+    name = getattr(clip, "name", clip)
+    cluster_runs(pending, [run_id(d) for _, d in pending], cluster=cluster, workers=workers,
+                 device=device, clip=name, offline=offline, repeats=repeats, warmup=warmup,
+                 deadline=deadline, on_row=on_row)
+    table = collect(out, ids)
+    dev = resolve_device(device)
+    add_attribute_control(table, as_clip(clip, device=dev, offline=offline)
+                          if "attributes" in grid else None, grid)
+    if add_iqa(table, out, grid, dev) or "attribute_control" in table:
+        _write_tables(table, out)
+    return _note_stop(table, len(ids), out)
 
 
 def _check_some_valid(runs: list[dict], grid) -> None:
@@ -278,16 +295,23 @@ def _check_some_valid(runs: list[dict], grid) -> None:
 
 
 def _sweep(grid: dict, runs: list, out: Path, index: int, count: int, token, *, device, clip,
-           progress, processes, keep_failed, many, offline, time_limit_h, resume_from):
+           progress, processes, keep_failed, many, offline, time_limit_h, resume_from,
+           cluster=None, workers=None):
     warmup, repeats = grid_timing(grid)
     ids = {run_id(d) for d in runs}
     _prepare(out)
+    _record_grid(out, grid, runs)
     if resume_from:
         _carry(earlier_rows(resume_from, out), out, ids)
     pending = [(i, d) for i, d in enumerate(runs) if not _finished(out, run_id(d), keep_failed)]
     if count == 1 or index == 0:
         check_space([_target(d) for _, d in pending], out)
     deadline = session_deadline(time_limit_h)
+    if cluster:
+        return _cluster_sweep(grid, runs, pending, out, ids, cluster=cluster, workers=workers,
+                              device=device, clip=clip, offline=offline, repeats=repeats,
+                              warmup=warmup, deadline=deadline, progress=progress,
+                              shard=count > 1)
     if processes == "auto":
         processes = max(1, gpu_count()) if count == 1 and device == "auto" else 1
     if not isinstance(processes, int) or processes < 1:
@@ -319,9 +343,9 @@ def _sweep(grid: dict, runs: list, out: Path, index: int, count: int, token, *, 
         rid = run_id(d)
         if deadline and time.time() + max(took, default=0) > deadline:
             break  # the next run would end after the deadline: stop, keep what finished
-        bar.set_postfix_str(_short_run(d))
+        bar.set_postfix_str(short_run(d))
         t0 = time.time()
-        row = _run_row(d, models, out / "images" / f"{rid}.png", scorer, repeats, warmup,
+        row = run_row(d, models, out / "images" / f"{rid}.png", scorer, repeats, warmup,
                        progress)
         row.update(index=i, run_id=rid, process=f"{index}/{count}")
         write_row(out / "rows" / f"{rid}.json", row)
@@ -336,6 +360,70 @@ def _sweep(grid: dict, runs: list, out: Path, index: int, count: int, token, *, 
         if add_iqa(table, out, grid, dev) or "attribute_control" in table:
             _write_tables(table, out)
         _note_stop(table, len(ids), out)
+    return table
+
+
+GRID_RECORD = "grid.json"  # the grid a sweep folder holds the runs of (merge checks it)
+
+
+def _record_grid(out: Path, grid: dict, runs: list[dict]) -> None:
+    """``OUT/grid.json``: the grid and its run ids, in grid order, so that the folder says
+    which sweep it holds (:func:`merge` refuses folders of another grid)."""
+    write_row(out / GRID_RECORD, {"grid": grid, "runs": len(runs),
+                                  "digest": _digest([run_id(d) for d in runs])})
+
+
+def _digest(ids: list[str]) -> str:
+    return hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
+
+
+def _grid_record(folder: Path) -> dict:
+    path = Path(folder) / GRID_RECORD
+    record = read_row(path) if path.is_file() else None
+    if not isinstance(record, dict) or not isinstance(record.get("grid"), dict):
+        raise BadInput(f"{folder} holds no sweep's {GRID_RECORD} (not a pegu sweep folder, or "
+                       "one from before pegu recorded its grid): give --grid, the grid it ran")
+    return record
+
+
+def merge(folders, out, grid=None):
+    """Merge sweep folders of one grid (shards, Kaggle kernels' outputs, earlier sessions)
+    into ``out``: one table equal to a single sweep of the grid (in grid order), the
+    finished runs' rows and images copied in (a run finished in any folder counts; rows
+    already in ``out`` are kept). ``grid``: the grid (a dict or YAML file; default the one
+    the first folder recorded). A folder of another grid is refused, naming it; runs that
+    no folder finished are listed in ``table.attrs["missing"]`` (re-run the sweep into
+    ``out`` to run just those). Returns the table."""
+    folders = [Path(f) for f in folders]
+    if not folders:
+        raise BadInput("give the sweep folders to merge")
+    for f in folders:
+        if not (f / "rows").is_dir():
+            raise MissingFile(f"{f} is not a sweep folder (no rows/)")
+    if grid is None:
+        grid = _grid_record(folders[0])["grid"]
+    grid = read_grid(grid)
+    runs = load_grid(grid, many=True)
+    ids = [run_id(d) for d in runs]
+    for f in folders:
+        record = _grid_record(f) if (f / GRID_RECORD).is_file() else None
+        held = {p.stem for p in (f / "rows").glob("*.json")}
+        if record is None and held and not held & set(ids):
+            raise BadInput(f"{f} holds none of this grid's runs: a sweep of another grid")
+        if record is not None and record.get("digest") != _digest(ids):
+            raise BadInput(f"{f} holds a sweep of another grid ({record.get('runs')} runs; "
+                           f"this grid has {len(ids)} others or in another order): merge only "
+                           "folders of one grid")
+    out = ensure_writable_dir(Path(out))
+    with writer_lock(out, "pegu sweep merge"):
+        _prepare(out)
+        _record_grid(out, grid, runs)
+        for f in folders:
+            if f.resolve() != out.resolve():
+                _carry(f, out, set(ids))
+        table = collect(out, set(ids))
+    done = set(table["run_id"][table["status"] == "ok"]) if len(table) else set()
+    table.attrs["missing"] = [(i, runs[i]) for i, rid in enumerate(ids) if rid not in done]
     return table
 
 
@@ -361,19 +449,32 @@ def _target(d: dict) -> tuple[int, int]:
 
 def _carry(earlier: Path, out: Path, ids: set) -> None:
     """Finished rows of this grid from an earlier run's folder, with their images, into
-    ``out`` (rows already there are kept)."""
+    ``out`` (rows already there are kept). A row is carried only when its image's recipe
+    is the row's run (every setting the row names, as the PNG records it): an image
+    replaced or damaged since makes the run run again."""
     for path in sorted((earlier / "rows").glob("*.json")):
         row = read_row(path)
         if row is None or row.get("status") != "ok" or path.stem not in ids \
                 or (out / "rows" / path.name).exists():
             continue
         image = earlier / "images" / f"{path.stem}.png"
+        if row.get("image") and not _recipe_is(image, row):
+            continue
         if image.is_file():
             target = out / "images" / image.name
             target.parent.mkdir(parents=True, exist_ok=True)
             atomic_write(target, lambda tmp, src=image: shutil.copyfile(src, tmp))
             row["image"] = str(target)
         write_row(out / "rows" / path.name, row)
+
+
+def _recipe_is(image: Path, row: dict) -> bool:
+    """Whether ``image`` carries the recipe of ``row``'s run (its settings columns)."""
+    try:
+        recipe = flatten(read_settings(image).to_dict())
+    except (OSError, ValueError):
+        return False
+    return all(str(recipe[k]) == str(v) for k, v in row.items() if k in recipe)
 
 
 def _note_stop(table, total: int, out: Path):
@@ -388,7 +489,7 @@ def _note_stop(table, total: int, out: Path):
     return table
 
 
-def _short_run(d: dict, width: int = 30) -> str:
+def short_run(d: dict, width: int = 30) -> str:
     """A run as a person names it: model, prompt (cut to ``width``), seed."""
     g = d.get("generate") or {}
     prompt = str(g.get("prompt", ""))
@@ -396,42 +497,15 @@ def _short_run(d: dict, width: int = 30) -> str:
     return f"{d.get('model', RunSettings.model)} {prompt!r} seed {g.get('seed', 0)}"
 
 
-def _run_line(index: int, count: int, i: int, total: int, d: dict, row: dict) -> str:
-    """What a person follows a sweep by: which process, which run of how many, its model,
-    prompt, seed and mode, and how it ended."""
+def _run_line(index, count: int, i: int, total: int, d: dict, row: dict) -> str:
+    """What a person follows a sweep by: which process (``index``/``count``, or a Ray
+    worker's name as ``index``), which run of how many, its model, prompt, seed and mode,
+    and how it ended."""
     ended = (f"ok in {row['seconds']:.1f} s" if row["status"] == "ok"
              else f"{row['status']}: {row.get('error') or ''}")
-    return (f"[{index}/{count}] run {i} of {total}: {_short_run(d, 40)} "
+    who = index if isinstance(index, str) else f"{index}/{count}"
+    return (f"[{who}] run {i} of {total}: {short_run(d, 40)} "
             f"{d.get('mode', RunSettings.mode)}: {ended}")
-
-
-def _run_row(d: dict, models: Models, image_path: Path, scorer, repeats: int, warmup: bool,
-             progress: bool) -> dict:
-    """One run of a sweep as its table row; a run that fails is a row with its error (and,
-    with ``progress``, its traceback on stderr)."""
-    import torch
-
-    t0 = time.perf_counter()
-    try:
-        ready = models.ready(RunSettings.from_dict(d))  # a mismatch loads nothing
-        result = timed_run(ready.settings, ready.generator, ready.upscaler, repeats=repeats,
-                           warmup=warmup, progress=False)
-        result.choices.upscaler_choice = ready.why
-        image = result.save(image_path, overwrite=True) if result.image is not None else None
-        row = result_row(result, image, scorer)
-        load_seconds = sum(s.seconds for s in ready.loading)
-        if load_seconds:
-            row["load_seconds"] = round(load_seconds, 3)
-        return row
-    except Exception as e:  # a failed run is a row, and the sweep goes on
-        oom = isinstance(e, (torch.OutOfMemoryError, OutOfMemory))
-        if oom and torch.cuda.is_available():
-            torch.cuda.empty_cache()
-        if progress and not isinstance(e, PeguError):  # pegu's refusals say it in one line
-            traceback.print_exc(file=sys.stderr)
-        return {**flatten(d), "status": "oom" if oom else "error",
-                "error": f"{type(e).__name__}: {e}",
-                "seconds": round(time.perf_counter() - t0, 3)}
 
 
 def sweep_processes(grid, out, processes: int, *, device="auto", clip: str | None = None,
