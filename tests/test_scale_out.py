@@ -196,3 +196,32 @@ def test_a_worker_killed_mid_sweep_loses_nothing(ray_address, tmp_path):
     assert len(table) == 16 and (table["status"] == "ok").all()
     assert sorted(table["generate.seed"]) == list(range(16))
     assert not table["process"].str.endswith(f":{killed}").all()
+
+
+def test_notebook_01s_sweep_cell_on_ray_gives_the_local_table(ray_address, tmp_path):
+    """Notebook 01's own cells up to its sweep (parameters, import, the sweep cell), run by
+    papermill with cluster "" and with the Ray cluster's address: the same table."""
+    import json
+    from pathlib import Path
+
+    import papermill as pm
+
+    source = json.loads((Path(__file__).parents[1] / "notebooks" /
+                         "01_model_comparison.ipynb").read_text())
+    cut = next(i for i, c in enumerate(source["cells"])
+               if "pegu.sweep.sweep(grid" in "".join(c["source"]))
+    trimmed = tmp_path / "01_sweep_cell.ipynb"
+    trimmed.write_text(json.dumps(dict(source, cells=source["cells"][:cut + 1])))
+    params = dict(models=["tiny-sd15"], prompts=["portrait of an old man"], seeds=[0, 1],
+                  steps=1, size=128, target=256, upscaler="realesr-animevideov3",
+                  clip_model="", iqa=[])
+    tables = []
+    for cluster in ("", ray_address):
+        out = tmp_path / ("ray" if cluster else "local")
+        pm.execute_notebook(str(trimmed), str(out.with_suffix(".ipynb")),
+                            parameters=dict(params, out_dir=str(out), cluster=cluster),
+                            progress_bar=False, cwd=str(tmp_path))
+        tables.append(pd.read_parquet(out / "prompts" / "results.parquet"))
+    assert len(tables[0]) == 2 and tables[1]["process"].str.startswith("ray:").all()
+    pd.testing.assert_frame_equal(comparable(tables[1]), comparable(tables[0]),
+                                  check_like=True)
