@@ -225,3 +225,66 @@ def test_notebook_01s_sweep_cell_on_ray_gives_the_local_table(ray_address, tmp_p
     assert len(tables[0]) == 2 and tables[1]["process"].str.startswith("ray:").all()
     pd.testing.assert_frame_equal(comparable(tables[1]), comparable(tables[0]),
                                   check_like=True)
+
+
+def test_kaggle_shards_staged_run_and_merge_into_the_whole(tmp_path, capsys):
+    """`pegu kaggle push 01_model_comparison --shards 2 --resume --dry-run`: two kernels,
+    each with its share, title, id and its own earlier output attached; each staged
+    notebook's sweep cell (after Kaggle's setup cell) run by papermill, and the two outputs
+    merged: the table of the unsharded notebook."""
+    import json
+
+    import papermill as pm
+
+    from pegu.cli.kernels import validate_metadata
+
+    staging = tmp_path / "staged"
+    assert main(["kaggle", "push", "01_model_comparison", "--shards", "2", "--resume",
+                 "--dry-run", "--staging", str(staging), "--username", "alice"]) == 0
+    said = capsys.readouterr().out
+    assert "pegu sweep merge" in said
+    folders = sorted(staging.iterdir())
+    assert [f.name for f in folders] == ["01_model_comparison-shard-1-of-2",
+                                        "01_model_comparison-shard-2-of-2"]
+    params = dict(models=["tiny-sd15"], prompts=["portrait of an old man"], seeds=[0, 1, 2],
+                  steps=1, size=128, target=256, upscaler="realesr-animevideov3",
+                  clip_model="", iqa=[])
+    outs = []
+    for i, folder in enumerate(folders):
+        meta = json.loads((folder / "kernel-metadata.json").read_text())
+        assert not validate_metadata(meta, folder)
+        assert meta["id"] == f"alice/pegu-01-model-comparison-shard-{i + 1}-of-2"
+        assert meta["kernel_sources"] == [meta["id"]]  # its own earlier version
+        nb = json.loads((folder / meta["code_file"]).read_text())
+        injected = next("".join(c["source"]) for c in nb["cells"]
+                        if "injected-parameters" in c["metadata"].get("tags", []))
+        assert f"shard = '{i}/2'" in injected and "resume_from = 'attached'" in injected
+        cut = next(k for k, c in enumerate(nb["cells"])
+                   if "pegu.sweep.sweep(grid" in "".join(c["source"]))
+        cells = [c for c in nb["cells"][1:cut + 1]  # after Kaggle's setup cell
+                 if "injected-parameters" not in c["metadata"].get("tags", [])]
+        at = next(k for k, c in enumerate(cells)
+                  if "parameters" in c["metadata"].get("tags", []))
+        # the kernel's own values, as a plain cell after papermill's (which replaces any
+        # cell tagged injected-parameters); no earlier version exists here to resume from
+        cells.insert(at + 1, {"cell_type": "code", "id": "kernel-values", "metadata": {},
+                              "outputs": [], "execution_count": None,
+                              "source": injected.replace("resume_from = 'attached'",
+                                                         "resume_from = ''")})
+        trimmed = tmp_path / f"shard{i}.ipynb"
+        trimmed.write_text(json.dumps(dict(nb, cells=cells)))
+        out = tmp_path / f"kernel{i}"
+        pm.execute_notebook(str(trimmed), str(tmp_path / f"shard{i}.out.ipynb"),
+                            parameters=dict(params, out_dir=str(out)), progress_bar=False,
+                            cwd=str(tmp_path))
+        outs.append(out / "prompts")
+    assert [len(pd.read_parquet(o / "results.parquet")) for o in outs] == [2, 1]
+    merged = tmp_path / "merged"
+    assert main(["sweep", "merge", *map(str, outs), "--out", str(merged)]) == 0
+    # the unsharded notebook's sweep of the same grid
+    whole = tmp_path / "whole"
+    assert main(["sweep", "--grid", str(merged / "grid.json"), "--out", str(whole),
+                 "--no-clip", "--no-progress"]) == 0
+    pd.testing.assert_frame_equal(comparable(pd.read_parquet(merged / "results.parquet")),
+                                  comparable(pd.read_parquet(whole / "results.parquet")),
+                                  check_like=True)
