@@ -81,12 +81,15 @@ _WRITE_CAUSES = {errno.ENOSPC: "the disk is full", errno.EFBIG: "the file-size l
                  errno.ENOENT: "its folder does not exist"}
 
 
+def _cause(e: OSError) -> str:
+    return _WRITE_CAUSES.get(e.errno, e.strerror or str(e))
+
+
 def write_failed(path, e: OSError) -> WriteFailed:
     """pegu's one-line error for a write the system refused: the path, the cause, what to
     do, and that nothing was written."""
-    cause = _WRITE_CAUSES.get(e.errno, e.strerror or str(e))
-    return WriteFailed(f"cannot write {path}: {cause}. Nothing was written and earlier files "
-                       "are unchanged; free space or choose another place (--out)")
+    return WriteFailed(f"cannot write {path}: {_cause(e)}. Nothing was written and earlier "
+                       "files are unchanged; free space or choose another place (--out)")
 
 
 def remove_stale_temp(folder) -> list[Path]:
@@ -97,17 +100,18 @@ def remove_stale_temp(folder) -> list[Path]:
     gone = []
     for p in Path(folder).glob(".*.tmp*"):
         m = re.search(r"\.(\d+)\.tmp(\.\w+)?$", p.name)
-        if m is None or _alive(int(m.group(1))):
+        if m is None or process_alive(m.group(1)):
             continue
         p.unlink(missing_ok=True)
         gone.append(p)
     return gone
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid) -> bool:
+    """Whether process ``pid`` (a number, or its text) runs on this machine."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        os.kill(int(pid), 0)
+    except (ProcessLookupError, ValueError, TypeError, OverflowError):
         return False
     except PermissionError:
         return True
@@ -149,8 +153,7 @@ def ensure_writable_dir(folder) -> Path:
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".pegu-check-"):
             pass
     except OSError as e:
-        cause = _WRITE_CAUSES.get(e.errno, e.strerror or str(e))
-        raise WriteFailed(f"cannot write to the output folder {folder}: {cause}; choose "
+        raise WriteFailed(f"cannot write to the output folder {folder}: {_cause(e)}; choose "
                           "another with --out") from None
     return folder
 

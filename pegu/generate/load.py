@@ -167,5 +167,3 @@ def _single_file(path: Path, config, dtype, offline: bool, extra: dict):
                            f"({type(e).__name__}: {first_line(e)}); check that the file is "
                            "complete and is a Stable Diffusion 1.5 or SDXL checkpoint") \
             from None
-
-

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from ..core import compat
 from ..core.errors import BadInput, MissingFile, PeguError
-from ..sources import cache_dir, first_line, load_state_dict, read_weights, sha256_file
+from ..sources import cache_dir, load_state_dict, read_weights, sha256_file
 
 CHUNK = 75
 COMMA_BACKTRACK = 20  # A1111's default "comma_padding_backtrack"

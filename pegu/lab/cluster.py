@@ -39,9 +39,6 @@ class Worker:
         self.scorer = as_clip(clip, device=self.device, offline=offline)
         self.repeats, self.warmup = repeats, warmup
 
-    def pid(self) -> int:
-        return os.getpid()
-
     def run(self, d: dict, rid: str) -> tuple[dict, bytes | None]:
         """The run's row and its PNG's bytes (None when it made no image)."""
         with tempfile.TemporaryDirectory(prefix="pegu-ray-") as tmp:

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from ..core.errors import PeguError
+from ..core.images import process_alive
 
 LOCK_NAME = ".pegu-sweep.lock"
 # how a sweep's worker processes know they work for the holder (set in their environment
@@ -31,16 +32,6 @@ def _holder(path: Path) -> dict:
         return data if isinstance(data, dict) else {}
     except (OSError, ValueError):
         return {}
-
-
-def _alive(pid) -> bool:
-    try:
-        os.kill(int(pid), 0)
-    except (ProcessLookupError, ValueError, TypeError, OverflowError):
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @contextlib.contextmanager
@@ -68,7 +59,7 @@ def writer_lock(out, what: str = "pegu sweep", shared: bool = False):
         except BlockingIOError:
             h = _holder(path)
             who = (f"{h.get('what', 'a sweep')} (process {h['pid']} on {h.get('host', '?')}, "
-                   f"since {h.get('since', '?')})" if _alive(h.get("pid")) and
+                   f"since {h.get('since', '?')})" if process_alive(h.get("pid")) and
                    h.get("host") == socket.gethostname() else "sweep shards (--shard)")
             raise FolderBusy(f"{out} is being written by {who}; wait for it to end, or give "
                              "this sweep another --out") from None

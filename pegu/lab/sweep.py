@@ -270,13 +270,24 @@ def _cluster_sweep(grid, runs, pending, out: Path, ids: set, *, cluster, workers
     cluster_runs(pending, [run_id(d) for _, d in pending], cluster=cluster, workers=workers,
                  device=device, clip=name, offline=offline, repeats=repeats, warmup=warmup,
                  deadline=deadline, on_row=on_row)
-    table = collect(out, ids)
     dev = resolve_device(device)
-    add_attribute_control(table, as_clip(clip, device=dev, offline=offline)
-                          if "attributes" in grid else None, grid)
+    return _finish(collect(out, ids), out, grid, len(ids), dev,
+                   _driver_clip(grid, clip, dev, offline))
+
+
+def _driver_clip(grid, clip, dev, offline):
+    """CLIP in this process for the attribute control of a table others computed (worker
+    processes, a cluster); None when the grid has no attributes."""
+    return as_clip(clip, device=dev, offline=offline) if grid.get("attributes") else None
+
+
+def _finish(table, out: Path, grid, total: int, dev, scorer):
+    """The whole table's columns that span rows (attribute control, iqa), the tables
+    written again when they gained any, and a stop at the deadline noted."""
+    add_attribute_control(table, scorer, grid)
     if add_iqa(table, out, grid, dev) or "attribute_control" in table:
         _write_tables(table, out)
-    return _note_stop(table, len(ids), out)
+    return _note_stop(table, total, out)
 
 
 def _check_some_valid(runs: list[dict], grid) -> None:
@@ -321,12 +332,8 @@ def _sweep(grid: dict, runs: list, out: Path, index: int, count: int, token, *, 
                                 clip=getattr(clip, "name", clip), keep_failed=keep_failed,
                                 many=many, offline=offline, progress=progress,
                                 deadline=deadline, token=token)
-        if "attribute_control" not in table:
-            add_attribute_control(table, as_clip(clip, device=resolve_device(device),
-                                                 offline=offline), grid)
-        if add_iqa(table, out, grid, resolve_device(device)) or "attribute_control" in table:
-            _write_tables(table, out)
-        return _note_stop(table, len(ids), out)
+        dev = resolve_device(device)  # the workers' tables never hold attribute control
+        return _finish(table, out, grid, len(ids), dev, _driver_clip(grid, clip, dev, offline))
     if device == "auto" and count > 1 and gpu_count() > 1:
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', index)) % gpu_count()}"
     dev = resolve_device(device)
@@ -356,10 +363,7 @@ def _sweep(grid: dict, runs: list, out: Path, index: int, count: int, token, *, 
     table = collect(out, ids)
     if count == 1:  # the whole table is here: the columns that span rows
         models.release()  # free the models first
-        add_attribute_control(table, scorer, grid)
-        if add_iqa(table, out, grid, dev) or "attribute_control" in table:
-            _write_tables(table, out)
-        _note_stop(table, len(ids), out)
+        _finish(table, out, grid, len(ids), dev, scorer)
     return table
 
 

@@ -46,13 +46,14 @@ class Models:
         """Refuse what can be refused before loading (pegu.pipeline.plan.precheck), then
         load what ``settings`` need that is not loaded yet. A model of other settings is
         released before its replacement loads, so that two never share the memory."""
-        precheck(settings, self.offline, resolve_device(self.device)
-                 if self.upscaler_device is None else None)
+        # the device is resolved at most once a call (for the precheck and the loading)
+        dev = resolve_device(self.device) if self.upscaler_device is None else None
+        precheck(settings, self.offline, dev)
         loading: list[StageCost] = []
         g = self.generator
         if g is None or settings.model not in (g.name, g.source):
             self.generator = None
-            dev = resolve_device(self.device)
+            dev = dev if dev is not None else resolve_device(self.device)
             g = self.generator = measure_stage(loading, "load generator", dev, lambda: (
                 load_generator(settings.model, device=dev, offline=self.offline)))
         settings, why = resolve_upscaler(settings, g, self.offline)

@@ -264,7 +264,7 @@ def unavailable(repo: str, offline: bool, error: Exception | None = None,
 
     how = ((offline_reason() or "offline mode is on") if offline or error is None else
            f"downloading failed ({error.__class__.__name__}: "
-           f"{str(error).splitlines()[0][:120] if str(error) else ''})")
+           f"{first_line(error, 120)})")
     # `hf download` since huggingface_hub 1.0, which removed `huggingface-cli` (its v1.0
     # release notes: "One CLI to Rule: Goodbye huggingface-cli")
     return WeightsUnavailable(
