@@ -392,6 +392,31 @@ def test_a_second_sweep_on_a_busy_folder_is_refused_and_a_dead_ones_lock_taken_o
     assert list((out / "earlier" / "rows").glob("*.json"))  # the first grid's rows, aside
 
 
+def test_shards_of_one_grid_share_a_folder_and_others_are_refused(tmp_path):
+    """The lock's rule (flock conflicts between open files, so one process shows it): shards
+    of one grid share the folder; shards of another grid, or a whole sweep, are refused while
+    they write; a whole sweep excludes shards; the first shard after them records its grid."""
+    from contextlib import ExitStack
+
+    from pegu.lab.lock import FolderBusy, writer_lock
+
+    with ExitStack() as held:
+        held.enter_context(writer_lock(tmp_path, shared="grid-a"))
+        held.enter_context(writer_lock(tmp_path, shared="grid-a"))
+        with pytest.raises(FolderBusy, match="being written by shards of another grid"):
+            held.enter_context(writer_lock(tmp_path, shared="grid-b"))
+        with pytest.raises(FolderBusy, match=r"being written by sweep shards \(--shard\)"):
+            held.enter_context(writer_lock(tmp_path))
+    with writer_lock(tmp_path, "pegu sweep"):
+        with pytest.raises(FolderBusy, match=rf"by pegu sweep \(process {os.getpid()} "):
+            with writer_lock(tmp_path, shared="grid-a"):
+                pass
+    with writer_lock(tmp_path, shared="grid-b"):  # the folder is free again: b's now
+        with pytest.raises(FolderBusy, match="shards of another grid"):
+            with writer_lock(tmp_path, shared="grid-a"):
+                pass
+
+
 # ---- 6. faces: tiny and faceless images have none ----
 
 def test_tiny_and_faceless_images_have_no_faces(tmp_path, capsys):

@@ -113,6 +113,20 @@ def test_a_folder_of_another_grid_is_refused(whole, tmp_path, capsys):
     assert "is not a sweep folder" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("extra, says", [
+    (["--cluster", "ray", "--processes", "2"], "leave --processes out"),
+    (["--workers", "2"], "add --cluster ray"),
+])
+def test_contradictory_scale_out_flags_are_refused_before_anything_runs(whole, tmp_path,
+                                                                        capsys, extra, says):
+    grid, _ = whole
+    out = tmp_path / "out"
+    assert main(["sweep", "--grid", str(grid), "--out", str(out), "--no-clip",
+                 "--no-progress", *extra]) == 2
+    assert says in capsys.readouterr().err
+    assert not (out / "rows").exists()
+
+
 # ---- a Ray cluster: one local 2-CPU cluster per test session ----
 
 @pytest.fixture(scope="session")

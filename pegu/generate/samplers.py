@@ -42,6 +42,15 @@ _AYS = {False: (14.615, 6.475, 3.861, 2.697, 1.886, 1.396, 0.963, 0.652, 0.399, 
         True: (14.615, 6.315, 3.771, 2.181, 1.342, 0.862, 0.555, 0.380, 0.234, 0.113, 0.029)}
 
 
+def _sigma_to_t(acp, sigma):
+    """k-diffusion's DiscreteSchedule.sigma_to_t: a sigma's fractional training timestep,
+    linear in log sigma between the training timesteps' sigmas."""
+    import numpy as np
+
+    log = np.log(((1 - acp) / acp) ** 0.5)
+    return np.interp(np.log(sigma), log, np.arange(len(log)))
+
+
 def a1111_sigmas(schedule: str, steps: int, alphas_cumprod, sdxl: bool = False,
                  discard_penultimate: bool = False):
     """The sigmas A1111 samples ``steps`` steps at with a k-diffusion sampler and the
@@ -63,9 +72,6 @@ def a1111_sigmas(schedule: str, steps: int, alphas_cumprod, sdxl: bool = False,
         w = t - low
         return np.exp((1 - w) * log[low] + w * log[np.ceil(t).astype(int)])
 
-    def sigma_to_t(sigma):
-        return np.interp(np.log(sigma), log, np.arange(len(log)))
-
     if schedule == "Uniform":
         sig = t_to_sigma(np.linspace(len(model) - 1, 0, n))
     elif schedule == "Karras":  # rho 7
@@ -74,7 +80,8 @@ def a1111_sigmas(schedule: str, steps: int, alphas_cumprod, sdxl: bool = False,
     elif schedule in ("Exponential", "Polyexponential"):  # polyexponential's rho is 1
         sig = np.exp(np.linspace(np.log(hi), np.log(lo), n))
     elif schedule in ("SGM Uniform", "Normal"):
-        t = np.linspace(sigma_to_t(hi), sigma_to_t(lo), n + (schedule == "SGM Uniform"))
+        t = np.linspace(_sigma_to_t(acp, hi), _sigma_to_t(acp, lo),
+                        n + (schedule == "SGM Uniform"))
         sig = t_to_sigma(t[:n])
     elif schedule == "KL Optimal":
         i = np.arange(n + 1) / n
@@ -130,8 +137,7 @@ def _install(scheduler, schedule: str | None, discard: bool, sdxl: bool, ddim: b
             _a1111_timesteps(scheduler, num_inference_steps)
         elif not karras:
             sig = a1111_sigmas(schedule, num_inference_steps, acp, sdxl, discard)
-            log = np.log(((1 - acp) / acp) ** 0.5)
-            t = np.interp(np.log(sig[:-1]), log, np.arange(len(log)))
+            t = _sigma_to_t(acp, sig[:-1])
             scheduler.sigmas = torch.from_numpy(sig.astype(np.float32))
             scheduler.timesteps = torch.from_numpy(t.astype(np.float32)).to(device)
             scheduler.num_inference_steps = len(t)

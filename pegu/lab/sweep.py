@@ -238,8 +238,14 @@ def sweep(grid, out, *, device="auto", clip: str | None = None,
     grid = read_grid(grid)  # read once: the runs, then attribute control, use it
     runs = load_grid(grid, many=many)
     _check_some_valid(runs, grid)
+    if cluster and processes not in ("auto", 1):
+        raise BadInput("a cluster sweep spreads its runs over --workers: leave --processes out")
+    if workers is not None and not cluster:
+        raise BadInput("--workers counts a cluster's workers: add --cluster ray, or use "
+                       "--processes N on this machine")
     index, count = parse_shard(shard) if shard else shard_from_env()
-    with writer_lock(out, shared=count > 1) as token:  # one sweep writes into ``out``
+    shared = _digest([run_id(d) for d in runs]) if count > 1 else None
+    with writer_lock(out, shared=shared) as token:  # one sweep writes into ``out``
         return _sweep(grid, runs, out, index, count, token, device=device, clip=clip,
                       progress=progress, processes=processes, keep_failed=keep_failed,
                       many=many, offline=offline, time_limit_h=time_limit_h,
