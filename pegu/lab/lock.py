@@ -16,6 +16,11 @@ from pathlib import Path
 from ..core.errors import PeguError
 from ..core.images import process_alive
 
+try:
+    import fcntl
+except ImportError:  # no flock here (Windows): no lock
+    fcntl = None
+
 LOCK_NAME = ".pegu-sweep.lock"
 # how a sweep's worker processes know they work for the holder (set in their environment
 # by the process that starts them, never in this process's)
@@ -48,9 +53,7 @@ def writer_lock(out, what: str = "pegu sweep", shared: str | None = None):
     if given and given == _holder(path).get("token"):
         yield given  # a worker of the holder
         return
-    try:
-        import fcntl
-    except ImportError:  # no flock here: no lock
+    if fcntl is None:
         yield None
         return
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -60,17 +63,17 @@ def writer_lock(out, what: str = "pegu sweep", shared: str | None = None):
                 "since": time.strftime("%Y-%m-%d %H:%M:%S"), "what": what,
                 "command": " ".join(sys.argv)[:300]}
         if shared:
-            _join_shards(fcntl, fd, path, out, dict(info, what="sweep shards (--shard)",
+            _join_shards(fd, path, out, dict(info, what="sweep shards (--shard)",
                                                     token=None, grid=shared))
         else:
-            _take(fcntl, fd, fcntl.LOCK_EX, path, out)
+            _take(fd, fcntl.LOCK_EX, path, out)
             _record(fd, info)
         yield token
     finally:
         os.close(fd)  # closing the descriptor releases the lock
 
 
-def _take(fcntl, fd: int, how: int, path: Path, out: Path) -> None:
+def _take(fd: int, how: int, path: Path, out: Path) -> None:
     try:
         fcntl.flock(fd, how | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -87,7 +90,7 @@ def _record(fd: int, info: dict) -> None:
     os.pwrite(fd, json.dumps(info).encode(), 0)
 
 
-def _join_shards(fcntl, fd: int, path: Path, out: Path, info: dict) -> None:
+def _join_shards(fd: int, path: Path, out: Path, info: dict) -> None:
     """A shard's shared hold: the first shard in records its grid, later ones must be of
     that grid. Shards enter one at a time (a second, briefly held lock), so that the
     first one's record is there before the next one reads it."""
@@ -96,12 +99,11 @@ def _join_shards(fcntl, fd: int, path: Path, out: Path, info: dict) -> None:
         fcntl.flock(gate, fcntl.LOCK_EX)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            first = True
         except BlockingIOError:
-            first = False
-        if first:  # nobody writes here: this shard's grid is the folder's
+            pass  # others write here: their record stands
+        else:  # nobody writes here: this shard's grid is the folder's
             _record(fd, info)
-        _take(fcntl, fd, fcntl.LOCK_SH, path, out)  # (from exclusive: converted)
+        _take(fd, fcntl.LOCK_SH, path, out)  # (from exclusive: converted)
         held = _holder(path).get("grid")
         if held != info["grid"]:
             raise FolderBusy(f"{out} is being written by shards of another grid; wait for "
